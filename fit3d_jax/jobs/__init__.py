@@ -1,0 +1,6 @@
+"""One module per job; each exposes ``run(config) -> None``. ``main.py`` dispatches on ``config.job``."""
+
+JOBS = {
+    "features": "fit3d_jax.jobs.features",
+    "convert_torch": "fit3d_jax.jobs.convert_torch",
+}
