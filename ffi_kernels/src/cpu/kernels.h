@@ -1,0 +1,67 @@
+// CPU implementation of the rasterizer stages: the same algorithm as the CUDA build (tiles,
+// (tile, depth) keys sorted stably, per-pixel front-to-back blending, back-to-front backward),
+// parallel over Gaussians or tiles with plain threads.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "fit3d/common.h"
+#include "fit3d/raster_args.h"
+
+namespace fit3d::cpu {
+
+struct ProjectArgs {
+  int64_t num_gaussians;
+  int sh_coeffs;   // K
+  int sh_degree;   // active degree, already clamped to what K allows
+  Camera camera;
+  const float* means;      // (N, 3)
+  const float* scales;     // (N, 3)
+  const float* quats;      // (N, 4) w x y z, any norm
+  const float* opacities;  // (N,)
+  const float* sh;         // (N, K, 3)
+};
+
+struct ProjectOutputs {
+  float* means2d;   // (N, 2)
+  float* conics;    // (N, 3)
+  float* depths;    // (N,)
+  float* colors;    // (N, 3)
+  float* extents;   // (N, 2)
+  int32_t* radii;   // (N,)
+};
+
+struct ProjectCotangents {
+  const float* means2d;
+  const float* conics;
+  const float* depths;
+  const float* colors;
+};
+
+struct ProjectGrads {
+  float* means;
+  float* scales;
+  float* quats;
+  float* sh;
+};
+
+void project_forward(const ProjectArgs& args, const ProjectOutputs& out);
+void project_backward(const ProjectArgs& args, const ProjectCotangents& cot, const ProjectGrads& grads);
+
+// Index of the first Gaussian with a non-finite rasterizer input, or -1.
+int64_t first_nonfinite(const RasterInputs& in);
+
+struct Binning {
+  std::vector<int32_t> tile_offsets;  // num_tiles + 1 offsets into gids
+  std::vector<int32_t> gids;          // Gaussian ids sorted by (tile, depth, id)
+};
+Binning bin_gaussians(const RasterInputs& in);
+
+void rasterize_forward(const RasterInputs& in, const int32_t* tile_offsets, const int32_t* gids,
+                       const RasterOutputs& out);
+void rasterize_backward(const RasterInputs& in, const int32_t* tile_offsets, const int32_t* gids,
+                        const float* trans, const int32_t* last, const RasterCotangents& cot,
+                        bool feature_geometry, const RasterGrads& grads);
+
+}  // namespace fit3d::cpu

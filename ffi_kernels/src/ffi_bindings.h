@@ -1,0 +1,103 @@
+// XLA FFI signatures of the rasterizer stages, shared by the CPU and CUDA handlers so that the
+// two libraries expose identical custom calls (fit3d_jax/render/ffi.py calls them by name).
+//
+// Each binding lists operands, then results, then attributes; a handler's parameters follow the
+// same order after its platform context.
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include "xla/ffi/api/ffi.h"
+
+#define FIT3D_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace fit3d::bind {
+
+namespace ffi = xla::ffi;
+using F32 = ffi::Buffer<ffi::F32>;
+using S32 = ffi::Buffer<ffi::S32>;
+using F32Out = ffi::ResultBuffer<ffi::F32>;
+using S32Out = ffi::ResultBuffer<ffi::S32>;
+
+// means (N,3), scales (N,3), quats (N,4), opacities (N,), sh (N,K,3), sh_degree (), camera (24,)
+// -> means2d (N,2), conics (N,3), depths (N,), colors (N,3), extents (N,2), radii (N,)
+template <typename B>
+auto project_forward(B b) {
+  return std::move(b).template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Arg<F32>().template Arg<S32>().template Arg<F32>()
+      .template Ret<F32>().template Ret<F32>().template Ret<F32>().template Ret<F32>()
+      .template Ret<F32>().template Ret<S32>()
+      .template Attr<int32_t>("width").template Attr<int32_t>("height");
+}
+
+// The forward operands + cotangents of means2d, conics, depths, colors
+// -> d_means (N,3), d_scales (N,3), d_quats (N,4), d_sh (N,K,3)
+template <typename B>
+auto project_backward(B b) {
+  return std::move(b).template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Arg<F32>().template Arg<S32>().template Arg<F32>()
+      .template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Ret<F32>().template Ret<F32>().template Ret<F32>().template Ret<F32>()
+      .template Attr<int32_t>("width").template Attr<int32_t>("height");
+}
+
+// means2d (N,2), conics (N,3), opacities (N,), colors (N,3), depths (N,), features (N,C),
+// extents (N,2) -> rgb (H,W,3), features (H,W,C), depth (H,W), trans (H,W), last (H,W),
+// tile_offsets (T+1,), gids (M,), n_isect (1,). gids keeps the sorted list for the backward
+// when it fits (M >= n_isect); otherwise the backward bins again.
+template <typename B>
+auto rasterize_forward(B b) {
+  return std::move(b).template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Ret<F32>().template Ret<F32>().template Ret<F32>().template Ret<F32>()
+      .template Ret<S32>().template Ret<S32>().template Ret<S32>().template Ret<S32>()
+      .template Attr<int32_t>("width").template Attr<int32_t>("height");
+}
+
+// The forward operands, trans, last, tile_offsets, gids, n_isect and the cotangents of
+// rgb, features, depth, trans -> d_means2d, d_conics, d_opacities, d_colors, d_depths, d_features
+template <typename B>
+auto rasterize_backward(B b) {
+  return std::move(b).template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Arg<F32>().template Arg<S32>().template Arg<S32>().template Arg<S32>()
+      .template Arg<S32>()
+      .template Arg<F32>().template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Ret<F32>().template Ret<F32>().template Ret<F32>().template Ret<F32>()
+      .template Ret<F32>().template Ret<F32>()
+      .template Attr<int32_t>("width").template Attr<int32_t>("height")
+      .template Attr<bool>("feature_geometry");
+}
+
+inline ffi::Error invalid(const std::string& msg) {
+  return ffi::Error::InvalidArgument("fit3d_jax rasterizer: " + msg);
+}
+
+inline ffi::Error nonfinite_error(long long index) {
+  return invalid("Gaussian " + std::to_string(index) +
+                 " has a non-finite rasterizer input (NaN/Inf in its mean, scale, rotation, "
+                 "opacity, SH or projected values); fix the parameters or drop it.");
+}
+
+inline ffi::Error too_many_intersections(long long n) {
+  return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                    "fit3d_jax rasterizer: " + std::to_string(n) +
+                        " tile intersections exceed the int32 index range; render at a lower "
+                        "resolution or with fewer Gaussians per call.");
+}
+
+}  // namespace fit3d::bind
+
+// Defines an exported handler symbol; declared first with default visibility because the
+// libraries are built with -fvisibility=hidden.
+#define FIT3D_HANDLER(symbol, impl, binding)                                              \
+  FIT3D_EXPORT XLA_FFI_Error* symbol(XLA_FFI_CallFrame* call_frame);                      \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, impl, binding)
+
+// ABI tag checked by fit3d_jax/kernels.py against the running jaxlib before registration.
+#define FIT3D_DEFINE_ABI_QUERY(platform_name)                                               \
+  FIT3D_EXPORT int fit3d_ffi_api_version() {                                                \
+    return XLA_FFI_API_MAJOR * 1000 + XLA_FFI_API_MINOR;                                    \
+  }                                                                                        \
+  FIT3D_EXPORT const char* fit3d_platform() { return platform_name; }
