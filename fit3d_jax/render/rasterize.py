@@ -1,0 +1,162 @@
+"""The public rendering API: :func:`rasterize` Gaussians with RGB (SH) and C-channel features."""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from fit3d_jax import kernels
+from fit3d_jax.render import ffi, reference
+from fit3d_jax.render.camera import Camera
+
+MAX_CHANNELS = 128  # kMaxChannels in ffi_kernels/include/fit3d/common.h
+BACKENDS = ("auto", "ffi", "jax")
+
+
+class RenderOutput(NamedTuple):
+    rgb: jnp.ndarray  # (H, W, 3) colour composited over the background
+    features: jnp.ndarray  # (H, W, C) blended features (no background)
+    alpha: jnp.ndarray  # (H, W) 1 - final transmittance
+    depth: jnp.ndarray  # (H, W) expected depth sum(w z) / alpha, 0 where alpha == 0
+    radii: jnp.ndarray  # (N,) int32 3DGS screen radius (3 sigma, pixels), 0 when not visible
+    visible: jnp.ndarray  # (N,) bool: in front of the camera, inside the view, may touch a pixel
+    n_isect: jnp.ndarray  # () int32 tile intersections rendered (to size capacities)
+
+
+def default_isect_capacity(num_gaussians: int) -> int:
+    """Sorted-list entries kept for the backward (FFI) or binned at most (pure JAX)."""
+    return max(8 * num_gaussians, 1 << 16)
+
+
+def resolve_backend(backend: str) -> str:
+    """'auto' -> 'ffi' where a kernel library exists for the default platform, else 'jax'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    platform = jax.default_backend()
+    suffix = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}.get(platform)
+    if backend == "jax":
+        return "jax"
+    if suffix is None:
+        if backend == "ffi":
+            raise ValueError(f"backend='ffi' has no kernels for platform {platform!r}; use 'jax'")
+        return "jax"
+    if backend == "ffi":
+        kernels.load(suffix)  # raises KernelLibraryError with the build command
+        return "ffi"
+    if kernels.available(suffix):
+        return "ffi"
+    warnings.warn(
+        f"fit3d_jax: no {suffix} kernel library for this jaxlib; using the slower pure-JAX "
+        f"rasterizer. Build it with: python -m fit3d_jax.kernels build{' --cuda' if suffix == 'cuda' else ''}",
+        stacklevel=3,
+    )
+    return "jax"
+
+
+def _check_inputs(means, scales, quats, opacities, sh, features, background):
+    n = means.shape[0]
+    chex.assert_shape(means, (n, 3))
+    chex.assert_shape(scales, (n, 3))
+    chex.assert_shape(quats, (n, 4))
+    chex.assert_shape(opacities, (n,))
+    chex.assert_rank(sh, 3)
+    chex.assert_shape(sh, (n, None, 3))
+    chex.assert_rank(features, 2)
+    chex.assert_shape(features, (n, None))
+    chex.assert_shape(background, (3,))
+    if sh.shape[1] not in (1, 4, 9, 16):
+        raise ValueError(f"sh must have 1, 4, 9 or 16 coefficients per Gaussian (degree 0..3), got {sh.shape[1]}")
+    c = features.shape[1]
+    if not 1 <= c <= MAX_CHANNELS:
+        raise ValueError(f"features must have 1..{MAX_CHANNELS} channels, got {c}")
+    if n == 0:
+        raise ValueError("rasterize needs at least one Gaussian")
+    for name, x in dict(means=means, scales=scales, quats=quats, opacities=opacities, sh=sh, features=features).items():
+        if x.dtype != jnp.float32:
+            raise TypeError(f"{name} must be float32, got {x.dtype}")
+
+
+def rasterize(
+    means: jnp.ndarray,
+    scales: jnp.ndarray,
+    quats: jnp.ndarray,
+    opacities: jnp.ndarray,
+    sh: jnp.ndarray,
+    features: jnp.ndarray,
+    camera: Camera,
+    background: jnp.ndarray | None = None,
+    *,
+    sh_degree: int | jnp.ndarray | None = None,
+    screen_offset: jnp.ndarray | None = None,
+    feature_geometry: bool = False,
+    backend: str = "auto",
+    isect_capacity: int | None = None,
+    tile_capacity: int | None = None,
+) -> RenderOutput:
+    """Renders Gaussians into RGB, C feature channels, alpha and expected depth.
+
+    Args:
+      means, scales, quats, opacities: (N,3) world means, (N,3) positive scales, (N,4) rotations
+        (w, x, y, z; normalised inside), (N,) opacities in [0, 1]. Activations (exp, sigmoid) are
+        the caller's business.
+      sh: (N, K, 3) SH coefficients, K = (degree + 1)^2 for degree 0..3.
+      features: (N, C) per-Gaussian features, 1 <= C <= 128.
+      camera: a :class:`Camera`; ``jax.vmap`` over a batched camera renders several views.
+      background: (3,) RGB behind the Gaussians (default black). Features have no background.
+      sh_degree: active SH degree (a traced int is fine: no retrace as it grows); default all.
+      screen_offset: optional (N, 2) zeros added to the projected means; its gradient is
+        dL/d(means2d) in pixels, the view-space gradient of 3DGS densification.
+      feature_geometry: if True, feature-image gradients also reach means, scales, rotations
+        and opacities. Default False: they reach the features only (FiT3D's routing).
+      backend: 'auto' (CUDA/CPU kernels where built, else pure JAX), 'ffi' or 'jax'.
+      isect_capacity: FFI: sorted-list entries kept for the backward (more are re-binned in the
+        backward, never dropped). JAX: binning capacity (exceeding it is an error).
+      tile_capacity: JAX backend only: Gaussians per tile (exceeding it is an error).
+
+    Non-finite means, scales, rotations, opacities or SH coefficients of any Gaussian raise an
+    error from the kernels; a non-finite feature value propagates (as NaN/Inf) into the pixels
+    it contributes to.
+    """
+    means, scales, quats, opacities, sh, features = map(jnp.asarray, (means, scales, quats, opacities, sh, features))
+    n = means.shape[0]
+    if background is None:
+        background = jnp.zeros(3, jnp.float32)
+    background = jnp.asarray(background, jnp.float32)
+    _check_inputs(means, scales, quats, opacities, sh, features, background)
+    max_degree = int(round(sh.shape[1] ** 0.5)) - 1
+    sh_degree = jnp.asarray(max_degree if sh_degree is None else sh_degree, jnp.int32)
+    isect_capacity = default_isect_capacity(n) if isect_capacity is None else int(isect_capacity)
+    width, height = camera.width, camera.height
+
+    if resolve_backend(backend) == "ffi":
+        proj = ffi.project(means, scales, quats, opacities, sh, sh_degree, camera.pack(), width, height)
+    else:
+        proj = reference.project(means, scales, quats, opacities, sh, sh_degree, camera)
+    means2d = proj.means2d if screen_offset is None else proj.means2d + screen_offset
+    args = (means2d, proj.conics, opacities, proj.colors, proj.depths, features, proj.extents, width, height)
+    if resolve_backend(backend) == "ffi":
+        raster, n_isect = ffi.rasterize(*args, isect_capacity, bool(feature_geometry))
+    else:
+        raster = reference.rasterize_tiled(
+            *args,
+            bool(feature_geometry),
+            isect_capacity=isect_capacity,
+            tile_capacity=min(n, 4096) if tile_capacity is None else int(tile_capacity),
+        )
+        n_isect = jnp.asarray(-1, jnp.int32)  # not tracked by the pure-JAX path
+
+    alpha = 1.0 - raster.trans
+    safe_alpha = jnp.where(alpha > 0, alpha, 1.0)
+    return RenderOutput(
+        rgb=raster.rgb + raster.trans[..., None] * background,
+        features=raster.features,
+        alpha=alpha,
+        depth=jnp.where(alpha > 0, raster.depth / safe_alpha, 0.0),
+        radii=proj.radii,
+        visible=proj.radii > 0,
+        n_isect=n_isect,
+    )
