@@ -110,6 +110,18 @@ def available(suffix: str) -> bool:
         return False
 
 
+def load_all() -> set[str]:
+    """Registers every library usable in this process (CPU always, CUDA where JAX sees a GPU)
+    so that a computation placed on either platform finds its kernels; returns their suffixes."""
+    suffixes = {"cpu"}
+    try:
+        if jax.devices("gpu"):
+            suffixes.add("cuda")
+    except RuntimeError:
+        pass
+    return {s for s in suffixes if available(s)}
+
+
 def build(cuda: bool, out_dir: Path, cuda_arch: str = "90", jobs: int | None = None) -> Path:
     """Configures, compiles and installs the kernel libraries against this jaxlib."""
     if shutil.which("cmake") is None:

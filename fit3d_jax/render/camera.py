@@ -41,16 +41,17 @@ class Camera:
         height: int,
         near: float = 0.01,
         far: float = 1e10,
+        dtype=jnp.float32,
     ) -> Camera:
-        """Validates the static parts and converts the rest to float32 arrays."""
+        """Validates the static parts and converts the rest to arrays of ``dtype``."""
         if int(width) != width or int(height) != height or width <= 0 or height <= 0:
             raise ValueError(f"Camera width/height must be positive integers, got {width}x{height}")
         if not isinstance(near, jnp.ndarray) and not near > 0:
             raise ValueError(f"Camera near plane must be > 0, got {near}")
-        f32 = lambda v: jnp.asarray(v, jnp.float32)
-        viewmat = f32(viewmat)
+        viewmat = jnp.asarray(viewmat, dtype)
         chex.assert_shape(viewmat, (..., 4, 4))
-        return cls(viewmat, f32(fx), f32(fy), f32(cx), f32(cy), f32(near), f32(far), int(width), int(height))
+        arr = lambda v: jnp.broadcast_to(jnp.asarray(v, dtype), viewmat.shape[:-2])  # batch like viewmat
+        return cls(viewmat, arr(fx), arr(fy), arr(cx), arr(cy), arr(near), arr(far), int(width), int(height))
 
     @classmethod
     def look_at(cls, eye, target, up, fx, fy, width, height, **kw) -> Camera:
@@ -71,5 +72,5 @@ class Camera:
         """The kernels' camera operand: viewmat (16), fx, fy, cx, cy, near, far, 0, 0."""
         scalars = jnp.stack([self.fx, self.fy, self.cx, self.cy, self.near, self.far], axis=-1)
         flat = self.viewmat.reshape(self.viewmat.shape[:-2] + (16,))
-        pad = jnp.zeros(flat.shape[:-1] + (2,), jnp.float32)
-        return jnp.concatenate([flat, scalars, pad], axis=-1)
+        pad = jnp.zeros(flat.shape[:-1] + (2,), flat.dtype)
+        return jnp.concatenate([flat, scalars, pad], axis=-1).astype(jnp.float32)

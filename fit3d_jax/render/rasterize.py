@@ -14,7 +14,7 @@ from fit3d_jax.render import ffi, reference
 from fit3d_jax.render.camera import Camera
 
 MAX_CHANNELS = 128  # kMaxChannels in ffi_kernels/include/fit3d/common.h
-BACKENDS = ("auto", "ffi", "jax")
+BACKENDS = ("auto", "ffi", "jax", "reference")
 
 
 class RenderOutput(NamedTuple):
@@ -33,25 +33,27 @@ def default_isect_capacity(num_gaussians: int) -> int:
 
 
 def resolve_backend(backend: str) -> str:
-    """'auto' -> 'ffi' where a kernel library exists for the default platform, else 'jax'."""
+    """'auto' -> 'ffi' where a kernel library exists for the default platform, else 'jax'.
+
+    With 'ffi', every usable library is registered, so a computation placed on another
+    platform (e.g. under ``jax.default_device(cpu)`` on a GPU machine) uses its own kernels.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("jax", "reference"):
+        return backend
     platform = jax.default_backend()
     suffix = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}.get(platform)
-    if backend == "jax":
-        return "jax"
-    if suffix is None:
-        if backend == "ffi":
-            raise ValueError(f"backend='ffi' has no kernels for platform {platform!r}; use 'jax'")
-        return "jax"
+    loaded = kernels.load_all()
+    if suffix in loaded:
+        return "ffi"
     if backend == "ffi":
+        if suffix is None:
+            raise ValueError(f"backend='ffi' has no kernels for platform {platform!r}; use 'jax'")
         kernels.load(suffix)  # raises KernelLibraryError with the build command
-        return "ffi"
-    if kernels.available(suffix):
-        return "ffi"
     warnings.warn(
-        f"fit3d_jax: no {suffix} kernel library for this jaxlib; using the slower pure-JAX "
-        f"rasterizer. Build it with: python -m fit3d_jax.kernels build{' --cuda' if suffix == 'cuda' else ''}",
+        f"fit3d_jax: no {suffix or platform} kernel library for this jaxlib; using the slower "
+        "pure-JAX rasterizer. Build the kernels with: python -m fit3d_jax.kernels build --cuda",
         stacklevel=3,
     )
     return "jax"
@@ -76,8 +78,8 @@ def _check_inputs(means, scales, quats, opacities, sh, features, background):
     if n == 0:
         raise ValueError("rasterize needs at least one Gaussian")
     for name, x in dict(means=means, scales=scales, quats=quats, opacities=opacities, sh=sh, features=features).items():
-        if x.dtype != jnp.float32:
-            raise TypeError(f"{name} must be float32, got {x.dtype}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(f"{name} must be a floating-point array, got {x.dtype}")
 
 
 def rasterize(
@@ -100,7 +102,7 @@ def rasterize(
     """Renders Gaussians into RGB, C feature channels, alpha and expected depth.
 
     Args:
-      means, scales, quats, opacities: (N,3) world means, (N,3) positive scales, (N,4) rotations
+      means, scales, quats, opacities: (floating, computed in float32) (N,3) world means, (N,3) positive scales, (N,4) rotations
         (w, x, y, z; normalised inside), (N,) opacities in [0, 1]. Activations (exp, sigmoid) are
         the caller's business.
       sh: (N, K, 3) SH coefficients, K = (degree + 1)^2 for degree 0..3.
@@ -112,7 +114,8 @@ def rasterize(
         dL/d(means2d) in pixels, the view-space gradient of 3DGS densification.
       feature_geometry: if True, feature-image gradients also reach means, scales, rotations
         and opacities. Default False: they reach the features only (FiT3D's routing).
-      backend: 'auto' (CUDA/CPU kernels where built, else pure JAX), 'ffi' or 'jax'.
+      backend: 'auto' (CUDA/CPU kernels where built, else pure JAX), 'ffi', 'jax' (tiled,
+        for TPUs) or 'reference' (dense: every Gaussian against every pixel; tests, tiny scenes).
       isect_capacity: FFI: sorted-list entries kept for the backward (more are re-binned in the
         backward, never dropped). JAX: binning capacity (exceeding it is an error).
       tile_capacity: JAX backend only: Gaussians per tile (exceeding it is an error).
@@ -127,28 +130,39 @@ def rasterize(
         background = jnp.zeros(3, jnp.float32)
     background = jnp.asarray(background, jnp.float32)
     _check_inputs(means, scales, quats, opacities, sh, features, background)
+    # The kernels compute in float32; gradients flow back to the callers' dtypes.
+    means, scales, quats, opacities, sh, features = (
+        x.astype(jnp.float32) for x in (means, scales, quats, opacities, sh, features)
+    )
     max_degree = int(round(sh.shape[1] ** 0.5)) - 1
     sh_degree = jnp.asarray(max_degree if sh_degree is None else sh_degree, jnp.int32)
     isect_capacity = default_isect_capacity(n) if isect_capacity is None else int(isect_capacity)
     width, height = camera.width, camera.height
 
-    if resolve_backend(backend) == "ffi":
+    backend = resolve_backend(backend)
+    if backend == "ffi":
         proj = ffi.project(means, scales, quats, opacities, sh, sh_degree, camera.pack(), width, height)
     else:
         proj = reference.project(means, scales, quats, opacities, sh, sh_degree, camera)
     means2d = proj.means2d if screen_offset is None else proj.means2d + screen_offset
     args = (means2d, proj.conics, opacities, proj.colors, proj.depths, features, proj.extents, width, height)
-    if resolve_backend(backend) == "ffi":
+    n_isect = jnp.asarray(-1, jnp.int32)  # tracked by the kernels only
+    if backend == "ffi":
         raster, n_isect = ffi.rasterize(*args, isect_capacity, bool(feature_geometry))
-    else:
+    elif backend == "jax":
         raster = reference.rasterize_tiled(
             *args,
             bool(feature_geometry),
             isect_capacity=isect_capacity,
             tile_capacity=min(n, 4096) if tile_capacity is None else int(tile_capacity),
         )
-        n_isect = jnp.asarray(-1, jnp.int32)  # not tracked by the pure-JAX path
+    else:
+        raster = reference.rasterize_dense(*args, bool(feature_geometry))
+    return compose_output(raster, proj.radii, background, n_isect)
 
+
+def compose_output(raster: reference.Raster, radii: jnp.ndarray, background: jnp.ndarray, n_isect: jnp.ndarray) -> RenderOutput:
+    """Background, alpha and expected depth from the rasterizer's accumulated sums."""
     alpha = 1.0 - raster.trans
     safe_alpha = jnp.where(alpha > 0, alpha, 1.0)
     return RenderOutput(
@@ -156,7 +170,7 @@ def rasterize(
         features=raster.features,
         alpha=alpha,
         depth=jnp.where(alpha > 0, raster.depth / safe_alpha, 0.0),
-        radii=proj.radii,
-        visible=proj.radii > 0,
+        radii=radii,
+        visible=radii > 0,
         n_isect=n_isect,
     )

@@ -33,27 +33,25 @@ FIT3D_HD SplatEval splat_eval(Vec2 mean2d, const float conic[3], float opacity, 
   return e;
 }
 
-// Gradient of one pair with respect to the Gaussian's mean2d, conic and opacity, given
-// dL/dalpha of the pair (zero when alpha was clamped).
-struct SplatGrad {
-  float d_mean[2];
-  float d_conic[3];
-  float d_opacity;
-};
-
-FIT3D_HD SplatGrad splat_eval_backward(const SplatEval& e, const float conic[3], float d_alpha) {
-  SplatGrad g;
-  if (e.clamped) d_alpha = 0.f;
-  // alpha = o exp(-sigma):  dalpha/do = exp(-sigma),  dalpha/dsigma = -alpha.
-  g.d_opacity = e.falloff * d_alpha;
-  const float d_sigma = -e.alpha * d_alpha;
-  g.d_conic[0] = 0.5f * e.dx * e.dx * d_sigma;
-  g.d_conic[1] = e.dx * e.dy * d_sigma;
-  g.d_conic[2] = 0.5f * e.dy * e.dy * d_sigma;
-  g.d_mean[0] = (conic[0] * e.dx + conic[1] * e.dy) * d_sigma;
-  g.d_mean[1] = (conic[1] * e.dx + conic[2] * e.dy) * d_sigma;
-  return g;
+// dL/dsigma of one pair given its dL/dalpha (alpha = o exp(-sigma), so dalpha/dsigma = -alpha;
+// zero where alpha was clamped). Everything else of the pair's gradient follows from it.
+FIT3D_HD float splat_dsigma(const SplatEval& e, float d_alpha) {
+  return e.clamped ? 0.f : -e.alpha * d_alpha;
 }
+
+// Accumulates the pair's gradient into mean2d (2) and conic (3) given dL/dsigma.
+FIT3D_HD void sigma_backward(float dx, float dy, const float conic[3], float d_sigma,
+                             float d_mean[2], float d_conic[3]) {
+  d_mean[0] += (conic[0] * dx + conic[1] * dy) * d_sigma;
+  d_mean[1] += (conic[1] * dx + conic[2] * dy) * d_sigma;
+  d_conic[0] += 0.5f * dx * dx * d_sigma;
+  d_conic[1] += dx * dy * d_sigma;
+  d_conic[2] += 0.5f * dy * dy * d_sigma;
+}
+
+// dL/dopacity from the sum of dL/dsigma over a Gaussian's unclamped pairs: there
+// dalpha/do = exp(-sigma) = alpha / o, i.e. dL/do = -dL/dsigma / o.
+FIT3D_HD float opacity_grad(float sum_d_sigma, float opacity) { return -sum_d_sigma / opacity; }
 
 // Walking back to front: given the transmittance behind a contribution (t_behind, which starts at
 // the pixel's final transmittance), returns the transmittance in front of it.

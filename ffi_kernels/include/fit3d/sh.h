@@ -9,11 +9,14 @@ namespace fit3d {
 
 constexpr float kShC0 = 0.28209479177387814f;
 constexpr float kShC1 = 0.4886025119029199f;
-constexpr float kShC2[5] = {1.0925484305920792f, -1.0925484305920792f, 0.31539156525252005f,
-                            -1.0925484305920792f, 0.5462742152960396f};
-constexpr float kShC3[7] = {-0.5900435899266435f, 2.890611442640554f, -0.4570457994644658f,
-                            0.3731763325901154f, -0.4570457994644658f, 1.445305721320277f,
-                            -0.5900435899266435f};
+// Scalars rather than arrays: namespace-scope constexpr arrays are not visible in device code.
+constexpr float kShC2_0 = 1.0925484305920792f, kShC2_1 = -1.0925484305920792f,
+                kShC2_2 = 0.31539156525252005f, kShC2_3 = -1.0925484305920792f,
+                kShC2_4 = 0.5462742152960396f;
+constexpr float kShC3_0 = -0.5900435899266435f, kShC3_1 = 2.890611442640554f,
+                kShC3_2 = -0.4570457994644658f, kShC3_3 = 0.3731763325901154f,
+                kShC3_4 = -0.4570457994644658f, kShC3_5 = 1.445305721320277f,
+                kShC3_6 = -0.5900435899266435f;
 
 FIT3D_HD int sh_coeffs_for_degree(int degree) { return (degree + 1) * (degree + 1); }
 
@@ -27,19 +30,19 @@ FIT3D_HD void sh_basis(int degree, Vec3 d, float* b) {
   b[3] = -kShC1 * x;
   if (degree < 2) return;
   const float xx = x * x, yy = y * y, zz = z * z;
-  b[4] = kShC2[0] * x * y;
-  b[5] = kShC2[1] * y * z;
-  b[6] = kShC2[2] * (2.f * zz - xx - yy);
-  b[7] = kShC2[3] * x * z;
-  b[8] = kShC2[4] * (xx - yy);
+  b[4] = kShC2_0 * x * y;
+  b[5] = kShC2_1 * y * z;
+  b[6] = kShC2_2 * (2.f * zz - xx - yy);
+  b[7] = kShC2_3 * x * z;
+  b[8] = kShC2_4 * (xx - yy);
   if (degree < 3) return;
-  b[9] = kShC3[0] * y * (3.f * xx - yy);
-  b[10] = kShC3[1] * x * y * z;
-  b[11] = kShC3[2] * y * (4.f * zz - xx - yy);
-  b[12] = kShC3[3] * z * (2.f * zz - 3.f * xx - 3.f * yy);
-  b[13] = kShC3[4] * x * (4.f * zz - xx - yy);
-  b[14] = kShC3[5] * z * (xx - yy);
-  b[15] = kShC3[6] * x * (xx - 3.f * yy);
+  b[9] = kShC3_0 * y * (3.f * xx - yy);
+  b[10] = kShC3_1 * x * y * z;
+  b[11] = kShC3_2 * y * (4.f * zz - xx - yy);
+  b[12] = kShC3_3 * z * (2.f * zz - 3.f * xx - 3.f * yy);
+  b[13] = kShC3_4 * x * (4.f * zz - xx - yy);
+  b[14] = kShC3_5 * z * (xx - yy);
+  b[15] = kShC3_6 * x * (xx - 3.f * yy);
 }
 
 // d/dd of sum_k w_k b_k(d) for weights w (the colour gradient folded with the coefficients).
@@ -52,37 +55,37 @@ FIT3D_HD Vec3 sh_basis_vjp(int degree, Vec3 d, const float* w) {
   g.x += -kShC1 * w[3];
   if (degree < 2) return g;
   const float xx = x * x, yy = y * y, zz = z * z;
-  g.x += kShC2[0] * y * w[4];
-  g.y += kShC2[0] * x * w[4];
-  g.y += kShC2[1] * z * w[5];
-  g.z += kShC2[1] * y * w[5];
-  g.x += -2.f * kShC2[2] * x * w[6];
-  g.y += -2.f * kShC2[2] * y * w[6];
-  g.z += 4.f * kShC2[2] * z * w[6];
-  g.x += kShC2[3] * z * w[7];
-  g.z += kShC2[3] * x * w[7];
-  g.x += 2.f * kShC2[4] * x * w[8];
-  g.y += -2.f * kShC2[4] * y * w[8];
+  g.x += kShC2_0 * y * w[4];
+  g.y += kShC2_0 * x * w[4];
+  g.y += kShC2_1 * z * w[5];
+  g.z += kShC2_1 * y * w[5];
+  g.x += -2.f * kShC2_2 * x * w[6];
+  g.y += -2.f * kShC2_2 * y * w[6];
+  g.z += 4.f * kShC2_2 * z * w[6];
+  g.x += kShC2_3 * z * w[7];
+  g.z += kShC2_3 * x * w[7];
+  g.x += 2.f * kShC2_4 * x * w[8];
+  g.y += -2.f * kShC2_4 * y * w[8];
   if (degree < 3) return g;
-  g.x += kShC3[0] * 6.f * x * y * w[9];
-  g.y += kShC3[0] * 3.f * (xx - yy) * w[9];
-  g.x += kShC3[1] * y * z * w[10];
-  g.y += kShC3[1] * x * z * w[10];
-  g.z += kShC3[1] * x * y * w[10];
-  g.x += kShC3[2] * -2.f * x * y * w[11];
-  g.y += kShC3[2] * (4.f * zz - xx - 3.f * yy) * w[11];
-  g.z += kShC3[2] * 8.f * y * z * w[11];
-  g.x += kShC3[3] * -6.f * x * z * w[12];
-  g.y += kShC3[3] * -6.f * y * z * w[12];
-  g.z += kShC3[3] * (6.f * zz - 3.f * xx - 3.f * yy) * w[12];
-  g.x += kShC3[4] * (4.f * zz - 3.f * xx - yy) * w[13];
-  g.y += kShC3[4] * -2.f * x * y * w[13];
-  g.z += kShC3[4] * 8.f * x * z * w[13];
-  g.x += kShC3[5] * 2.f * x * z * w[14];
-  g.y += kShC3[5] * -2.f * y * z * w[14];
-  g.z += kShC3[5] * (xx - yy) * w[14];
-  g.x += kShC3[6] * 3.f * (xx - yy) * w[15];
-  g.y += kShC3[6] * -6.f * x * y * w[15];
+  g.x += kShC3_0 * 6.f * x * y * w[9];
+  g.y += kShC3_0 * 3.f * (xx - yy) * w[9];
+  g.x += kShC3_1 * y * z * w[10];
+  g.y += kShC3_1 * x * z * w[10];
+  g.z += kShC3_1 * x * y * w[10];
+  g.x += kShC3_2 * -2.f * x * y * w[11];
+  g.y += kShC3_2 * (4.f * zz - xx - 3.f * yy) * w[11];
+  g.z += kShC3_2 * 8.f * y * z * w[11];
+  g.x += kShC3_3 * -6.f * x * z * w[12];
+  g.y += kShC3_3 * -6.f * y * z * w[12];
+  g.z += kShC3_3 * (6.f * zz - 3.f * xx - 3.f * yy) * w[12];
+  g.x += kShC3_4 * (4.f * zz - 3.f * xx - yy) * w[13];
+  g.y += kShC3_4 * -2.f * x * y * w[13];
+  g.z += kShC3_4 * 8.f * x * z * w[13];
+  g.x += kShC3_5 * 2.f * x * z * w[14];
+  g.y += kShC3_5 * -2.f * y * z * w[14];
+  g.z += kShC3_5 * (xx - yy) * w[14];
+  g.x += kShC3_6 * 3.f * (xx - yy) * w[15];
+  g.y += kShC3_6 * -6.f * x * y * w[15];
   return g;
 }
 
@@ -97,7 +100,8 @@ FIT3D_HD void sh_to_color(int degree, Vec3 mean, Vec3 cam_pos, const float* sh, 
   for (int ch = 0; ch < 3; ++ch) {
     float acc = 0.f;
     for (int k = 0; k < n; ++k) acc += b[k] * sh[3 * k + ch];
-    color[ch] = fmaxf(acc + 0.5f, 0.f);
+    const float c = acc + 0.5f;
+    color[ch] = c < 0.f ? 0.f : c;  // not fmaxf, which would turn NaN into 0
   }
 }
 

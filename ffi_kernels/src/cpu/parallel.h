@@ -34,6 +34,19 @@ void parallel_for(int64_t tasks, Fn&& fn) {
   for (auto& th : pool) th.join();
 }
 
+// Like parallel_for but task t always runs on worker t * workers / tasks (contiguous blocks), so
+// per-worker partial sums, and hence results, do not depend on thread timing.
+template <typename Fn>
+void parallel_for_static(int64_t tasks, Fn&& fn) {
+  const int workers = num_workers(tasks);
+  std::vector<std::thread> pool;
+  for (int w = 0; w < workers; ++w)
+    pool.emplace_back([&, w] {
+      for (int64_t t = tasks * w / workers; t < tasks * (w + 1) / workers; ++t) fn(t, w);
+    });
+  for (auto& th : pool) th.join();
+}
+
 // Splits [0, n) into contiguous chunks, one task each, for cheap per-element loops.
 template <typename Fn>
 void parallel_range(int64_t n, Fn&& fn) {

@@ -141,13 +141,13 @@ void rasterize_backward(const RasterInputs& in, const int32_t* tile_offsets, con
   const std::vector<PixelBox> boxes = pixel_boxes(in);
 
   // Per-worker accumulators (no atomics), summed at the end. Layout per Gaussian:
-  // mean2d(2) conic(3) opacity(1) colour(3) depth(1) feature(C).
+  // mean2d(2) conic(3) sum of dL/dsigma(1) colour(3) depth(1) feature(C).
   const int stride = 10 + channels;
   const int workers = num_workers(num_tiles);
   std::vector<std::vector<float>> acc(workers);
   for (auto& a : acc) a.assign(size_t(n) * stride, 0.f);
 
-  parallel_for(num_tiles, [&](int64_t tile, int worker) {
+  parallel_for_static(num_tiles, [&](int64_t tile, int worker) {
     float* a = acc[worker].data();
     const int32_t begin = tile_offsets[tile];
     std::vector<float> s_feat(channels);
@@ -188,11 +188,9 @@ void rasterize_backward(const RasterInputs& in, const int32_t* tile_offsets, con
           }
           ag[10 + c] += w * g_feat[c];
         }
-        const SplatGrad sg = splat_eval_backward(e, conic, d_alpha);
-        ag[0] += sg.d_mean[0];
-        ag[1] += sg.d_mean[1];
-        for (int c = 0; c < 3; ++c) ag[2 + c] += sg.d_conic[c];
-        ag[5] += sg.d_opacity;
+        const float d_sigma = splat_dsigma(e, d_alpha);
+        sigma_backward(e.dx, e.dy, conic, d_sigma, ag, ag + 2);
+        ag[5] += d_sigma;
       }
     });
   });
@@ -205,7 +203,7 @@ void rasterize_backward(const RasterInputs& in, const int32_t* tile_offsets, con
     grads.means2d[2 * g] = sum[0];
     grads.means2d[2 * g + 1] = sum[1];
     for (int c = 0; c < 3; ++c) grads.conics[3 * g + c] = sum[2 + c];
-    grads.opacities[g] = sum[5];
+    grads.opacities[g] = opacity_grad(sum[5], in.opacities[g]);
     for (int c = 0; c < 3; ++c) grads.colors[3 * g + c] = sum[6 + c];
     grads.depths[g] = sum[9];
     for (int c = 0; c < channels; ++c) grads.features[g * channels + c] = sum[10 + c];

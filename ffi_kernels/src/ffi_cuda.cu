@@ -1,0 +1,165 @@
+// XLA FFI handlers of the CUDA build. Work is launched on XLA's stream; temporary memory comes
+// from XLA's scratch allocator. The rasterizer synchronises once per call to read the number of
+// tile intersections, so these handlers are not declared CUDA-graph compatible.
+#include "cuda/kernels.cuh"
+#include "ffi_bindings.h"
+
+namespace fit3d {
+namespace {
+
+using namespace bind;  // NOLINT: F32, S32, F32Out, S32Out, ffi
+using Stream = ffi::PlatformStream<cudaStream_t>;
+
+int64_t rows(const F32& b) { return b.dimensions().size() ? b.dimensions()[0] : 0; }
+
+ffi::Error status(const std::string& err) {
+  return err.empty() ? ffi::Error::Success() : ffi::Error::Internal("fit3d_jax CUDA: " + err);
+}
+
+cuda::ProjectArgs project_args(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh,
+                               S32 sh_degree, F32 camera, int32_t width, int32_t height) {
+  cuda::ProjectArgs a;
+  a.num_gaussians = rows(means);
+  a.sh_coeffs = int(sh.dimensions()[1]);
+  a.sh_degree = sh_degree.typed_data();
+  a.camera = camera.typed_data();
+  a.width = width;
+  a.height = height;
+  a.means = means.typed_data();
+  a.scales = scales.typed_data();
+  a.quats = quats.typed_data();
+  a.opacities = opacities.typed_data();
+  a.sh = sh.typed_data();
+  return a;
+}
+
+ffi::Error ProjectForward(cudaStream_t stream, F32 means, F32 scales, F32 quats, F32 opacities,
+                          F32 sh, S32 sh_degree, F32 camera, F32Out means2d, F32Out conics,
+                          F32Out depths, F32Out colors, F32Out extents, S32Out radii,
+                          int32_t width, int32_t height) {
+  cuda::project_forward(
+      stream, project_args(means, scales, quats, opacities, sh, sh_degree, camera, width, height),
+      means2d->typed_data(), conics->typed_data(), depths->typed_data(), colors->typed_data(),
+      extents->typed_data(), radii->typed_data());
+  return status(cuda::last_error("project_forward"));
+}
+
+ffi::Error ProjectBackward(cudaStream_t stream, F32 means, F32 scales, F32 quats, F32 opacities,
+                           F32 sh, S32 sh_degree, F32 camera, F32 d_means2d, F32 d_conics,
+                           F32 d_depths, F32 d_colors, F32Out g_means, F32Out g_scales,
+                           F32Out g_quats, F32Out g_sh, int32_t width, int32_t height) {
+  cuda::project_backward(
+      stream, project_args(means, scales, quats, opacities, sh, sh_degree, camera, width, height),
+      d_means2d.typed_data(), d_conics.typed_data(), d_depths.typed_data(), d_colors.typed_data(),
+      g_means->typed_data(), g_scales->typed_data(), g_quats->typed_data(), g_sh->typed_data());
+  return status(cuda::last_error("project_backward"));
+}
+
+RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
+                           F32 features, F32 extents, int32_t width, int32_t height) {
+  RasterInputs in;
+  in.num_gaussians = rows(means2d);
+  in.channels = int(features.dimensions()[1]);
+  in.width = width;
+  in.height = height;
+  in.means2d = means2d.typed_data();
+  in.conics = conics.typed_data();
+  in.opacities = opacities.typed_data();
+  in.colors = colors.typed_data();
+  in.depths = depths.typed_data();
+  in.features = features.typed_data();
+  in.extents = extents.typed_data();
+  return in;
+}
+
+void* scratch_allocate(void* ctx, size_t bytes) {
+  auto r = static_cast<ffi::ScratchAllocator*>(ctx)->Allocate(bytes, 256);
+  return r.has_value() ? *r : nullptr;
+}
+
+// Bins and reports problems as FFI errors.
+ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const RasterInputs& in,
+               int32_t* tile_offsets, int32_t* gids_out, int64_t capacity, int64_t* n_isect,
+               const int32_t** sorted) {
+  if (in.channels < 1 || in.channels > kMaxChannels)
+    return invalid("features must have 1.." + std::to_string(kMaxChannels) + " channels");
+  int64_t first_bad = -1;
+  const std::string err = cuda::bin_gaussians(stream, in, {scratch_allocate, &scratch}, tile_offsets,
+                                              gids_out, capacity, n_isect, sorted, &first_bad);
+  if (!err.empty()) return status(err);
+  if (first_bad >= 0) return nonfinite_error(first_bad);
+  if (*n_isect > INT32_MAX) return too_many_intersections(*n_isect);
+  return ffi::Error::Success();
+}
+
+ffi::Error RasterizeForward(cudaStream_t stream, ffi::ScratchAllocator scratch, F32 means2d,
+                            F32 conics, F32 opacities, F32 colors, F32 depths, F32 features,
+                            F32 extents, F32Out rgb, F32Out feat, F32Out depth, F32Out trans,
+                            S32Out last, S32Out tile_offsets, S32Out gids, S32Out n_isect,
+                            int32_t width, int32_t height) {
+  const RasterInputs in = raster_inputs(means2d, conics, opacities, colors, depths, features,
+                                        extents, width, height);
+  int64_t total = 0;
+  const int32_t* sorted = nullptr;
+  if (ffi::Error e = bin(stream, scratch, in, tile_offsets->typed_data(), gids->typed_data(),
+                         int64_t(gids->element_count()), &total, &sorted);
+      e.failure())
+    return e;
+  const int32_t total32 = int32_t(total);  // pageable copies are staged before returning
+  cudaMemcpyAsync(n_isect->typed_data(), &total32, sizeof(total32), cudaMemcpyHostToDevice, stream);
+  cuda::rasterize_forward(stream, in, tile_offsets->typed_data(), sorted,
+                          {rgb->typed_data(), feat->typed_data(), depth->typed_data(),
+                           trans->typed_data(), last->typed_data()});
+  return status(cuda::last_error("rasterize_forward"));
+}
+
+ffi::Error RasterizeBackward(cudaStream_t stream, ffi::ScratchAllocator scratch, F32 means2d,
+                             F32 conics, F32 opacities, F32 colors, F32 depths, F32 features,
+                             F32 extents, F32 trans, S32 last, S32 tile_offsets, S32 gids,
+                             S32 n_isect, F32 d_rgb, F32 d_feat, F32 d_depth, F32 d_trans,
+                             F32Out g_means2d, F32Out g_conics, F32Out g_opacities,
+                             F32Out g_colors, F32Out g_depths, F32Out g_features, int32_t width,
+                             int32_t height, bool feature_geometry) {
+  const RasterInputs in = raster_inputs(means2d, conics, opacities, colors, depths, features,
+                                        extents, width, height);
+  int32_t total = 0;
+  cudaMemcpyAsync(&total, n_isect.typed_data(), sizeof(total), cudaMemcpyDeviceToHost, stream);
+  cudaStreamSynchronize(stream);
+  const int32_t* sorted = gids.typed_data();
+  if (int64_t(total) > int64_t(gids.element_count())) {
+    // The forward's list did not fit its capacity: bin again (deterministic, same list).
+    const int num_tiles = tiles_x(width) * tiles_y(height);
+    auto offsets = scratch.Allocate(size_t(num_tiles + 1) * sizeof(int32_t), 256);
+    if (!offsets.has_value()) return status("out of device memory for re-binning");
+    int64_t again = 0;
+    if (ffi::Error e = bin(stream, scratch, in, static_cast<int32_t*>(*offsets), nullptr, 0,
+                           &again, &sorted);
+        e.failure())
+      return e;
+  }
+  cuda::rasterize_backward(
+      stream, in, tile_offsets.typed_data(), sorted, trans.typed_data(), last.typed_data(),
+      {d_rgb.typed_data(), d_feat.typed_data(), d_depth.typed_data(), d_trans.typed_data()},
+      feature_geometry,
+      {g_means2d->typed_data(), g_conics->typed_data(), g_opacities->typed_data(),
+       g_colors->typed_data(), g_depths->typed_data(), g_features->typed_data()});
+  return status(cuda::last_error("rasterize_backward"));
+}
+
+}  // namespace
+}  // namespace fit3d
+
+FIT3D_HANDLER(fit3d_project_forward_cuda, fit3d::ProjectForward,
+              fit3d::bind::project_forward(xla::ffi::Ffi::Bind().Ctx<fit3d::Stream>()));
+FIT3D_HANDLER(fit3d_project_backward_cuda, fit3d::ProjectBackward,
+              fit3d::bind::project_backward(xla::ffi::Ffi::Bind().Ctx<fit3d::Stream>()));
+FIT3D_HANDLER(fit3d_rasterize_forward_cuda, fit3d::RasterizeForward,
+              fit3d::bind::rasterize_forward(xla::ffi::Ffi::Bind()
+                                                 .Ctx<fit3d::Stream>()
+                                                 .Ctx<xla::ffi::ScratchAllocator>()));
+FIT3D_HANDLER(fit3d_rasterize_backward_cuda, fit3d::RasterizeBackward,
+              fit3d::bind::rasterize_backward(xla::ffi::Ffi::Bind()
+                                                  .Ctx<fit3d::Stream>()
+                                                  .Ctx<xla::ffi::ScratchAllocator>()));
+
+FIT3D_DEFINE_ABI_QUERY("cuda")

@@ -1,0 +1,366 @@
+"""The FFI rasterizer (the CPU build here; the CUDA build in test_rasterizer_gpu.py) against the
+plain pure-JAX reference and finite differences, on fresh random scenes and edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from fit3d_jax.render import Camera, rasterize, reference
+from fit3d_jax.render.random_scene import Scene, front_camera, random_scene
+from fit3d_jax.render.rasterize import compose_output
+
+IMAGE_OUTPUTS = ("rgb", "features", "alpha", "depth")
+PARAMS = ("means", "scales", "quats", "opacities", "sh", "features")
+
+
+@pytest.fixture
+def seed(request):
+    """A fresh seed per test run, shown in failures for reproduction."""
+    s = int(np.random.SeedSequence().entropy % (2**31))
+    request.node.user_properties.append(("seed", s))
+    return s
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def small_scene(seed, n=300, width=61, height=45, channels=8, sh_coeffs=16, scale=0.05):
+    camera = front_camera(width, height, focal=40.0)
+    return random_scene(n, camera, channels=channels, sh_coeffs=sh_coeffs, seed=seed, scale=scale), camera
+
+
+def render(scene: Scene, camera: Camera, backend: str, **kw):
+    return rasterize(*scene, camera, jnp.array([0.2, 0.3, 0.4]), backend=backend, **kw)
+
+
+def assert_outputs_match(out, ref, tol=1e-5, what=""):
+    for name in IMAGE_OUTPUTS:
+        a, b = getattr(out, name), getattr(ref, name)
+        if name == "depth":  # sum(w z) / alpha: alpha = 1 - T cancels where it is small
+            a, b = a * ref.alpha, b * ref.alpha
+        err = rel_err(a, b)
+        assert err < tol, f"{what}{name}: relative error {err:.2e}"
+    np.testing.assert_array_equal(out.radii, ref.radii)
+    np.testing.assert_array_equal(out.visible, ref.visible)
+
+
+def image_loss_fn(camera, backend, weights, **kw):
+    """A random linear functional of every image output (so every cotangent is exercised)."""
+
+    def loss(*params, screen_offset=None):
+        out = render(Scene(*params), camera, backend, screen_offset=screen_offset, **kw)
+        return sum(jnp.sum(getattr(out, k) * weights[k]) for k in IMAGE_OUTPUTS)
+
+    return loss
+
+
+def random_weights(rng, scene, camera):
+    h, w, c = camera.height, camera.width, scene.features.shape[1]
+    shapes = dict(rgb=(h, w, 3), features=(h, w, c), alpha=(h, w), depth=(h, w))
+    return {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+
+
+# --------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("channels,sh_coeffs", [(8, 16), (64, 9), (1, 1), (17, 4)])
+def test_forward_matches_reference(seed, channels, sh_coeffs):
+    scene, camera = small_scene(seed, channels=channels, sh_coeffs=sh_coeffs)
+    out, ref = render(scene, camera, "ffi"), render(scene, camera, "reference")
+    assert int(out.visible.sum()) > 50, "scene should have visible Gaussians"
+    assert float(ref.alpha.max()) > 0.9, "scene should have opaque pixels"
+    assert_outputs_match(out, ref, what=f"seed {seed}: ")
+
+
+def test_tiled_jax_backend_matches_reference(seed):
+    scene, camera = small_scene(seed, width=70, height=52)
+    out = render(scene, camera, "jax", isect_capacity=8192, tile_capacity=300)
+    assert_outputs_match(out, render(scene, camera, "reference"), what=f"seed {seed}: ")
+
+
+def test_expected_depth_and_background(seed):
+    scene, camera = small_scene(seed, n=40)
+    out = render(scene, camera, "ffi")
+    raster = reference.rasterize_dense(*_projected_args(scene, camera))
+    alpha = 1 - np.asarray(raster.trans)
+    hit = alpha > 0
+    # depth = sum(w z) / alpha; compare times alpha (alpha = 1 - T cancels where alpha is small).
+    depth_sum = np.asarray(raster.depth)
+    np.testing.assert_allclose((np.asarray(out.depth) * alpha)[hit], depth_sum[hit], atol=1e-5 * np.abs(depth_sum).max())
+    assert np.all(np.asarray(out.depth)[~hit] == 0)
+    empty = np.asarray(out.alpha) == 0
+    if empty.any():
+        np.testing.assert_allclose(np.asarray(out.rgb)[empty], np.broadcast_to([0.2, 0.3, 0.4], (empty.sum(), 3)), rtol=1e-6)
+
+
+def _projected_args(scene, camera):
+    proj = reference.project(*scene[:5], 3, camera)
+    return (proj.means2d, proj.conics, jnp.asarray(scene.opacities), proj.colors, proj.depths, jnp.asarray(scene.features), proj.extents, camera.width, camera.height)
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("channels", [8, 64])
+def test_gradients_match_reference_autodiff(seed, channels):
+    scene, camera = small_scene(seed, channels=channels)
+    weights = random_weights(np.random.default_rng(seed), scene, camera)
+    offset = jnp.zeros((scene.means.shape[0], 2), jnp.float32)
+    argnums = tuple(range(6))
+    grads = {}
+    for backend in ("ffi", "reference"):
+        loss = image_loss_fn(camera, backend, weights)
+        g_params = jax.grad(loss, argnums)(*scene, screen_offset=offset)
+        g_offset = jax.grad(lambda o: loss(*scene, screen_offset=o))(offset)
+        grads[backend] = dict(zip(PARAMS, g_params), screen_offset=g_offset)
+    for name, ref in grads["reference"].items():
+        assert np.abs(ref).max() > 0, f"{name}: reference gradient is zero, the test would be void"
+        err = rel_err(grads["ffi"][name], ref)
+        assert err < 1e-4, f"seed {seed}: d/d{name} relative error {err:.2e}"
+
+
+def test_gradients_match_finite_differences(seed):
+    """Kernel gradients (float32) and reference autodiff (float64) against central differences of
+    the float64 reference, along random directions per parameter group. Finite differences see
+    the true derivative, so feature gradients are routed into the geometry here."""
+    scene, camera32 = small_scene(seed, n=60, width=37, height=29)
+    rng = np.random.default_rng(seed)
+    weights = {k: np.asarray(v, np.float64) for k, v in random_weights(rng, scene, camera32).items()}
+    kernel_loss = image_loss_fn(camera32, "ffi", {k: jnp.asarray(v, jnp.float32) for k, v in weights.items()}, feature_geometry=True)
+    kernel_grads = jax.grad(kernel_loss, tuple(range(6)))(*scene)
+    with jax.enable_x64(True):
+        camera = Camera.create(np.eye(4), 40.0, 40.0, 37 / 2, 29 / 2, 37, 29, dtype=jnp.float64)
+        scene64 = [jnp.asarray(x, jnp.float64) for x in scene]
+
+        def loss64(*params):
+            proj = reference.project(*params[:5], 3, camera)
+            raster = reference.rasterize_dense(
+                proj.means2d, proj.conics, params[3], proj.colors, proj.depths, params[5], proj.extents, 37, 29, True
+            )
+            out = compose_output(raster, proj.radii, jnp.array([0.2, 0.3, 0.4]), jnp.int32(0))
+            return sum(jnp.sum(getattr(out, k) * weights[k]) for k in IMAGE_OUTPUTS)
+
+        ref_grads = jax.grad(loss64, tuple(range(6)))(*scene64)
+
+        def central_difference(i, v, eps):
+            step = lambda sign: [x + sign * eps * v if j == i else x for j, x in enumerate(scene64)]
+            return float((loss64(*step(1)) - loss64(*step(-1))) / (2 * eps))
+
+        for i, name in enumerate(PARAMS):
+            # Blending has jumps (the 1/255 alpha and 1e-4 transmittance thresholds); a direction
+            # whose differences at eps and 2 eps disagree crossed one and is redrawn.
+            for _ in range(4):
+                v = rng.normal(size=scene64[i].shape)
+                fd, fd2 = central_difference(i, v, 1e-8), central_difference(i, v, 2e-8)
+                if abs(fd - fd2) <= 1e-5 * max(abs(fd), 1e-6):
+                    break
+            else:
+                pytest.fail(f"seed {seed}: no smooth direction found for {name}")
+            ad = float(jnp.vdot(ref_grads[i], v))
+            kd = float(np.vdot(np.asarray(kernel_grads[i], np.float64), v))
+            scale = max(abs(fd), 1e-3 * float(np.abs(ref_grads[i]).max()) * np.sqrt(v.size), 1e-8)
+            assert abs(ad - fd) < 1e-4 * scale, f"seed {seed}: reference d/d{name}: autodiff {ad} vs FD {fd}"
+            assert abs(kd - fd) < 2e-3 * scale, f"seed {seed}: kernel d/d{name}: {kd} vs FD {fd}"
+
+
+def test_feature_gradients_reach_features_only_by_default(seed):
+    scene, camera = small_scene(seed)
+    w = jnp.asarray(np.random.default_rng(seed).normal(size=(camera.height, camera.width, 8)), jnp.float32)
+
+    def feature_loss(backend, feature_geometry):
+        return lambda *p: jnp.sum(render(Scene(*p), camera, backend, feature_geometry=feature_geometry).features * w)
+
+    routed = jax.grad(feature_loss("ffi", False), tuple(range(6)))(*scene)
+    for name, g in zip(PARAMS[:5], routed[:5]):
+        assert np.all(np.asarray(g) == 0), f"feature loss leaked into {name}"
+    assert np.abs(routed[5]).max() > 0
+    full = jax.grad(feature_loss("ffi", True), tuple(range(6)))(*scene)
+    ref = jax.grad(feature_loss("reference", True), tuple(range(6)))(*scene)
+    for name, a, b in zip(PARAMS, full, ref):
+        if name == "sh":  # colours do not enter the feature image
+            assert np.all(np.asarray(a) == 0)
+            continue
+        assert np.abs(b).max() > 0, name
+        assert rel_err(a, b) < 1e-4, f"feature_geometry d/d{name}: {rel_err(a, b):.2e}"
+
+
+def test_active_sh_degree_ignores_higher_bands(seed):
+    scene, camera = small_scene(seed, n=100)
+    low = scene._replace(sh=scene.sh[:, :4])
+    a = render(scene, camera, "ffi", sh_degree=1)
+    b = render(low, camera, "ffi")
+    np.testing.assert_allclose(a.rgb, b.rgb, rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda sh: jnp.sum(render(scene._replace(sh=sh), camera, "ffi", sh_degree=1).rgb))(scene.sh)
+    assert np.all(np.asarray(g)[:, 4:] == 0) and np.abs(g[:, :4]).max() > 0
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def test_jit_and_vmap_over_cameras(seed):
+    scene, camera = small_scene(seed, n=120)
+    angles = np.random.default_rng(seed).uniform(-0.2, 0.2, 3)
+    viewmats = []
+    for a in angles:
+        m = np.eye(4)
+        m[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+        m[0, 3] = 0.1 * a
+        viewmats.append(m)
+    cams = Camera.create(np.stack(viewmats), 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height)
+
+    @jax.jit
+    def render_all(means):
+        return jax.vmap(lambda cam: render(scene._replace(means=means), cam, "ffi").rgb)(cams)
+
+    batched = render_all(scene.means)
+    for i, m in enumerate(viewmats):
+        single = Camera.create(m, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height)
+        np.testing.assert_allclose(batched[i], render(scene, single, "ffi").rgb, rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda m: jnp.sum(render_all(m)))(scene.means)
+    g_loop = sum(
+        jax.grad(lambda mm: jnp.sum(render(scene._replace(means=mm), Camera.create(v, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height), "ffi").rgb))(scene.means)
+        for v in viewmats
+    )
+    assert rel_err(g, g_loop) < 1e-5
+
+
+# --------------------------------------------------------------------------- edge cases
+
+
+def _moved(scene, means):
+    return scene._replace(means=np.asarray(means, np.float32))
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["behind", "outside_left", "beyond_far"],
+)
+def test_nothing_visible(seed, where):
+    scene, camera = small_scene(seed, n=50)
+    m = scene.means.copy()
+    if where == "behind":
+        m[:, 2] = -m[:, 2]
+    elif where == "outside_left":
+        m[:, 0] = -10.0 * m[:, 2]
+    else:
+        m[:, 2] += 1e11
+    scene = _moved(scene, m)
+    out = render(scene, camera, "ffi")
+    assert not np.asarray(out.visible).any() and int(out.n_isect) == 0
+    assert np.all(np.asarray(out.alpha) == 0) and np.all(np.asarray(out.features) == 0)
+    np.testing.assert_allclose(out.rgb, np.broadcast_to([0.2, 0.3, 0.4], out.rgb.shape), rtol=1e-7)
+    g = jax.grad(lambda mm: jnp.sum(render(scene._replace(means=mm), camera, "ffi").rgb))(scene.means)
+    assert np.all(np.asarray(g) == 0)
+
+
+def _check_against_reference(scene, camera, seed, what):
+    out, ref = render(scene, camera, "ffi"), render(scene, camera, "reference")
+    assert_outputs_match(out, ref, what=f"{what} (seed {seed}): ")
+    weights = random_weights(np.random.default_rng(seed), scene, camera)
+    g = jax.grad(image_loss_fn(camera, "ffi", weights), tuple(range(6)))(*scene)
+    r = jax.grad(image_loss_fn(camera, "reference", weights), tuple(range(6)))(*scene)
+    for name, a, b in zip(PARAMS, g, r):
+        assert rel_err(a, b) < 1e-4, f"{what}: d/d{name} {rel_err(a, b):.2e}"
+    return out
+
+
+def test_one_gaussian(seed):
+    scene, camera = small_scene(seed, n=1)
+    scene = _moved(scene, [[0.1, -0.05, 1.0]])._replace(scales=np.array([[0.08, 0.03, 0.05]], np.float32))
+    out = _check_against_reference(scene, camera, seed, "one Gaussian")
+    assert bool(out.visible[0]) and float(out.alpha.max()) > 0.1
+
+
+def test_gaussians_across_tile_and_image_borders(seed):
+    width, height = 53, 35  # not multiples of 16: partial tiles on the right and bottom
+    camera = front_camera(width, height, focal=40.0)
+    rng = np.random.default_rng(seed)
+    # Centres on tile boundaries (x = 16k, y = 16k) and on/just beyond the image edges.
+    px = rng.choice([0.0, 16.0, 32.0, 48.0, 53.0, -2.0, 55.0], 80) + rng.normal(0, 0.3, 80)
+    py = rng.choice([0.0, 16.0, 32.0, 35.0, -2.0, 37.0], 80) + rng.normal(0, 0.3, 80)
+    z = rng.uniform(1.0, 3.0, 80)
+    means = np.stack([(px - width / 2) * z / 40.0, (py - height / 2) * z / 40.0, z], -1)
+    scene = _moved(random_scene(80, camera, channels=8, seed=seed, scale=0.04), means)
+    _check_against_reference(scene, camera, seed, "borders")
+
+
+def test_zero_and_huge_scales(seed):
+    scene, camera = small_scene(seed, n=60)
+    scales = scene.scales.copy()
+    scales[:20] = 0.0  # degenerate: only the 0.3 px^2 dilation remains
+    scales[20:23] = 1e3  # covers the whole image
+    scales[23:26, 0] = 0.0  # flat in one axis
+    out = _check_against_reference(scene._replace(scales=scales), camera, seed, "zero/huge scales")
+    assert np.asarray(out.visible)[:20].any()
+
+
+def test_gaussian_covering_whole_image(seed):
+    scene, camera = small_scene(seed, n=3)
+    scene = _moved(scene, [[0.0, 0.0, 2.0], [0.2, 0.1, 3.0], [-0.3, 0.0, 4.0]])._replace(
+        scales=np.array([[5.0, 3.0, 1.0], [2.0, 6.0, 4.0], [8.0, 5.0, 9.0]], np.float32),
+        opacities=np.array([0.3, 0.5, 0.9], np.float32),
+    )
+    out = _check_against_reference(scene, camera, seed, "whole image")
+    assert float(out.alpha.min()) > 0.5
+
+
+@pytest.mark.parametrize("field", ["means", "scales", "quats", "opacities", "sh"])
+def test_nonfinite_parameters_raise(seed, field):
+    scene, camera = small_scene(seed, n=50)
+    # Put the bad Gaussian in view so it is not culled for being off-screen.
+    scene = _moved(scene, np.concatenate([[[0.0, 0.0, 2.0]], scene.means[1:]]))
+    bad = getattr(scene, field).copy()
+    bad[0] = np.nan
+    with pytest.raises(Exception, match="Gaussian 0 has a non-finite"):
+        jax.block_until_ready(render(scene._replace(**{field: bad}), camera, "ffi").rgb)
+
+
+def test_nonfinite_features_propagate_to_pixels(seed):
+    scene, camera = small_scene(seed, n=50)
+    scene = _moved(scene, np.concatenate([[[0.0, 0.0, 2.0]], scene.means[1:]]))
+    feats = scene.features.copy()
+    feats[0, 0] = np.nan
+    out = render(scene._replace(features=feats), camera, "ffi")
+    f = np.asarray(out.features)
+    assert np.isnan(f[..., 0]).any() and not np.isnan(f[..., 1:]).any()
+
+
+def test_isect_capacity_overflow_rebins_in_backward(seed):
+    scene, camera = small_scene(seed)
+    weights = random_weights(np.random.default_rng(seed), scene, camera)
+    big = jax.grad(image_loss_fn(camera, "ffi", weights), tuple(range(6)))(*scene)
+    out = render(scene, camera, "ffi", isect_capacity=1)
+    assert int(out.n_isect) > 1
+    small = jax.grad(image_loss_fn(camera, "ffi", weights, isect_capacity=1), tuple(range(6)))(*scene)
+    for name, a, b in zip(PARAMS, small, big):  # the CPU backward is deterministic
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_jax_backend_capacity_overflow_is_an_error(seed):
+    scene, camera = small_scene(seed)
+    with pytest.raises(Exception, match="capacity"):
+        jax.block_until_ready(render(scene, camera, "jax", isect_capacity=64, tile_capacity=8).rgb)
+
+
+@pytest.mark.parametrize("channels", [0, 129])
+def test_unsupported_channel_count_is_an_error(channels):
+    scene, camera = small_scene(0, n=10, channels=max(channels, 1))
+    feats = np.zeros((10, channels), np.float32)
+    with pytest.raises(ValueError, match="channels"):
+        render(scene._replace(features=feats), camera, "ffi")
+
+
+def test_bad_shapes_and_dtypes_are_errors():
+    scene, camera = small_scene(0, n=10)
+    with pytest.raises(AssertionError):
+        render(scene._replace(quats=scene.quats[:, :3]), camera, "ffi")
+    with pytest.raises(ValueError, match="coefficients"):
+        render(scene._replace(sh=scene.sh[:, :5]), camera, "ffi")
+    with pytest.raises(TypeError, match="means must be a floating-point array"):
+        render(scene._replace(means=scene.means.astype(np.int32)), camera, "ffi")
