@@ -338,8 +338,12 @@ def test_isect_capacity_overflow_rebins_in_backward(seed):
     out = render(scene, camera, "ffi", isect_capacity=1)
     assert int(out.n_isect) > 1
     small = jax.grad(image_loss_fn(camera, "ffi", weights, isect_capacity=1), tuple(range(6)))(*scene)
-    for name, a, b in zip(PARAMS, small, big):  # the CPU backward is deterministic
-        np.testing.assert_array_equal(a, b, err_msg=name)
+    exact = jax.default_backend() == "cpu"  # the CPU backward is deterministic, CUDA atomics not
+    for name, a, b in zip(PARAMS, small, big):
+        if exact:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        else:
+            assert rel_err(a, b) < 1e-5, name
 
 
 def test_jax_backend_capacity_overflow_is_an_error(seed):

@@ -73,7 +73,8 @@ RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 colors, F
 }
 
 void* scratch_allocate(void* ctx, size_t bytes) {
-  auto r = static_cast<ffi::ScratchAllocator*>(ctx)->Allocate(bytes, 256);
+  // XLA caps scratch alignment at 16 bytes (its allocator returns more aligned blocks anyway).
+  auto r = static_cast<ffi::ScratchAllocator*>(ctx)->Allocate(bytes, 16);
   return r.has_value() ? *r : nullptr;
 }
 
@@ -129,7 +130,7 @@ ffi::Error RasterizeBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
   if (int64_t(total) > int64_t(gids.element_count())) {
     // The forward's list did not fit its capacity: bin again (deterministic, same list).
     const int num_tiles = tiles_x(width) * tiles_y(height);
-    auto offsets = scratch.Allocate(size_t(num_tiles + 1) * sizeof(int32_t), 256);
+    auto offsets = scratch.Allocate(size_t(num_tiles + 1) * sizeof(int32_t), 16);
     if (!offsets.has_value()) return status("out of device memory for re-binning");
     int64_t again = 0;
     if (ffi::Error e = bin(stream, scratch, in, static_cast<int32_t*>(*offsets), nullptr, 0,

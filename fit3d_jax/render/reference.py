@@ -47,6 +47,10 @@ SH_C3 = (
 )
 
 
+# Plain float32 matrix products everywhere: XLA's default on GPUs would use TF32.
+_matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+
+
 class Projection(NamedTuple):
     means2d: jnp.ndarray  # (N, 2)
     conics: jnp.ndarray  # (N, 3)
@@ -141,14 +145,14 @@ def project(
     """EWA projection and SH colour of every Gaussian (see projection.h for the rules)."""
     f32 = jnp.float32
     rot = camera.viewmat[:3, :3]
-    p = means @ rot.T + camera.viewmat[:3, 3]
+    p = _matmul(means, rot.T) + camera.viewmat[:3, 3]
     z = p[:, 2]
     in_depth = (z >= camera.near) & (z <= camera.far)
     z_safe = jnp.where(in_depth, z, 1.0)  # keeps culled rows finite for autodiff
 
     m = quat_to_rotmat(quats) * scales[:, None, :]
-    cov = m @ jnp.swapaxes(m, 1, 2)
-    cov_cam = rot @ cov @ rot.T
+    cov = _matmul(m, jnp.swapaxes(m, 1, 2))
+    cov_cam = _matmul(_matmul(rot, cov), rot.T)
 
     width, height = f32(camera.width), f32(camera.height)
     tan_x, tan_y = 0.5 * width / camera.fx, 0.5 * height / camera.fy
@@ -163,7 +167,7 @@ def project(
         ],
         -2,
     )
-    cov2d = jac @ cov_cam @ jnp.swapaxes(jac, 1, 2)
+    cov2d = _matmul(_matmul(jac, cov_cam), jnp.swapaxes(jac, 1, 2))
     a, b, c = cov2d[:, 0, 0] + DILATION, cov2d[:, 0, 1], cov2d[:, 1, 1] + DILATION
     det = a * c - b * b
     visible = in_depth & (det > 0) & (opacities >= ALPHA_MIN)
@@ -178,7 +182,7 @@ def project(
     lam = mid + jnp.sqrt(jnp.maximum(0.1, mid * mid - det))
     radii = jnp.where(visible, jnp.ceil(3.0 * jnp.sqrt(jnp.maximum(lam, 0.0))), 0).astype(jnp.int32)
 
-    cam_pos = -rot.T @ camera.viewmat[:3, 3]
+    cam_pos = -_matmul(rot.T, camera.viewmat[:3, 3])
     colors = sh_to_color(sh, sh_degree, means, cam_pos)
     vis = visible[:, None]
     return Projection(

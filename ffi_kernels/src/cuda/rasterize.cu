@@ -280,6 +280,7 @@ __global__ void __launch_bounds__(kThreads)
       float facc[kLaneChannels];
 #pragma unroll
       for (int k = 0; k < kLaneChannels; ++k) facc[k] = 0.f;
+      if (lane * kLaneChannels >= CP) continue;  // C < 32: lanes past the padded row idle
       for (int wi = word0; wi <= word1; ++wi) {
         for (unsigned m = mask_s[j][wi]; m; m &= m - 1) {
           const int q = wi * 32 + __ffs(m) - 1;

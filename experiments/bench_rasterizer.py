@@ -1,0 +1,188 @@
+"""Rasterizer benchmark: fit3d_jax's CUDA kernels against gsplat on the same scenes, same run.
+
+Scene (issue #3): W=876, H=584, fx=fy=438, cx=W/2, cy=H/2, identity world-to-camera; N Gaussians
+with z ~ U(0.5, 6), x = u z (W/2)/fx 1.1, y = v z (H/2)/fy 1.1, u, v ~ U(-1, 1); scales
+exp(normal(log 0.01, 0.5)); unit quaternions; opacity sigmoid(normal(0, 1)); SH degree 3 with
+coefficients normal(0, 0.3); C=64 features normal(0, 1) (fit3d_jax.render.random_scene).
+
+Figures per N: `forward` renders RGB and the 64 features; `step` is the FiT3D step, value and
+gradients (all parameters) of mean|rgb| + mean|features| with feature gradients reaching the
+features only (gsplat: an RGB call with gradients plus a 64-channel call on detached geometry).
+Median of 20 timed runs after warm-up, and the process's peak device memory (each measurement
+runs in its own process so peaks do not mix). fit3d also reports a breakdown of the step.
+
+    python experiments/bench_rasterizer.py --out experiments/results/bench_rasterizer.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WIDTH, HEIGHT, FOCAL, CHANNELS = 876, 584, 438.0, 64
+
+
+def scene_arrays(n: int):
+    from fit3d_jax.render.random_scene import front_camera, random_scene
+
+    camera = front_camera(WIDTH, HEIGHT, focal=FOCAL)
+    return camera, random_scene(n, camera, channels=CHANNELS, seed=0, scale=0.01)
+
+
+def timed(fn, sync, warmup=3, runs=20):
+    for _ in range(warmup):
+        sync(fn())
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sync(fn())
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def worker_fit3d(n: int, figure: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from fit3d_jax.render import rasterize
+    from fit3d_jax.render import ffi
+
+    camera, scene = scene_arrays(n)
+    params = jax.device_put(tuple(scene))
+    render = lambda *p: rasterize(*p, camera, backend="ffi")
+
+    def loss(*p):
+        out = render(*p)
+        return jnp.abs(out.rgb).mean() + jnp.abs(out.features).mean(), out.n_isect
+
+    fns = {
+        "forward": jax.jit(lambda *p: (lambda o: (o.rgb, o.features))(render(*p))),
+        "step": jax.jit(jax.value_and_grad(loss, argnums=tuple(range(6)), has_aux=True)),
+        # Breakdown of the step: projection alone, and projection + rasterization forward
+        # keeping the sorted list (as the step's forward does).
+        "project": jax.jit(lambda m, s, q, o, sh, f: ffi.project(m, s, q, o, sh, jnp.int32(3), camera.pack(), WIDTH, HEIGHT)),
+        "forward_for_grad": jax.jit(
+            lambda *p: jax.vjp(lambda *pp: (lambda o: (o.rgb, o.features))(render(*pp)), *p)[0]
+        ),
+    }
+    sync = jax.block_until_ready
+    result = {"impl": "fit3d_jax", "n": n, "figure": figure, "device": jax.devices()[0].device_kind}
+    med, times = timed(lambda: fns[figure](*params), sync)
+    result.update(median_ms=med, min_ms=min(times), max_ms=max(times))
+    if figure == "step":
+        (_, n_isect), _ = fns["step"](*params)
+        result["n_isect"] = int(n_isect)
+    result["peak_gb"] = jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 1e9
+    return result
+
+
+def worker_gsplat(n: int, figure: str) -> dict:
+    import torch
+    from gsplat import rasterization
+
+    _, scene = scene_arrays(n)
+    dev = torch.device("cuda")
+    grad = figure == "step"
+    p = {k: torch.from_numpy(v).to(dev).requires_grad_(grad) for k, v in scene._asdict().items()}
+    viewmats = torch.eye(4, device=dev)[None]
+    ks = torch.tensor([[FOCAL, 0, WIDTH / 2], [0, FOCAL, HEIGHT / 2], [0, 0, 1]], device=dev)[None]
+
+    def call(colors, sh_degree, detach):
+        g = (lambda t: t.detach()) if detach else (lambda t: t)
+        out, _, _ = rasterization(
+            g(p["means"]), g(p["quats"]), g(p["scales"]), g(p["opacities"]), colors, viewmats, ks, WIDTH, HEIGHT, sh_degree=sh_degree
+        )
+        return out
+
+    def forward():
+        with torch.no_grad():
+            return call(p["sh"], 3, False), call(p["features"], None, False)
+
+    def step():
+        for t in p.values():
+            t.grad = None
+        rgb = call(p["sh"], 3, False)
+        feat = call(p["features"], None, True)
+        loss = rgb.abs().mean() + feat.abs().mean()
+        loss.backward()
+        return loss
+
+    torch.cuda.reset_peak_memory_stats()
+    med, times = timed(forward if figure == "forward" else step, lambda _: torch.cuda.synchronize())
+    return {
+        "impl": "gsplat",
+        "n": n,
+        "figure": figure,
+        "device": torch.cuda.get_device_name(),
+        "median_ms": med,
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+    }
+
+
+def run_worker(impl: str, n: int, figure: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", impl, "--n", str(n), "--figure", figure]
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"impl": impl, "n": n, "figure": figure, "error": proc.stderr[-2000:]}
+    return json.loads(lines[-1])
+
+
+def table(results: list[dict]) -> str:
+    by = {(r["impl"], r["n"], r["figure"]): r for r in results}
+    rows = ["| N | forward fit3d / gsplat (ms) | ratio | step fit3d / gsplat (ms) | ratio | peak step fit3d / gsplat (GB) | ratio |", "|---|---|---|---|---|---|---|"]
+    for n in sorted({r["n"] for r in results}):
+        cells = [f"{n:,}"]
+        for fig, key in (("forward", "median_ms"), ("step", "median_ms"), ("step", "peak_gb")):
+            a, b = by.get(("fit3d_jax", n, fig), {}), by.get(("gsplat", n, fig), {})
+            if key in a and key in b:
+                cells += [f"{a[key]:.2f} / {b[key]:.2f}", f"{a[key] / b[key]:.2f}x"]
+            else:
+                cells += [f"{a.get(key, 'n/a')} / {b.get(key, 'n/a')}", "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    extra = ["", "fit3d_jax step breakdown (ms): " + "; ".join(
+        f"N={n:,}: project {by[('fit3d_jax', n, 'project')]['median_ms']:.2f}, project+raster fwd {by[('fit3d_jax', n, 'forward_for_grad')]['median_ms']:.2f}, step {by[('fit3d_jax', n, 'step')]['median_ms']:.2f}, n_isect {by[('fit3d_jax', n, 'step')].get('n_isect')}"
+        for n in sorted({r["n"] for r in results})
+        if all(("fit3d_jax", n, f) in by and "median_ms" in by[("fit3d_jax", n, f)] for f in ("project", "forward_for_grad", "step"))
+    )]
+    return "\n".join(rows + extra)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", choices=["fit3d", "gsplat"])
+    parser.add_argument("--n", type=int, nargs="+", default=[250_000, 1_000_000, 3_000_000])
+    parser.add_argument("--figure", default="step")
+    parser.add_argument("--impls", nargs="+", default=["fit3d", "gsplat"])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.worker:
+        fn = worker_fit3d if args.worker == "fit3d" else worker_gsplat
+        print(json.dumps(fn(args.n[0], args.figure)), flush=True)
+        return
+    results = []
+    for n in args.n:
+        for impl in args.impls:
+            figures = ["forward", "step"] + (["project", "forward_for_grad"] if impl == "fit3d" else [])
+            for figure in figures:
+                r = run_worker(impl, n, figure)
+                print(json.dumps(r)[:400], flush=True)
+                results.append(r)
+    print(table(results))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))
+        args.out.with_suffix(".md").write_text(table(results) + "\n")
+
+
+if __name__ == "__main__":
+    main()
