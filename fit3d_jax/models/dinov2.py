@@ -1,0 +1,353 @@
+"""DINOv2 vision transformer (ViT-S/B/L/g, patch 14, optional registers) in Flax linen.
+
+Module and parameter names mirror the official state dict (``blocks.3.attn.qkv.weight`` is
+``params["blocks_3"]["attn"]["qkv"]["kernel"]``, transposed), so checkpoint conversion in
+:mod:`fit3d_jax.weights` is a renaming. Images are NHWC, ImageNet-normalised, with height and
+width multiples of the patch size.
+
+Precision: parameters are float32. ``dtype`` is the compute dtype of matmuls and attention;
+the residual stream between blocks stays float32 (as under ``torch.autocast``). With float32
+compute every matmul runs at ``matmul_precision`` (default ``"float32"``: true fp32, not TF32).
+
+Typical calls::
+
+    model = DinoV2(vit_config("vits14"), dtype=jnp.bfloat16)
+    out = model.apply({"params": params}, images)          # ViTOutput
+    out.patch_tokens                                        # (B, h, w, D)
+    model.apply({"params": params}, images, n=4, reshape=True, return_class_token=True,
+                method=DinoV2.get_intermediate_layers)      # like the official method
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import chex
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from fit3d_jax.models.resample import resize_bicubic
+
+# width, depth, heads, feed-forward type of the official models.
+ARCHS: dict[str, tuple[int, int, int, str]] = {
+    "vits14": (384, 12, 6, "mlp"),
+    "vitb14": (768, 12, 12, "mlp"),
+    "vitl14": (1024, 24, 16, "mlp"),
+    "vitg14": (1536, 40, 24, "swiglu"),
+}
+HEAD_DIM = 64  # every DINOv2 size uses 64-dimensional heads
+
+# How the 37x37 position-embedding grid is resized to another token grid, per library:
+# (offset, antialias); offset > 0 means PyTorch's scale_factor=((h+offset)/37, (w+offset)/37),
+# offset 0 means size=(h, w). Register models of every library use size + antialias.
+INTERPOLATIONS: dict[str, tuple[tuple[float, bool], tuple[float, bool]]] = {
+    # style: (without registers, with registers)
+    "official": ((0.1, False), (0.0, True)),
+    "timm": ((0.0, True), (0.0, True)),
+    "hf": ((0.0, False), (0.0, True)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a DINOv2 ViT; JSON-serialisable via ``to_dict`` / ``from_dict``."""
+
+    embed_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    ffn: Literal["mlp", "swiglu"] = "mlp"
+    num_register_tokens: int = 0
+    patch_size: int = 14
+    pos_grid: int = 37  # the position embeddings cover a pos_grid x pos_grid token grid
+    interpolation: Literal["official", "timm", "hf"] = "official"
+
+    def __post_init__(self):
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.ffn not in ("mlp", "swiglu"):
+            raise ValueError(f"ffn must be 'mlp' or 'swiglu', got {self.ffn!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+
+    @property
+    def hidden_dim(self) -> int:
+        """Feed-forward width; SwiGLU keeps 2/3 of 4*D rounded up to a multiple of 8 (official)."""
+        hidden = 4 * self.embed_dim
+        return (int(hidden * 2 / 3) + 7) // 8 * 8 if self.ffn == "swiglu" else hidden
+
+    @property
+    def pos_embed_resize(self) -> tuple[float, bool]:
+        """(offset, antialias) of the position-embedding interpolation."""
+        return INTERPOLATIONS[self.interpolation][self.num_register_tokens > 0]
+
+    @property
+    def arch(self) -> str | None:
+        """The official arch name ("vits14", ...) if the shape is a standard one, else None."""
+        shape = (self.embed_dim, self.depth, self.num_heads, self.ffn)
+        standard = self.patch_size == 14 and self.pos_grid == 37
+        return next((name for name, spec in ARCHS.items() if spec == shape and standard), None)
+
+    @property
+    def name(self) -> str:
+        """"ViT-S/14" etc., or a short description of a non-standard shape."""
+        arch = self.arch
+        return f"ViT-{arch[3].upper()}/14" if arch else f"custom ViT (D={self.embed_dim}, {self.depth} blocks)"
+
+    def describe(self) -> str:
+        regs = f", {self.num_register_tokens} registers" if self.num_register_tokens else ""
+        return f"{self.name}{regs}, {self.interpolation} pos-embed interpolation"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ViTConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ViTConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def vit_config(arch: str, *, num_register_tokens: int = 0, interpolation: str = "official") -> ViTConfig:
+    """Config of an official model: arch in ARCHS, e.g. ``vit_config("vits14", num_register_tokens=4)``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCHS)}")
+    width, depth, heads, ffn = ARCHS[arch]
+    return ViTConfig(width, depth, heads, ffn, num_register_tokens, interpolation=interpolation)
+
+
+@flax.struct.dataclass
+class ViTOutput:
+    """Final-norm outputs, float32: CLS (B, D), patches (B, h, w, D), registers (B, R, D)."""
+
+    cls_token: jax.Array
+    patch_tokens: jax.Array
+    register_tokens: jax.Array
+
+
+class PatchEmbed(nn.Module):
+    embed_dim: int
+    patch_size: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        p = self.patch_size
+        x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="proj")(images)
+        return x.reshape(x.shape[0], -1, self.embed_dim)
+
+
+class Attention(nn.Module):
+    num_heads: int
+    dtype: Any
+    implementation: str | None = None  # "cudnn" | "xla"; None: cuDNN for 16-bit compute on GPU
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, tokens, width = x.shape
+        qkv = nn.Dense(3 * width, dtype=self.dtype, name="qkv")(x)
+        # Official layout of the fused projection: [q | k | v], each head-major.
+        q, k, v = jnp.unstack(qkv.reshape(batch, tokens, 3, self.num_heads, width // self.num_heads), axis=2)
+        implementation = self.implementation
+        if implementation is None:  # cuDNN's fused kernel needs 16-bit inputs and a GPU
+            fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+            implementation = "cudnn" if fused else "xla"
+        out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+        return nn.Dense(width, dtype=self.dtype, name="proj")(out.reshape(batch, tokens, width))
+
+
+class Mlp(nn.Module):
+    hidden_dim: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)
+        return nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(nn.gelu(h, approximate=False))
+
+
+class SwiGLUFFN(nn.Module):
+    """Official ``SwiGLUFFNFused``: w12 holds [gate | value] projections side by side."""
+
+    hidden_dim: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gate, value = jnp.split(nn.Dense(2 * self.hidden_dim, dtype=self.dtype, name="w12")(x), 2, axis=-1)
+        return nn.Dense(x.shape[-1], dtype=self.dtype, name="w3")(nn.silu(gate) * value)
+
+
+class LayerScale(nn.Module):
+    init_value: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gamma = self.param("gamma", nn.initializers.constant(self.init_value), (x.shape[-1],), jnp.float32)
+        return x.astype(jnp.float32) * gamma
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; ``x`` is the float32 residual stream."""
+
+    config: ViTConfig
+    dtype: Any
+    attention: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
+        ffn = SwiGLUFFN if c.ffn == "swiglu" else Mlp
+        attn = Attention(c.num_heads, self.dtype, self.attention, name="attn")
+        x = x + LayerScale(name="ls1")(attn(norm("norm1")(x)))
+        return x + LayerScale(name="ls2")(ffn(c.hidden_dim, self.dtype, name="mlp")(norm("norm2")(x)))
+
+
+class DinoV2(nn.Module):
+    """DINOv2 ViT.
+
+    Attributes:
+      config: architecture.
+      dtype: compute dtype (parameters stay float32).
+      remat: recompute each block in the backward pass (saves activation memory).
+      matmul_precision: a ``jax_default_matmul_precision`` value for float32 compute; None means
+        "float32" (true fp32; e.g. "TF32_TF32_F32_X3" trades a little accuracy for speed).
+      attention: "cudnn" or "xla" attention; None picks cuDNN for 16-bit compute on GPU.
+    """
+
+    config: ViTConfig
+    dtype: Any = jnp.float32
+    remat: bool = False
+    matmul_precision: str | None = None
+    attention: str | None = None
+
+    def setup(self):
+        c = self.config
+        grid = c.pos_grid * c.pos_grid
+        self.patch_embed = PatchEmbed(c.embed_dim, c.patch_size, self.dtype)
+        self.cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, c.embed_dim))
+        self.pos_embed = self.param("pos_embed", nn.initializers.truncated_normal(0.02), (1, 1 + grid, c.embed_dim))
+        # Used only where masks are given (iBOT-style masked inputs); kept for faithful export.
+        self.mask_token = self.param("mask_token", nn.initializers.zeros, (1, c.embed_dim))
+        if c.num_register_tokens:
+            self.register_tokens = self.param(
+                "register_tokens", nn.initializers.normal(1e-6), (1, c.num_register_tokens, c.embed_dim)
+            )
+        block = nn.remat(Block) if self.remat else Block
+        self.blocks = [block(c, self.dtype, self.attention) for _ in range(c.depth)]
+        self.norm = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32)
+
+    def _precision(self):
+        if jnp.dtype(self.dtype) != jnp.float32:
+            return contextlib.nullcontext()
+        return jax.default_matmul_precision(self.matmul_precision or "float32")
+
+    def _grid(self, images: jax.Array) -> tuple[int, int]:
+        p = self.config.patch_size
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected images of shape (B, H, W, 3), got {images.shape}")
+        height, width = images.shape[1:3]
+        if height % p or width % p:
+            raise ValueError(
+                f"image size {height}x{width} (shape {images.shape}) is not a multiple of the patch size {p}; "
+                "resize explicitly first (fit3d_jax.images.resize_to_patch_multiple)"
+            )
+        return height // p, width // p
+
+    def interpolated_pos_embed(self, h: int, w: int) -> jax.Array:
+        """Position embeddings (1, 1 + h*w, D) for an h x w token grid, as the official model."""
+        m = self.config.pos_grid
+        if (h, w) == (m, m):
+            return self.pos_embed
+        offset, antialias = self.config.pos_embed_resize
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[0, 1:].reshape(m, m, -1)
+        scale_factors = ((h + offset) / m, (w + offset) / m) if offset else None
+        patch_pos = resize_bicubic(patch_pos, (h, w), scale_factors=scale_factors, antialias=antialias)
+        return jnp.concatenate([cls_pos, patch_pos.reshape(1, h * w, -1)], axis=1)
+
+    def _tokens(self, images: jax.Array, masks: jax.Array | None) -> jax.Array:
+        """[CLS, registers, patches] + position embeddings, float32 (B, 1 + R + h*w, D)."""
+        h, w = self._grid(images)
+        batch = images.shape[0]
+        x = self.patch_embed(images.astype(self.dtype)).astype(jnp.float32)
+        if masks is not None:
+            chex.assert_shape(masks, (batch, h, w))
+            x = jnp.where(masks.reshape(batch, h * w, 1), self.mask_token[None], x)
+        cls = jnp.broadcast_to(self.cls_token, (batch, 1, x.shape[-1]))
+        x = jnp.concatenate([cls, x], axis=1) + self.interpolated_pos_embed(h, w)
+        if self.config.num_register_tokens:
+            registers = jnp.broadcast_to(self.register_tokens, (batch, *self.register_tokens.shape[1:]))
+            x = jnp.concatenate([x[:, :1], registers, x[:, 1:]], axis=1)
+        return x
+
+    def _run_blocks(self, images: jax.Array, masks: jax.Array | None, keep: Sequence[int]) -> tuple[jax.Array, list]:
+        x = self._tokens(images, masks)
+        kept = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in keep:
+                kept.append(x)
+        return x, kept
+
+    def _split(self, tokens: jax.Array, grid: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(B, T, D) -> CLS (B, D), registers (B, R, D), patches (B, h, w, D)."""
+        r = 1 + self.config.num_register_tokens
+        return tokens[:, 0], tokens[:, 1:r], tokens[:, r:].reshape(tokens.shape[0], *grid, -1)
+
+    def __call__(self, images: jax.Array, masks: jax.Array | None = None) -> ViTOutput:
+        """images (B, H, W, 3), normalised; ``masks`` (B, h, w) bool replaces patches by mask_token."""
+        grid = self._grid(images)
+        with self._precision():
+            x, _ = self._run_blocks(images, masks, keep=())
+            cls, registers, patches = self._split(self.norm(x), grid)
+        return ViTOutput(cls_token=cls, patch_tokens=patches, register_tokens=registers)
+
+    def get_intermediate_layers(
+        self,
+        images: jax.Array,
+        n: int | Sequence[int] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
+    ) -> tuple:
+        """Outputs of the last ``n`` blocks (or of the blocks indexed by ``n``), as the official method.
+
+        Patch tokens are (B, h*w, D), or (B, h, w, D) with ``reshape`` (NHWC, where the official
+        model returns NCHW). With ``return_class_token`` each entry is (patches, cls (B, D)).
+        """
+        depth = self.config.depth
+        keep = list(range(depth - n, depth)) if isinstance(n, int) else sorted(n)
+        if not keep or keep[0] < 0 or keep[-1] >= depth:
+            raise ValueError(f"n={n!r} does not select blocks of a {depth}-block model")
+        grid = self._grid(images)
+        with self._precision():
+            _, outputs = self._run_blocks(images, None, keep=keep)
+            if norm:
+                outputs = [self.norm(o) for o in outputs]
+        results = []
+        for out in outputs:
+            cls, _, patches = self._split(out, grid)
+            patches = patches if reshape else patches.reshape(out.shape[0], -1, out.shape[-1])
+            results.append((patches, cls) if return_class_token else patches)
+        return tuple(results)
+
+
+def _probe_images(config: ViTConfig) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((1, config.patch_size, config.patch_size, 3), jnp.float32)
+
+
+def init_params(config: ViTConfig, seed: int = 0) -> dict:
+    """Random float32 parameters (tests, benchmarks); LayerScale starts at 1 as in torch hub."""
+    images = jnp.zeros(_probe_images(config).shape, jnp.float32)
+    return jax.jit(DinoV2(config).init)(jax.random.key(seed), images)["params"]
+
+
+def param_shapes(config: ViTConfig) -> dict:
+    """Parameter tree of ``config`` as jax.ShapeDtypeStruct leaves (no computation)."""
+    return jax.eval_shape(DinoV2(config).init, jax.random.key(0), _probe_images(config))["params"]
