@@ -15,15 +15,12 @@ from collections.abc import Sequence
 from absl import app
 from ml_collections import config_flags
 
+from fit3d_jax.config_errors import ConfigError
 from fit3d_jax.jobs import JOBS
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to an experiment config (configs/*.py).", lock_config=True
 )
-
-
-class ConfigError(ValueError):
-    """A config field has a value the job cannot use."""
 
 
 def _flatten_keys(cfg, prefix: str = "") -> list[str]:

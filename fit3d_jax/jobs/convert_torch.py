@@ -1,0 +1,53 @@
+"""Job ``convert_torch``: DINOv2 weights (an Orbax checkpoint, or any source ``load_weights``
+reads) -> official-format ``.pth`` (strictly loadable), plus a timm-format file on request.
+Both files are read back and checked before the job reports success."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.weights import (
+    WeightsError,
+    export_official,
+    export_timm,
+    flax_to_official,
+    load_weights,
+    official_to_timm,
+    params_equal,
+    read_state_dict,
+)
+
+
+def _check_suffix(config: ml_collections.ConfigDict, field: str, suffixes: tuple[str, ...]) -> None:
+    if config[field] and Path(config[field]).suffix not in suffixes:
+        raise ConfigError(f"config.{field}={config[field]!r} must end in one of {suffixes}")
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    if not config.output:
+        raise ConfigError("config.output must name the .pth file to write")
+    _check_suffix(config, "output", (".pth", ".pt"))
+    _check_suffix(config, "timm_output", (".safetensors", ".pth", ".pt", ".bin"))
+    try:
+        weights = load_weights(config.checkpoint)
+    except WeightsError as e:
+        raise ConfigError(f"config.checkpoint={config.checkpoint!r}: {e}") from None
+
+    official = export_official(weights.params, config.output)
+    reloaded = load_weights(official, format="official", announce=False)
+    if not params_equal(reloaded.params, weights.params):
+        raise RuntimeError(f"{official}: re-loaded parameters differ from the source")
+    print(f"convert_torch: wrote {official.absolute()} (official DINOv2 state dict, verified bit-exact)")
+
+    if config.timm_output:
+        timm = export_timm(weights.params, config.timm_output)
+        expected = official_to_timm(flax_to_official(weights.params))
+        written = read_state_dict(timm)
+        if written.keys() != expected.keys() or not all(np.array_equal(written[k], expected[k]) for k in expected):
+            raise RuntimeError(f"{timm}: re-read tensors differ from the timm conversion")
+        load_weights(timm, format="timm", announce=False)  # and it imports as a timm checkpoint
+        print(f"convert_torch: wrote {timm.absolute()} (timm state dict, verified)")

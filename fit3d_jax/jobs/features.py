@@ -1,0 +1,63 @@
+"""Job ``features``: PNGs of DINOv2 patch features, image | PCA-RGB | K-means, per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fit3d_jax import images, viz
+from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.models.dinov2 import DinoV2
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _check(config: ml_collections.ConfigDict) -> list[Path]:
+    if config.num_clusters < 1:
+        raise ConfigError(f"config.num_clusters={config.num_clusters} must be at least 1")
+    if config.short_side < 0:
+        raise ConfigError(f"config.short_side={config.short_side} must be >= 0 (0 keeps the image size)")
+    if config.dtype not in DTYPES:
+        raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    if not config.image_dir:
+        return images.demo_images()
+    try:
+        return images.list_images(config.image_dir)
+    except images.ImageError as e:
+        raise ConfigError(f"config.image_dir: {e}") from None
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    paths = _check(config)
+    weights = load_configured_weights(config)
+    model = DinoV2(weights.config, dtype=DTYPES[config.dtype])
+    patch_size = weights.config.patch_size
+    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens)
+    key = jax.random.key(config.seed)
+    output_dir = Path(config.output_dir)
+    for path in paths:
+        try:
+            image = images.resize_to_patch_multiple(
+                images.load_image(path), patch_size=patch_size, short_side=config.short_side or None
+            )
+        except images.ImageError as e:
+            raise ConfigError(f"config.image_dir: {e}") from None
+        features = extract(weights.params, images.normalize(image)[None])[0]
+        h, w, dim = features.shape
+        if config.num_clusters > h * w:
+            raise ConfigError(f"config.num_clusters={config.num_clusters} exceeds the {h}x{w} patches of {path}")
+        unit = features.reshape(-1, dim) / jnp.linalg.norm(features.reshape(-1, dim), axis=-1, keepdims=True)
+        labels, _ = viz.kmeans(unit, config.num_clusters, key)  # cosine K-means, as usual for DINO features
+        panels = [
+            image,
+            viz.upsample_nearest(viz.to_uint8(viz.pca_rgb(features)), image.shape[:2]),
+            viz.upsample_nearest(viz.palette(config.num_clusters)[np.asarray(labels).reshape(h, w)], image.shape[:2]),
+        ]
+        out = viz.save_png(output_dir / f"{path.stem}.png", viz.side_by_side(panels))
+        print(f"{path} ({image.shape[0]}x{image.shape[1]}, {h}x{w} patches) -> {out}", flush=True)
+    print(f"features: wrote {len(paths)} PNGs (image | PCA | K-means k={config.num_clusters}) to {output_dir.absolute()}")

@@ -1,0 +1,30 @@
+"""The weight-selection fields jobs share: ``weights``, ``weights_format``, ``arch``,
+``interpolation`` ('' means: the default / detect)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.models.dinov2 import ARCHS, INTERPOLATIONS
+from fit3d_jax.weights import FORMATS, LoadedWeights, WeightsError, load_weights
+
+
+def _choice(config: ml_collections.ConfigDict, field: str, allowed) -> str | None:
+    value = config[field]
+    if value and value not in allowed:
+        raise ConfigError(f"config.{field}={value!r} is not one of {sorted(allowed)} (or '' for the default)")
+    return value or None
+
+
+def load_configured_weights(config: ml_collections.ConfigDict) -> LoadedWeights:
+    """``load_weights`` driven by the config; bad values raise ConfigError naming the field."""
+    kwargs = dict(
+        format=_choice(config, "weights_format", FORMATS),
+        arch=_choice(config, "arch", ARCHS),
+        interpolation=_choice(config, "interpolation", INTERPOLATIONS),
+    )
+    try:
+        return load_weights(config.weights, **kwargs)
+    except WeightsError as e:
+        raise ConfigError(f"config.weights={config.weights!r}: {e}") from None
