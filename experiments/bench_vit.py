@@ -1,0 +1,200 @@
+"""ViT-S/14 throughput, fit3d_jax (Flax) against timm, in one process on one GPU.
+
+Cells: forward at batch 32 and forward+backward (gradient of the mean patch token w.r.t. all
+parameters) at batch 8, 574x868 images (41x62 tokens), float32 and bfloat16. JAX runs with
+float32 parameters and the compute dtype set on the model (float32: true fp32 matmuls unless
+--fp32-precision says otherwise); timm runs plain in float32 and under torch.autocast in
+bfloat16. Both models hold the same random weights (timm's, imported with fit3d_jax.weights), so
+the table also reports how far the JAX outputs are from timm's float32 outputs.
+
+Each cell: warm-up runs, then --runs timed runs, each synchronised (block_until_ready /
+torch.cuda.synchronize); images/s = batch / median time.
+
+    python experiments/bench_vit.py --out experiments/results/bench_vit_h100.json
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with PyTorch
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import timm
+import torch
+
+from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.weights import load_weights
+
+TARGET_SPEEDUP = 1.1
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="JSON file to write")
+    parser.add_argument("--height", type=int, default=574)
+    parser.add_argument("--width", type=int, default=868)
+    parser.add_argument("--forward-batch", type=int, default=32)
+    parser.add_argument("--backward-batch", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--fp32-precision", default="float32", help="jax_default_matmul_precision for JAX float32")
+    parser.add_argument("--attention", default=None, choices=["cudnn", "xla"], help="JAX attention (default: auto)")
+    parser.add_argument("--remat", action="store_true", help="JAX: recompute blocks in the backward pass")
+    return parser.parse_args()
+
+
+def median_seconds(step, sync, runs: int, warmup: int) -> float:
+    for _ in range(warmup):
+        sync(step())
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        sync(step())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def timm_model(name: str = "vit_small_patch14_dinov2") -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, dynamic_img_size=True, num_classes=0)
+    with torch.no_grad():  # LayerScale starts at 1e-5 in timm: make every block matter
+        for param_name, p in model.named_parameters():
+            if param_name.endswith(".gamma"):
+                p.uniform_(0.1, 0.5)
+    return model.cuda()
+
+
+def timm_tokens(model, images: torch.Tensor, dtype: str) -> np.ndarray:
+    """Final-norm tokens [CLS, patches] (B, 1 + h*w, D) as float32 numpy."""
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+        return model.forward_features(images).float().cpu().numpy()
+
+
+def bench_timm(model, images: torch.Tensor, dtype: str, backward: bool, args) -> float:
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+    def step():
+        if not backward:
+            with torch.no_grad(), autocast:
+                return model.forward_features(images)
+        model.zero_grad(set_to_none=True)
+        with autocast:
+            loss = model.forward_features(images)[:, model.num_prefix_tokens:].float().mean()
+        loss.backward()
+        return loss
+
+    return median_seconds(step, lambda _: torch.cuda.synchronize(), args.runs, args.warmup)
+
+
+def jax_model(weights, dtype: str, args) -> DinoV2:
+    return DinoV2(
+        weights.config,
+        dtype=jnp.dtype(dtype),
+        remat=args.remat,
+        matmul_precision=args.fp32_precision,
+        attention=args.attention,
+    )
+
+
+def jax_tokens(model: DinoV2, params, images: np.ndarray) -> np.ndarray:
+    """Final-norm tokens [CLS, patches] (B, 1 + h*w, D) as float32 numpy."""
+    out = jax.jit(model.apply)({"params": params}, images)
+    patches = out.patch_tokens.reshape(images.shape[0], -1, out.cls_token.shape[-1])
+    return np.asarray(jnp.concatenate([out.cls_token[:, None], patches], axis=1), np.float32)
+
+
+def bench_jax(model: DinoV2, params, images: np.ndarray, backward: bool, args) -> tuple[float, float]:
+    """(median seconds, compile seconds)."""
+    x = jax.device_put(images)
+    if backward:
+        fn = jax.jit(jax.grad(lambda p, x: jnp.mean(model.apply({"params": p}, x).patch_tokens)))
+    else:
+        fn = jax.jit(model.apply)
+        params = {"params": params}
+    start = time.perf_counter()
+    compiled = fn.lower(params, x).compile()
+    compile_seconds = time.perf_counter() - start
+    return median_seconds(lambda: compiled(params, x), jax.block_until_ready, args.runs, args.warmup), compile_seconds
+
+
+def relative_error(got: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(got - reference).max() / np.abs(reference).max())
+
+
+def main() -> None:
+    args = parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False  # timm float32 = true fp32, like JAX's default
+    torch.backends.cudnn.allow_tf32 = False
+    model = timm_model().train()  # no dropout / drop-path in these models; train() only matters for autograd
+    with tempfile.TemporaryDirectory() as tmp:  # timm's random weights, through our importer
+        path = Path(tmp) / "timm.safetensors"
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path)
+        weights = load_weights(path, format="timm")
+
+    params = jax.device_put(weights.params)
+    rng = np.random.default_rng(0)
+    probe = rng.standard_normal((2, args.height, args.width, 3)).astype(np.float32)  # accuracy check input
+    torch_probe = torch.from_numpy(probe).permute(0, 3, 1, 2).contiguous().cuda()
+    reference = timm_tokens(model, torch_probe, "float32")
+    results = []
+    for dtype in args.dtypes.split(","):
+        jax_vit = jax_model(weights, dtype, args)
+        errors = dict(
+            jax_rel_err_vs_timm_fp32=relative_error(jax_tokens(jax_vit, params, probe), reference),
+            timm_rel_err_vs_timm_fp32=relative_error(timm_tokens(model, torch_probe, dtype), reference),
+        )
+        for backward, batch in ((False, args.forward_batch), (True, args.backward_batch)):
+            images = rng.standard_normal((batch, args.height, args.width, 3)).astype(np.float32)
+            torch_images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().cuda()
+            t_timm = bench_timm(model, torch_images, dtype, backward, args)
+            del torch_images
+            torch.cuda.empty_cache()
+            t_jax, compile_s = bench_jax(jax_vit, params, images, backward, args)
+            results.append(dict(
+                dtype=dtype, mode="fwd+bwd" if backward else "forward", batch=batch,
+                timm_ms=1e3 * t_timm, timm_images_per_s=batch / t_timm,
+                jax_ms=1e3 * t_jax, jax_images_per_s=batch / t_jax, jax_compile_s=compile_s,
+                speedup=t_timm / t_jax, **errors,
+            ))
+    report = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join([Path(sys.executable).name, *sys.argv]),
+        device=torch.cuda.get_device_name(),
+        jax_devices=[str(d) for d in jax.devices()],
+        versions=dict(python=platform.python_version(), jax=jax.__version__, torch=torch.__version__, timm=timm.__version__),
+        args={k: str(v) for k, v in vars(args).items()},
+        image_size=[args.height, args.width],
+        target_speedup=TARGET_SPEEDUP,
+        results=results,
+        all_cells_meet_target=all(r["speedup"] >= TARGET_SPEEDUP for r in results),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+
+    print(f"ViT-S/14 {args.height}x{args.width} on {report['device']} ({report['date']})")
+    header = f"{'dtype':9} {'mode':8} {'batch':>5} {'timm img/s':>11} {'jax img/s':>10} {'speedup':>8} {'jax err':>9} {'timm err':>9}"
+    print(header)
+    for r in results:
+        print(f"{r['dtype']:9} {r['mode']:8} {r['batch']:>5} {r['timm_images_per_s']:>11.1f} {r['jax_images_per_s']:>10.1f}"
+              f" {r['speedup']:>7.2f}x {r['jax_rel_err_vs_timm_fp32']:>9.1e} {r['timm_rel_err_vs_timm_fp32']:>9.1e}")
+    print(f"(errors: max |out - timm fp32 forward| / max |timm fp32|, forward outputs of 2 images)\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
