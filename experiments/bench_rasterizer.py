@@ -78,7 +78,8 @@ def worker_fit3d(n: int, figure: str) -> dict:
     if figure == "step":
         (_, n_isect), _ = fns["step"](*params)
         result["n_isect"] = int(n_isect)
-    result["peak_gb"] = jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 1e9
+    stats = jax.devices()[0].memory_stats() or {}  # None on CPU
+    result["peak_gb"] = stats.get("peak_bytes_in_use", float("nan")) / 1e9
     return result
 
 

@@ -110,6 +110,7 @@ def available(suffix: str) -> bool:
         return False
 
 
+@functools.cache
 def load_all() -> set[str]:
     """Registers every library usable in this process (CPU always, CUDA where JAX sees a GPU)
     so that a computation placed on either platform finds its kernels; returns their suffixes."""

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fit3d_jax import kernels
 from fit3d_jax.render.reference import Projection, Raster
 
 _f32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
@@ -17,6 +18,7 @@ _i32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.int32)
 
 
 def _call(name: str, out_shapes, *args, **attrs):
+    kernels.load_all()  # registers the targets on first use (cached)
     return jax.ffi.ffi_call(f"fit3d_{name}", out_shapes, vmap_method="sequential")(*args, **attrs)
 
 

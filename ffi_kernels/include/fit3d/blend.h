@@ -53,22 +53,21 @@ FIT3D_HD void sigma_backward(float dx, float dy, const float conic[3], float d_s
 // dalpha/do = exp(-sigma) = alpha / o, i.e. dL/do = -dL/dsigma / o.
 FIT3D_HD float opacity_grad(float sum_d_sigma, float opacity) { return -sum_d_sigma / opacity; }
 
-// Walking back to front: given the transmittance behind a contribution (t_behind, which starts at
-// the pixel's final transmittance), returns the transmittance in front of it.
-FIT3D_HD float transmittance_in_front(float t_behind, float alpha) {
-  return t_behind / (1.f - alpha);
-}
+// The backward walks each pixel back to front. With r = 1 / (1 - alpha) of a contribution
+// (computed once per pair: multiplications are much cheaper than divisions on the GPU):
+
+// Transmittance in front of a contribution from the one behind it (which starts at the pixel's
+// final transmittance).
+FIT3D_HD float transmittance_in_front(float t_behind, float r) { return t_behind * r; }
 
 // dL/dalpha contribution of one blended channel: value c of this Gaussian, accumulated
 // weighted value behind it s_behind, output gradient g, transmittance in front t.
 //   out = sum_i alpha_i T_i c_i  ->  d out / d alpha_i = T_i c_i - s_behind / (1 - alpha_i).
-FIT3D_HD float channel_dalpha(float c, float s_behind, float g, float t, float alpha) {
-  return g * (c * t - s_behind / (1.f - alpha));
+FIT3D_HD float channel_dalpha(float c, float s_behind, float g, float t, float r) {
+  return g * (c * t - s_behind * r);
 }
 
 // dL/dalpha through the final transmittance T = prod (1 - alpha_i).
-FIT3D_HD float transmittance_dalpha(float t_final, float g_t, float alpha) {
-  return -g_t * t_final / (1.f - alpha);
-}
+FIT3D_HD float transmittance_dalpha(float t_final, float g_t, float r) { return -g_t * t_final * r; }
 
 }  // namespace fit3d

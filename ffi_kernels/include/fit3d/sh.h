@@ -122,12 +122,11 @@ FIT3D_HD Vec3 sh_to_color_backward(int degree, int num_coeffs, Vec3 mean, Vec3 c
     d_color[ch] = acc + 0.5f > 0.f ? d_color_in[ch] : 0.f;  // the max(., 0) clamp
   }
   float w[16];
-  for (int k = 0; k < num_coeffs; ++k) {
-    const bool active = k < n;
-    for (int ch = 0; ch < 3; ++ch) d_sh[3 * k + ch] = active ? b[k] * d_color[ch] : 0.f;
-    if (active)
-      w[k] = d_color[0] * sh[3 * k] + d_color[1] * sh[3 * k + 1] + d_color[2] * sh[3 * k + 2];
-  }
+  for (int k = 0; k < n; ++k)
+    w[k] = d_color[0] * sh[3 * k] + d_color[1] * sh[3 * k + 1] + d_color[2] * sh[3 * k + 2];
+  // Written after all reads of sh, so d_sh may alias sh (the CUDA build works in place).
+  for (int k = 0; k < num_coeffs; ++k)
+    for (int ch = 0; ch < 3; ++ch) d_sh[3 * k + ch] = k < n ? b[k] * d_color[ch] : 0.f;
   const Vec3 g_dir = sh_basis_vjp(degree, d, w);
   // d = v / |v|  ->  dL/dv = (g - d (d . g)) / |v|.
   return (1.f / norm) * (g_dir - dot(d, g_dir) * d);

@@ -166,24 +166,25 @@ void rasterize_backward(const RasterInputs& in, const int32_t* tile_offsets, con
         const float* conic = in.conics + 3 * g;
         const SplatEval e = splat_eval(mean2d_of(in, g), conic, in.opacities[g], px, py);
         if (e.alpha == 0.f) continue;
-        t = transmittance_in_front(t, e.alpha);
+        const float r = 1.f / (1.f - e.alpha);
+        t = transmittance_in_front(t, r);
         const float w = e.alpha * t;
         const float* color = in.colors + 3 * g;
         const float* f = in.features + int64_t(g) * channels;
         float* ag = a + int64_t(g) * stride;
 
-        float d_alpha = transmittance_dalpha(t_final, g_trans, e.alpha);
+        float d_alpha = transmittance_dalpha(t_final, g_trans, r);
         for (int c = 0; c < 3; ++c) {
-          d_alpha += channel_dalpha(color[c], s_rgb[c], g_rgb[c], t, e.alpha);
+          d_alpha += channel_dalpha(color[c], s_rgb[c], g_rgb[c], t, r);
           s_rgb[c] += w * color[c];
           ag[6 + c] += w * g_rgb[c];
         }
-        d_alpha += channel_dalpha(in.depths[g], s_depth, g_depth, t, e.alpha);
+        d_alpha += channel_dalpha(in.depths[g], s_depth, g_depth, t, r);
         s_depth += w * in.depths[g];
         ag[9] += w * g_depth;
         for (int c = 0; c < channels; ++c) {
           if (feature_geometry) {
-            d_alpha += channel_dalpha(f[c], s_feat[c], g_feat[c], t, e.alpha);
+            d_alpha += channel_dalpha(f[c], s_feat[c], g_feat[c], t, r);
             s_feat[c] += w * f[c];
           }
           ag[10 + c] += w * g_feat[c];

@@ -60,9 +60,12 @@ __global__ void tile_offsets_kernel(const uint64_t* keys, int64_t n, int num_til
   tile_offsets[t] = int32_t(lo);
 }
 
+// XLA's allocator returns null for 0 bytes; ask for at least one element.
+void* take_bytes(BinningScratch s, size_t bytes) { return s.allocate(s.ctx, bytes > 0 ? bytes : 16); }
+
 template <typename T>
 T* take(BinningScratch s, int64_t count) {
-  return static_cast<T*>(s.allocate(s.ctx, size_t(count > 0 ? count : 1) * sizeof(T)));
+  return static_cast<T*>(take_bytes(s, size_t(count > 0 ? count : 1) * sizeof(T)));
 }
 
 }  // namespace
@@ -88,7 +91,7 @@ std::string bin_gaussians(cudaStream_t stream, const RasterInputs& in, BinningSc
   count_kernel<<<blocks_for(n), kThreads, 0, stream>>>(in, counts, bad);
   size_t scan_bytes = 0;
   cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, counts, ends, n, stream);
-  void* scan_tmp = scratch.allocate(scratch.ctx, scan_bytes);
+  void* scan_tmp = take_bytes(scratch, scan_bytes);
   if (!scan_tmp) return "out of device memory for binning";
   cub::DeviceScan::InclusiveSum(scan_tmp, scan_bytes, counts, ends, n, stream);
 
@@ -103,6 +106,11 @@ std::string bin_gaussians(cudaStream_t stream, const RasterInputs& in, BinningSc
   *first_bad = bad_host < none ? int64_t(bad_host) : -1;
   *n_isect = total;
   if (*first_bad >= 0 || total > INT32_MAX) return "";
+  if (total == 0) {  // nothing visible: every tile is empty
+    cudaMemsetAsync(tile_offsets, 0, size_t(num_tiles + 1) * sizeof(int32_t), stream);
+    *sorted = gids_out;
+    return last_error("binning");
+  }
 
   uint64_t* keys_in = take<uint64_t>(scratch, total);
   uint64_t* keys_alt = take<uint64_t>(scratch, total);
@@ -116,7 +124,7 @@ std::string bin_gaussians(cudaStream_t stream, const RasterInputs& in, BinningSc
   const int end_bit = 32 + tile_id_bits(num_tiles);
   size_t sort_bytes = 0;
   cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, keys, ids, int(total), 0, end_bit, stream);
-  void* sort_tmp = scratch.allocate(scratch.ctx, sort_bytes);
+  void* sort_tmp = take_bytes(scratch, sort_bytes);
   if (!sort_tmp) return "out of device memory for the sort";
   cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys, ids, int(total), 0, end_bit, stream);
   // Keep the result in gids_out when it fits there (the backward reuses it).

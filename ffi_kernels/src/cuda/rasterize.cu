@@ -10,8 +10,9 @@
 //     shared memory plus one ballot bit per (Gaussian, warp) where w != 0;
 //  2. Gaussian pass: one warp per Gaussian visits only the contributing pixels (the ballots):
 //     lanes over pixels for the geometry/colour/depth gradients (reduced within the warp before
-//     one atomic per value), then lanes over channels for the feature gradients (each lane owns
-//     C/32 channels, one atomic each per tile), so no per-pixel reduction of C values is needed.
+//     one atomic per value), then lanes over channels for the feature gradients (four lane
+//     groups each take a pixel's row; one atomic per channel per tile), so no per-pixel reduction
+//     of C values is needed.
 #include <algorithm>
 
 #include "fit3d/binning.h"
@@ -24,7 +25,11 @@ namespace {
 constexpr int kThreads = kTilePixels;  // one thread per pixel of a tile
 constexpr int kWarps = kThreads / 32;
 constexpr int kForwardBatch = 64;      // Gaussians staged per round (forward)
-constexpr int kBackwardBatch = 16;     // Gaussians per round (backward; w and dsigma per pixel)
+// Gaussians per round of the backward (w and dL/dsigma of each pair are kept in shared memory).
+#ifndef FIT3D_BACKWARD_BATCH
+#define FIT3D_BACKWARD_BATCH 16
+#endif
+constexpr int kBackwardBatch = FIT3D_BACKWARD_BATCH;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // What the per-pixel loops read of one Gaussian (shared memory, broadcast to all threads).
@@ -141,26 +146,61 @@ __global__ void __launch_bounds__(kThreads)
 
 // ------------------------------------------------------------------------------ backward
 
-__device__ float warp_sum(float v) {
+// One round of warp_reduce_scatter16: lanes whose bit N is set keep the upper N/2 of the N
+// values still in play and add their partner's copies (partner = lane ^ N).
+template <int N>
+__device__ void reduce_scatter_round(float (&v)[16], int lane) {
+  const bool upper = lane & N;
 #pragma unroll
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
-  return v;
+  for (int k = 0; k < N / 2; ++k) {
+    const float send = upper ? v[k] : v[k + N / 2];
+    const float keep = upper ? v[k + N / 2] : v[k];
+    v[k] = keep + __shfl_xor_sync(kFullMask, send, N);
+  }
+}
+
+// Sums 16 per-lane values over the warp with 16 shuffles (instead of 16 all-reduces of 5):
+// afterwards lanes 2i and 2i+1 both hold the warp total of value i.
+__device__ float warp_reduce_scatter16(float (&v)[16], int lane) {
+  reduce_scatter_round<16>(v, lane);
+  reduce_scatter_round<8>(v, lane);
+  reduce_scatter_round<4>(v, lane);
+  reduce_scatter_round<2>(v, lane);
+  return v[0] + __shfl_xor_sync(kFullMask, v[0], 1);
+}
+
+// Loads `count` consecutive floats of a feature row (count <= N; the rest are zero), vectorised
+// when the row is complete and 16-byte aligned.
+template <int N>
+__device__ void load_row(const float* src, int count, float (&dst)[N]) {
+  if (N % 4 == 0 && count == N && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+#pragma unroll
+    for (int k = 0; k < N; k += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src + k);
+      dst[k] = v.x, dst[k + 1] = v.y, dst[k + 2] = v.z, dst[k + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : 0.f;
+  }
 }
 
 template <int CP, bool kFeatureGeometry>
-__global__ void __launch_bounds__(kThreads)
+// Occupancy: 4 blocks per SM fit in 64 registers (2 for 128 channels) without spills.
+__global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : (CP > 64 ? 2 : 4))
     backward_kernel(RasterInputs in, const int32_t* tile_offsets, const int32_t* gids,
                     const float* trans, const int32_t* last_in, RasterCotangents cot,
                     RasterGrads grads) {
-  constexpr int kLaneChannels = CP >= 32 ? CP / 32 : 1;  // feature channels owned by a lane
+  // Feature gradients: lane groups of 8 take 4 contributing pixels at a time, each lane CP/8
+  // channels of the pixel's row.
+  constexpr int kGroupChannels = CP / 8;
   extern __shared__ __align__(16) float dyn[];
-  float* d_feat_s = dyn;                                  // [kThreads][CP] pixel cotangents
-  float* feats_s = dyn + kThreads * CP;                   // [kBackwardBatch][CP] (geometry mode)
+  float* w_s = dyn;                                     // [kBackwardBatch][kThreads] pair weight
+  float* dsig_s = dyn + kBackwardBatch * kThreads;      // [kBackwardBatch][kThreads] dL/dsigma
+  float* feats_s = dyn + 2 * kBackwardBatch * kThreads;  // [kBackwardBatch][CP] (geometry mode)
   __shared__ Splat splats[kBackwardBatch];
-  __shared__ float w_s[kBackwardBatch][kThreads];
-  __shared__ float dsig_s[kBackwardBatch][kThreads];
-  __shared__ unsigned mask_s[kBackwardBatch][kWarps];
-  __shared__ float4 g_pix_s[kThreads];  // dL/d(rgb, depth) per pixel
+  __shared__ unsigned mask_s[kBackwardBatch][kWarps];  // ballot of w != 0 per (Gaussian, warp)
+  __shared__ float4 g_pix_s[kThreads];                  // dL/d(rgb, depth) per pixel
   __shared__ int stop;
 
   const int tile = blockIdx.x, ntx = tiles_x(in.width);
@@ -179,13 +219,6 @@ __global__ void __launch_bounds__(kThreads)
                           inside ? cot.rgb[3 * pix + 2] : 0.f};
   const float g_depth = inside ? cot.depth[pix] : 0.f;
   g_pix_s[p] = make_float4(g_rgb[0], g_rgb[1], g_rgb[2], g_depth);
-  for (int e = p; e < kThreads * CP; e += kThreads) {  // coalesced along image rows
-    const int q = e / CP, c = e % CP;
-    const int qx = tile_x0 + q % kTile, qy = tile_y0 + q / kTile;
-    d_feat_s[e] = (qx < in.width && qy < in.height && c < in.channels)
-                      ? cot.features[(int64_t(qy) * in.width + qx) * in.channels + c]
-                      : 0.f;
-  }
   if (p == 0) stop = begin;
   __syncthreads();
   atomicMax(&stop, last);
@@ -211,28 +244,30 @@ __global__ void __launch_bounds__(kThreads)
       if (batch_start + j < last && covers(s, x, y)) {
         const SplatEval e = splat_eval(s.mean, s.conic, s.opacity, px, py);
         if (e.alpha > 0.f) {
-          t = transmittance_in_front(t, e.alpha);
+          const float r = 1.f / (1.f - e.alpha);
+          t = transmittance_in_front(t, r);
           w = e.alpha * t;
-          float d_alpha = transmittance_dalpha(t_final, g_trans, e.alpha);
+          float d_alpha = transmittance_dalpha(t_final, g_trans, r);
           for (int c = 0; c < 3; ++c) {
-            d_alpha += channel_dalpha(s.color[c], s_rgb[c], g_rgb[c], t, e.alpha);
+            d_alpha += channel_dalpha(s.color[c], s_rgb[c], g_rgb[c], t, r);
             s_rgb[c] += w * s.color[c];
           }
-          d_alpha += channel_dalpha(s.depth, s_depth, g_depth, t, e.alpha);
+          d_alpha += channel_dalpha(s.depth, s_depth, g_depth, t, r);
           s_depth += w * s.depth;
           if (kFeatureGeometry) {
+            const float* g_feat = cot.features + pix * in.channels;
 #pragma unroll
             for (int c = 0; c < CP; ++c) {
               const float f = feats_s[j * CP + c];
-              d_alpha += channel_dalpha(f, s_feat[c], d_feat_s[p * CP + c], t, e.alpha);
+              d_alpha += channel_dalpha(f, s_feat[c], c < in.channels ? g_feat[c] : 0.f, t, r);
               s_feat[c] += w * f;
             }
           }
           d_sigma = splat_dsigma(e, d_alpha);
         }
       }
-      w_s[j][p] = w;
-      dsig_s[j][p] = d_sigma;
+      w_s[j * kThreads + p] = w;
+      dsig_s[j * kThreads + p] = d_sigma;
       const unsigned ballot = __ballot_sync(kFullMask, w != 0.f);
       if (lane == 0) mask_s[j][warp] = ballot;
     }
@@ -241,15 +276,20 @@ __global__ void __launch_bounds__(kThreads)
     // 2. Gaussian pass: warp `warp` owns Gaussians warp, warp + 8, ...
     for (int j = warp; j < nb; j += kWarps) {
       const Splat& s = splats[j];
+      // Mask words (2 pixel rows each) the Gaussian's box covers within the tile.
       const int word0 = max(s.y0 - tile_y0, 0) / 2, word1 = min(s.y1 - tile_y0, kTile - 1) / 2;
-      float acc[10] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      const float* w_j = w_s + j * kThreads;
+      const float* dsig_j = dsig_s + j * kThreads;
+      float acc[16];
+#pragma unroll
+      for (int k = 0; k < 16; ++k) acc[k] = 0.f;
       unsigned any = 0;
       for (int wi = word0; wi <= word1; ++wi) {
         const unsigned m = mask_s[j][wi];
         any |= m;
         const int q = wi * 32 + lane;
         if (m >> lane & 1u) {
-          const float w = w_s[j][q], ds = dsig_s[j][q];
+          const float w = w_j[q], ds = dsig_j[q];
           const float dx = s.mean.x - (tile_x0 + q % kTile + 0.5f);
           const float dy = s.mean.y - (tile_y0 + q / kTile + 0.5f);
           sigma_backward(dx, dy, s.conic, ds, acc, acc + 2);
@@ -262,39 +302,51 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       if (!any) continue;  // uniform across the warp
-      float mine = 0.f;
-#pragma unroll
-      for (int k = 0; k < 10; ++k) {
-        const float v = warp_sum(acc[k]);
-        if (lane == k) mine = v;
-      }
+      // Lanes 2i hold the total of value i: mean2d(2) conic(3) sum dsigma(1) colour(3) depth(1).
+      float total = warp_reduce_scatter16(acc, lane);
+      const int value = lane / 2;
       const int64_t g = s.gid;
-      float* target = lane < 2   ? grads.means2d + 2 * g + lane
-                      : lane < 5 ? grads.conics + 3 * g + (lane - 2)
-                      : lane < 6 ? grads.opacities + g
-                      : lane < 9 ? grads.colors + 3 * g + (lane - 6)
-                                 : grads.depths + g;
-      if (lane == 5) mine = opacity_grad(mine, s.opacity);
-      if (lane < 10) atomicAdd(target, mine);
+      if (value == 5) total = opacity_grad(total, s.opacity);
+      if (lane % 2 == 0 && value < 10) {
+        float* target = value < 2   ? grads.means2d + 2 * g + value
+                        : value < 5 ? grads.conics + 3 * g + (value - 2)
+                        : value < 6 ? grads.opacities + g
+                        : value < 9 ? grads.colors + 3 * g + (value - 6)
+                                    : grads.depths + g;
+        atomicAdd(target, total);
+      }
 
-      float facc[kLaneChannels];
+      const int group = lane / 8, first = (lane % 8) * kGroupChannels;
+      const int count = min(kGroupChannels, in.channels - first);
+      float facc[kGroupChannels];
 #pragma unroll
-      for (int k = 0; k < kLaneChannels; ++k) facc[k] = 0.f;
-      if (lane * kLaneChannels >= CP) continue;  // C < 32: lanes past the padded row idle
+      for (int k = 0; k < kGroupChannels; ++k) facc[k] = 0.f;
       for (int wi = word0; wi <= word1; ++wi) {
-        for (unsigned m = mask_s[j][wi]; m; m &= m - 1) {
-          const int q = wi * 32 + __ffs(m) - 1;
-          const float w = w_s[j][q];
-          const float* row = d_feat_s + q * CP + lane * kLaneChannels;
+        for (unsigned m = mask_s[j][wi]; m;) {
+          unsigned mine = m;  // this group's pixel: the group-th lowest set bit
+          for (int k = 0; k < group; ++k) mine &= mine - 1;
+          if (mine && count > 0) {
+            const int q = wi * 32 + __ffs(mine) - 1;
+            const float w = w_j[q];
+            const int64_t qpix = int64_t(tile_y0 + q / kTile) * in.width + tile_x0 + q % kTile;
+            float row[kGroupChannels];
+            load_row(cot.features + qpix * in.channels + first, count, row);
 #pragma unroll
-          for (int k = 0; k < kLaneChannels; ++k) facc[k] += w * row[k];
+            for (int k = 0; k < kGroupChannels; ++k) facc[k] += w * row[k];
+          }
+#pragma unroll
+          for (int k = 0; k < 4; ++k) m &= m - 1;  // the four pixels taken this round
         }
       }
 #pragma unroll
-      for (int k = 0; k < kLaneChannels; ++k) {
-        const int c = lane * kLaneChannels + k;
-        if (c < in.channels) atomicAdd(grads.features + g * in.channels + c, facc[k]);
+      for (int k = 0; k < kGroupChannels; ++k) {
+        facc[k] += __shfl_xor_sync(kFullMask, facc[k], 8);
+        facc[k] += __shfl_xor_sync(kFullMask, facc[k], 16);
       }
+      // Every group now holds the totals; group i adds channels k = i, i + 4, ... of its lanes.
+#pragma unroll
+      for (int k = 0; k < kGroupChannels; ++k)
+        if (k % 4 == group && k < count) atomicAdd(grads.features + g * in.channels + first + k, facc[k]);
     }
   }
 }
@@ -336,11 +388,11 @@ void rasterize_backward(cudaStream_t stream, const RasterInputs& in, const int32
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
       kernel<<<num_tiles, kThreads, smem, stream>>>(in, tile_offsets, gids, trans, last, cot, grads);
     };
-    const size_t pixel_bytes = size_t(kThreads) * CP * sizeof(float);
+    const size_t pair_bytes = 2 * size_t(kBackwardBatch) * kThreads * sizeof(float);
     if (feature_geometry)
-      launch(backward_kernel<CP, true>, pixel_bytes + size_t(kBackwardBatch) * CP * sizeof(float));
+      launch(backward_kernel<CP, true>, pair_bytes + size_t(kBackwardBatch) * CP * sizeof(float));
     else
-      launch(backward_kernel<CP, false>, pixel_bytes);
+      launch(backward_kernel<CP, false>, pair_bytes);
   });
 }
 
