@@ -8,8 +8,10 @@ coefficients normal(0, 0.3); C=64 features normal(0, 1) (fit3d_jax.render.random
 Figures per N: `forward` renders RGB and the 64 features; `step` is the FiT3D step, value and
 gradients (all parameters) of mean|rgb| + mean|features| with feature gradients reaching the
 features only (gsplat: an RGB call with gradients plus a 64-channel call on detached geometry).
-Median of 20 timed runs after warm-up, and the process's peak device memory (each measurement
-runs in its own process so peaks do not mix). fit3d also reports a breakdown of the step.
+Median of 20 timed runs after warm-up, and the process's peak device memory, both as allocated
+(JAX peak_bytes_in_use / torch max_memory_allocated) and as reserved by the allocator (JAX
+peak_pool_bytes / torch max_memory_reserved); each measurement runs in its own process so peaks
+do not mix. fit3d also reports a breakdown of the step.
 
     python experiments/bench_rasterizer.py --out experiments/results/bench_rasterizer.json
 """
@@ -79,7 +81,8 @@ def worker_fit3d(n: int, figure: str) -> dict:
         (_, n_isect), _ = fns["step"](*params)
         result["n_isect"] = int(n_isect)
     stats = jax.devices()[0].memory_stats() or {}  # None on CPU
-    result["peak_gb"] = stats.get("peak_bytes_in_use", float("nan")) / 1e9
+    result["peak_gb"] = stats.get("peak_bytes_in_use", float("nan")) / 1e9  # like torch's allocated
+    result["peak_reserved_gb"] = stats.get("peak_pool_bytes", float("nan")) / 1e9  # like reserved
     return result
 
 
@@ -125,6 +128,7 @@ def worker_gsplat(n: int, figure: str) -> dict:
         "min_ms": min(times),
         "max_ms": max(times),
         "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+        "peak_reserved_gb": torch.cuda.max_memory_reserved() / 1e9,
     }
 
 
@@ -140,10 +144,13 @@ def run_worker(impl: str, n: int, figure: str) -> dict:
 
 def table(results: list[dict]) -> str:
     by = {(r["impl"], r["n"], r["figure"]): r for r in results}
-    rows = ["| N | forward fit3d / gsplat (ms) | ratio | step fit3d / gsplat (ms) | ratio | peak step fit3d / gsplat (GB) | ratio |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| N | forward fit3d / gsplat (ms) | ratio | step fit3d / gsplat (ms) | ratio | peak allocated, step, fit3d / gsplat (GB) | ratio | peak reserved, step (GB) | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for n in sorted({r["n"] for r in results}):
         cells = [f"{n:,}"]
-        for fig, key in (("forward", "median_ms"), ("step", "median_ms"), ("step", "peak_gb")):
+        for fig, key in (("forward", "median_ms"), ("step", "median_ms"), ("step", "peak_gb"), ("step", "peak_reserved_gb")):
             a, b = by.get(("fit3d_jax", n, fig), {}), by.get(("gsplat", n, fig), {})
             if key in a and key in b:
                 cells += [f"{a[key]:.2f} / {b[key]:.2f}", f"{a[key] / b[key]:.2f}x"]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dinov2_checkpoints import SMALL_VARIANTS, Variant, random_hf_model, random_params, write_all_formats, write_official
+from fit3d_jax.models import dinov2
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig
 from fit3d_jax.weights import load_weights
 from torch_dinov2 import DinoVisionTransformer
@@ -186,3 +187,12 @@ def test_masks_replace_patch_embeddings_by_mask_token(tiny):
     )
     unmasked = model.apply({"params": params}, x, masks=np.zeros((2, 4, 5), bool))
     np.testing.assert_array_equal(unmasked.patch_tokens, model.apply({"params": params}, x).patch_tokens)
+
+
+def test_chunked_xla_attention_matches_full(monkeypatch):
+    """Large score tensors are computed in query chunks; the result must not change."""
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 300, 3, 16)), jnp.float32) for _ in range(3))
+    full = jax.nn.dot_product_attention(q, k, v, implementation="xla")
+    monkeypatch.setattr(dinov2, "ATTENTION_SCORES_BUDGET", 2 * 3 * 300 * 4 * 70)  # 70-query chunks
+    np.testing.assert_allclose(dinov2.xla_attention(q, k, v), full, rtol=1e-5, atol=1e-6)

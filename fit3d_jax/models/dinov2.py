@@ -142,6 +142,24 @@ class PatchEmbed(nn.Module):
         return x.reshape(x.shape[0], -1, self.embed_dim)
 
 
+# Above this many bytes of attention scores per call, the XLA path computes attention in query
+# chunks (cuDNN's fused kernel never materialises them; XLA's plain path would).
+ATTENTION_SCORES_BUDGET = 2 << 30
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """Softmax attention on (B, T, N, H) inputs, in query chunks when the scores would be big."""
+    batch, tokens, heads, _ = q.shape
+    chunk = max(1, ATTENTION_SCORES_BUDGET // (batch * heads * tokens * 4))
+    if chunk >= tokens:
+        return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+    chunks = -(-tokens // chunk)
+    padded = jnp.pad(q, ((0, 0), (0, chunks * chunk - tokens), (0, 0), (0, 0)))
+    blocks = jnp.moveaxis(padded.reshape(batch, chunks, chunk, *q.shape[2:]), 1, 0)
+    out = jax.lax.map(lambda qb: jax.nn.dot_product_attention(qb, k, v, implementation="xla"), blocks)
+    return jnp.moveaxis(out, 0, 1).reshape(batch, chunks * chunk, *q.shape[2:])[:, :tokens]
+
+
 class Attention(nn.Module):
     num_heads: int
     dtype: Any
@@ -157,7 +175,10 @@ class Attention(nn.Module):
         if implementation is None:  # cuDNN's fused kernel needs 16-bit inputs and a GPU
             fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
             implementation = "cudnn" if fused else "xla"
-        out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+        if implementation == "xla":
+            out = xla_attention(q, k, v)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
         return nn.Dense(width, dtype=self.dtype, name="proj")(out.reshape(batch, tokens, width))
 
 

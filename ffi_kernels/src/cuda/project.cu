@@ -1,6 +1,8 @@
 // CUDA projection stage: one thread per Gaussian, forward and backward.
 #include "fit3d/projection.h"
 #include "fit3d/sh.h"
+#include <type_traits>
+
 #include "kernels.cuh"
 
 namespace fit3d::cuda {
@@ -17,26 +19,22 @@ constexpr int kThreads = 256;
 // The SH coefficients of a block's Gaussians are one contiguous slab of kThreads * K * 3 floats;
 // staging it through shared memory makes the global reads and writes coalesced (a thread's own
 // 48 floats would otherwise be touched 4 bytes at a time across 32 cache lines per warp). Rows
-// are padded to an odd stride so the threads' row accesses do not collide in shared banks.
-__device__ int slab_stride(const ProjectArgs& a) { return 3 * a.sh_coeffs + 1; }
+// are padded to an odd stride so the threads' row accesses do not collide in shared banks. K is
+// a template parameter so that the index arithmetic divides by constants.
+template <int K>
+constexpr int kSlabStride = 3 * K + 1;
 
-size_t slab_bytes(const ProjectArgs& a) { return size_t(kThreads) * (3 * a.sh_coeffs + 1) * sizeof(float); }
-
-__device__ int64_t slab_floats(const ProjectArgs& a) {
-  const int64_t first = int64_t(blockIdx.x) * kThreads;
-  return min(int64_t(kThreads), a.num_gaussians - first) * 3 * a.sh_coeffs;
+template <int K>
+__device__ int64_t slab_floats(int64_t num_gaussians) {
+  return min(int64_t(kThreads), num_gaussians - int64_t(blockIdx.x) * kThreads) * 3 * K;
 }
 
-// global slab (dense rows of 3K) <-> shared slab (rows of 3K + 1)
-__device__ void slab_to_shared(const ProjectArgs& a, const float* src, float* slab) {
-  const int k3 = 3 * a.sh_coeffs;
-  for (int64_t e = threadIdx.x; e < slab_floats(a); e += kThreads)
-    slab[(e / k3) * slab_stride(a) + e % k3] = src[e];
-}
-__device__ void slab_to_global(const ProjectArgs& a, const float* slab, float* dst) {
-  const int k3 = 3 * a.sh_coeffs;
-  for (int64_t e = threadIdx.x; e < slab_floats(a); e += kThreads)
-    dst[e] = slab[(e / k3) * slab_stride(a) + e % k3];
+template <int K, bool kToShared>
+__device__ void copy_slab(const float* src, float* dst, int64_t num_gaussians) {
+  for (int64_t e = threadIdx.x; e < slab_floats<K>(num_gaussians); e += kThreads) {
+    const int64_t padded = (e / (3 * K)) * kSlabStride<K> + e % (3 * K);
+    if (kToShared) dst[padded] = src[e]; else dst[e] = src[padded];
+  }
 }
 
 __device__ Vec3 load3(const float* p, int64_t i) { return {p[3 * i], p[3 * i + 1], p[3 * i + 2]}; }
@@ -46,11 +44,12 @@ __device__ int active_degree(const ProjectArgs& a) {
   return min(max(*a.sh_degree, 0), max_degree);
 }
 
+template <int K>
 __global__ void project_forward_kernel(ProjectArgs a, float* means2d, float* conics, float* depths,
                                        float* colors, float* extents, int32_t* radii) {
   extern __shared__ float sh_slab[];
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  slab_to_shared(a, a.sh + int64_t(blockIdx.x) * kThreads * 3 * a.sh_coeffs, sh_slab);
+  copy_slab<K, true>(a.sh + int64_t(blockIdx.x) * kThreads * 3 * K, sh_slab, a.num_gaussians);
   __syncthreads();
   if (i >= a.num_gaussians) return;
   const Camera cam = Camera::from_params(a.camera, a.width, a.height);
@@ -67,7 +66,7 @@ __global__ void project_forward_kernel(ProjectArgs a, float* means2d, float* con
   radii[i] = p.radius;
   float color[3] = {0.f, 0.f, 0.f};
   if (visible || !is_finite(p.depth))  // NaN inputs propagate so validation reports them
-    sh_to_color(active_degree(a), mean, cam.position(), sh_slab + slab_stride(a) * threadIdx.x, color);
+    sh_to_color(active_degree(a), mean, cam.position(), sh_slab + kSlabStride<K> * threadIdx.x, color);
   for (int k = 0; k < 3; ++k) colors[3 * i + k] = color[k];
 }
 
@@ -102,19 +101,20 @@ __device__ void project_backward_one(const ProjectArgs& a, int64_t i, const floa
   for (int k = 0; k < 4; ++k) g_quats[4 * i + k] = pg.quat[k];
 }
 
+template <int K>
 __global__ void project_backward_kernel(ProjectArgs a, const float* d_means2d, const float* d_conics,
                                         const float* d_depths, const float* d_colors, float* g_means,
                                         float* g_scales, float* g_quats, float* g_sh) {
   extern __shared__ float sh_slab[];  // coefficients in, their gradients out (in place)
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t slab_offset = int64_t(blockIdx.x) * kThreads * 3 * a.sh_coeffs;
-  slab_to_shared(a, a.sh + slab_offset, sh_slab);
+  const int64_t slab_offset = int64_t(blockIdx.x) * kThreads * 3 * K;
+  copy_slab<K, true>(a.sh + slab_offset, sh_slab, a.num_gaussians);
   __syncthreads();
   if (i < a.num_gaussians)
     project_backward_one(a, i, d_means2d, d_conics, d_depths, d_colors, g_means, g_scales,
-                         g_quats, sh_slab + slab_stride(a) * threadIdx.x);
+                         g_quats, sh_slab + kSlabStride<K> * threadIdx.x);
   __syncthreads();
-  slab_to_global(a, sh_slab, g_sh + slab_offset);
+  copy_slab<K, false>(sh_slab, g_sh + slab_offset, a.num_gaussians);
 }
 
 
@@ -122,23 +122,40 @@ unsigned blocks_for(int64_t n) { return unsigned((n + kThreads - 1) / kThreads);
 
 }  // namespace
 
+// Calls fn with the SH coefficient count as a compile-time constant.
+template <typename Fn>
+void with_sh_coeffs(int k, Fn&& fn) {
+  switch (k) {
+    case 1: return fn(std::integral_constant<int, 1>{});
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 9: return fn(std::integral_constant<int, 9>{});
+    default: return fn(std::integral_constant<int, 16>{});
+  }
+}
+
 void project_forward(cudaStream_t stream, const ProjectArgs& a, float* means2d, float* conics,
                      float* depths, float* colors, float* extents, int32_t* radii) {
   if (a.num_gaussians == 0) return;
-  const size_t slab = slab_bytes(a);
-  cudaFuncSetAttribute(project_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(slab));
-  project_forward_kernel<<<blocks_for(a.num_gaussians), kThreads, slab, stream>>>(
-      a, means2d, conics, depths, colors, extents, radii);
+  with_sh_coeffs(a.sh_coeffs, [&](auto k) {
+    constexpr int K = decltype(k)::value;
+    const int slab = kThreads * kSlabStride<K> * sizeof(float);
+    cudaFuncSetAttribute(project_forward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, slab);
+    project_forward_kernel<K><<<blocks_for(a.num_gaussians), kThreads, slab, stream>>>(
+        a, means2d, conics, depths, colors, extents, radii);
+  });
 }
 
 void project_backward(cudaStream_t stream, const ProjectArgs& a, const float* d_means2d,
                       const float* d_conics, const float* d_depths, const float* d_colors,
                       float* g_means, float* g_scales, float* g_quats, float* g_sh) {
   if (a.num_gaussians == 0) return;
-  const size_t slab = slab_bytes(a);
-  cudaFuncSetAttribute(project_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(slab));
-  project_backward_kernel<<<blocks_for(a.num_gaussians), kThreads, slab, stream>>>(
-      a, d_means2d, d_conics, d_depths, d_colors, g_means, g_scales, g_quats, g_sh);
+  with_sh_coeffs(a.sh_coeffs, [&](auto k) {
+    constexpr int K = decltype(k)::value;
+    const int slab = kThreads * kSlabStride<K> * sizeof(float);
+    cudaFuncSetAttribute(project_backward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, slab);
+    project_backward_kernel<K><<<blocks_for(a.num_gaussians), kThreads, slab, stream>>>(
+        a, d_means2d, d_conics, d_depths, d_colors, g_means, g_scales, g_quats, g_sh);
+  });
 }
 
 }  // namespace fit3d::cuda

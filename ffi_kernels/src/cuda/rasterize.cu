@@ -10,9 +10,9 @@
 //     shared memory plus one ballot bit per (Gaussian, warp) where w != 0;
 //  2. Gaussian pass: one warp per Gaussian visits only the contributing pixels (the ballots):
 //     lanes over pixels for the geometry/colour/depth gradients (reduced within the warp before
-//     one atomic per value), then lanes over channels for the feature gradients (four lane
-//     groups each take a pixel's row; one atomic per channel per tile), so no per-pixel reduction
-//     of C values is needed.
+//     one atomic per value), then lanes over channels for the feature gradients (lane groups
+//     each take a pixel's row; one atomic per channel per tile), so no per-pixel reduction of C
+//     values is needed. Warps take Gaussians from a shared counter so large splats balance.
 #include <algorithm>
 
 #include "fit3d/binning.h"
@@ -26,10 +26,7 @@ constexpr int kThreads = kTilePixels;  // one thread per pixel of a tile
 constexpr int kWarps = kThreads / 32;
 constexpr int kForwardBatch = 64;      // Gaussians staged per round (forward)
 // Gaussians per round of the backward (w and dL/dsigma of each pair are kept in shared memory).
-#ifndef FIT3D_BACKWARD_BATCH
-#define FIT3D_BACKWARD_BATCH 16
-#endif
-constexpr int kBackwardBatch = FIT3D_BACKWARD_BATCH;
+constexpr int kBackwardBatch = 16;
 constexpr unsigned kFullMask = 0xffffffffu;
 
 // What the per-pixel loops read of one Gaussian (shared memory, broadcast to all threads).
@@ -185,23 +182,36 @@ __device__ void load_row(const float* src, int count, float (&dst)[N]) {
   }
 }
 
+// Lanes per feature-row group in the Gaussian pass (fewer lanes: more pixels per round but more
+// registers) and the occupancy that keeps each variant (nearly) free of spills. Measured on an
+// H100 (experiments/results/bench_rasterizer.md): for 64 channels, groups of 4 lanes (8 pixels
+// per round) at 3 blocks/SM beat groups of 8 at 4 blocks/SM by 9%, and a batch of 32 Gaussians
+// was slower than 16.
+template <int CP>
+constexpr int kBackwardGroupLanes = CP >= 128 ? 8 : 4;
+template <int CP>
+constexpr int kBackwardBlocksPerSM = CP >= 128 ? 2 : CP / kBackwardGroupLanes<CP> > 8 ? 3 : 4;
+
 template <int CP, bool kFeatureGeometry>
-// Occupancy: 4 blocks per SM fit in 64 registers (2 for 128 channels) without spills.
-__global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : (CP > 64 ? 2 : 4))
+__global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : kBackwardBlocksPerSM<CP>)
     backward_kernel(RasterInputs in, const int32_t* tile_offsets, const int32_t* gids,
                     const float* trans, const int32_t* last_in, RasterCotangents cot,
                     RasterGrads grads) {
-  // Feature gradients: lane groups of 8 take 4 contributing pixels at a time, each lane CP/8
-  // channels of the pixel's row.
-  constexpr int kGroupChannels = CP / 8;
-  extern __shared__ __align__(16) float dyn[];
-  float* w_s = dyn;                                     // [kBackwardBatch][kThreads] pair weight
-  float* dsig_s = dyn + kBackwardBatch * kThreads;      // [kBackwardBatch][kThreads] dL/dsigma
-  float* feats_s = dyn + 2 * kBackwardBatch * kThreads;  // [kBackwardBatch][CP] (geometry mode)
+  // Feature gradients: lane groups take several contributing pixels per round, each lane a
+  // slice of kGroupChannels channels of its group's pixel row.
+  constexpr int kGroupLanes = kBackwardGroupLanes<CP>;
+  constexpr int kGroups = 32 / kGroupLanes;
+  constexpr int kGroupChannels = CP / kGroupLanes;
+  extern __shared__ __align__(16) float feats_s[];    // [kBackwardBatch][CP] (geometry mode)
+  // Static arrays (not pointers into dynamic memory) keep the accesses in the shared state space.
+  __shared__ float w_s[kBackwardBatch][kThreads];     // pair weight
+  __shared__ float dsig_s[kBackwardBatch][kThreads];  // pair dL/dsigma
+  __shared__ uint8_t pixel_list[kWarps][kThreads];    // contributing pixels of a warp's Gaussian
   __shared__ Splat splats[kBackwardBatch];
   __shared__ unsigned mask_s[kBackwardBatch][kWarps];  // ballot of w != 0 per (Gaussian, warp)
   __shared__ float4 g_pix_s[kThreads];                  // dL/d(rgb, depth) per pixel
   __shared__ int stop;
+  __shared__ int next_gaussian;  // work queue of the Gaussian pass (balances large splats)
 
   const int tile = blockIdx.x, ntx = tiles_x(in.width);
   const int tile_x0 = (tile % ntx) * kTile, tile_y0 = (tile / ntx) * kTile;
@@ -234,10 +244,15 @@ __global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : (CP > 64 ? 2 
     const int nb = batch_end - batch_start;
     __syncthreads();  // the previous round's Gaussian pass is done with shared memory
     if (p < nb) load_splat(in, gids[batch_start + p], &splats[p]);
+    if (p == 0) next_gaussian = kWarps;
     if (kFeatureGeometry) load_features<CP>(in, gids + batch_start, nb, feats_s);
     __syncthreads();
 
-    // 1. Pixel pass, back to front.
+    // 1. Pixel pass, back to front. A warp whose pixels all ended before this batch only clears
+    // its ballots (pair values are read only where a ballot bit is set).
+    if (__all_sync(kFullMask, last <= batch_start)) {
+      if (lane < nb) mask_s[lane][warp] = 0u;
+    } else
     for (int j = nb - 1; j >= 0; --j) {
       const Splat& s = splats[j];
       float w = 0.f, d_sigma = 0.f;
@@ -266,30 +281,32 @@ __global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : (CP > 64 ? 2 
           d_sigma = splat_dsigma(e, d_alpha);
         }
       }
-      w_s[j * kThreads + p] = w;
-      dsig_s[j * kThreads + p] = d_sigma;
+      w_s[j][p] = w;
+      dsig_s[j][p] = d_sigma;
       const unsigned ballot = __ballot_sync(kFullMask, w != 0.f);
       if (lane == 0) mask_s[j][warp] = ballot;
     }
     __syncthreads();
 
-    // 2. Gaussian pass: warp `warp` owns Gaussians warp, warp + 8, ...
-    for (int j = warp; j < nb; j += kWarps) {
+    // 2. Gaussian pass: each warp takes Gaussian `warp` first, then the next unclaimed one.
+    for (int j = warp; j < nb; j = lane == 0 ? atomicAdd(&next_gaussian, 1) : 0,
+             j = __shfl_sync(kFullMask, j, 0)) {
       const Splat& s = splats[j];
-      // Mask words (2 pixel rows each) the Gaussian's box covers within the tile.
+      // Mask words (2 pixel rows each) the Gaussian's box covers within the tile. Lanes handle
+      // their own pixel of each word and list it (ranked by popcount) for the feature pass.
       const int word0 = max(s.y0 - tile_y0, 0) / 2, word1 = min(s.y1 - tile_y0, kTile - 1) / 2;
-      const float* w_j = w_s + j * kThreads;
-      const float* dsig_j = dsig_s + j * kThreads;
       float acc[16];
 #pragma unroll
       for (int k = 0; k < 16; ++k) acc[k] = 0.f;
       unsigned any = 0;
+      int listed = 0;
+      __syncwarp();  // the previous Gaussian's list has been read
       for (int wi = word0; wi <= word1; ++wi) {
         const unsigned m = mask_s[j][wi];
         any |= m;
         const int q = wi * 32 + lane;
         if (m >> lane & 1u) {
-          const float w = w_j[q], ds = dsig_j[q];
+          const float w = w_s[j][q], ds = dsig_s[j][q];
           const float dx = s.mean.x - (tile_x0 + q % kTile + 0.5f);
           const float dy = s.mean.y - (tile_y0 + q / kTile + 0.5f);
           sigma_backward(dx, dy, s.conic, ds, acc, acc + 2);
@@ -299,7 +316,9 @@ __global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : (CP > 64 ? 2 
           acc[7] += w * g.y;
           acc[8] += w * g.z;
           acc[9] += w * g.w;
+          pixel_list[warp][listed + __popc(m & ((1u << lane) - 1u))] = uint8_t(q);
         }
+        listed += __popc(m);
       }
       if (!any) continue;  // uniform across the warp
       // Lanes 2i hold the total of value i: mean2d(2) conic(3) sum dsigma(1) colour(3) depth(1).
@@ -316,37 +335,33 @@ __global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : (CP > 64 ? 2 
         atomicAdd(target, total);
       }
 
-      const int group = lane / 8, first = (lane % 8) * kGroupChannels;
+      const int group = lane / kGroupLanes, first = (lane % kGroupLanes) * kGroupChannels;
       const int count = min(kGroupChannels, in.channels - first);
       float facc[kGroupChannels];
 #pragma unroll
       for (int k = 0; k < kGroupChannels; ++k) facc[k] = 0.f;
-      for (int wi = word0; wi <= word1; ++wi) {
-        for (unsigned m = mask_s[j][wi]; m;) {
-          unsigned mine = m;  // this group's pixel: the group-th lowest set bit
-          for (int k = 0; k < group; ++k) mine &= mine - 1;
-          if (mine && count > 0) {
-            const int q = wi * 32 + __ffs(mine) - 1;
-            const float w = w_j[q];
-            const int64_t qpix = int64_t(tile_y0 + q / kTile) * in.width + tile_x0 + q % kTile;
-            float row[kGroupChannels];
-            load_row(cot.features + qpix * in.channels + first, count, row);
+      __syncwarp();  // the list is complete
+      for (int base = 0; base < listed; base += kGroups) {
+        if (base + group < listed && count > 0) {
+          const int q = pixel_list[warp][base + group];
+          const float w = w_s[j][q];
+          const int64_t qpix = int64_t(tile_y0 + q / kTile) * in.width + tile_x0 + q % kTile;
+          float row[kGroupChannels];
+          load_row(cot.features + qpix * in.channels + first, count, row);
 #pragma unroll
-            for (int k = 0; k < kGroupChannels; ++k) facc[k] += w * row[k];
-          }
-#pragma unroll
-          for (int k = 0; k < 4; ++k) m &= m - 1;  // the four pixels taken this round
+          for (int k = 0; k < kGroupChannels; ++k) facc[k] += w * row[k];
         }
       }
 #pragma unroll
-      for (int k = 0; k < kGroupChannels; ++k) {
-        facc[k] += __shfl_xor_sync(kFullMask, facc[k], 8);
-        facc[k] += __shfl_xor_sync(kFullMask, facc[k], 16);
-      }
-      // Every group now holds the totals; group i adds channels k = i, i + 4, ... of its lanes.
+      for (int k = 0; k < kGroupChannels; ++k)
+#pragma unroll
+        for (int offset = kGroupLanes; offset < 32; offset *= 2)
+          facc[k] += __shfl_xor_sync(kFullMask, facc[k], offset);
+      // Every group now holds the totals; group i adds channels k = i, i + kGroups, ...
 #pragma unroll
       for (int k = 0; k < kGroupChannels; ++k)
-        if (k % 4 == group && k < count) atomicAdd(grads.features + g * in.channels + first + k, facc[k]);
+        if (k % kGroups == group && k < count)
+          atomicAdd(grads.features + g * in.channels + first + k, facc[k]);
     }
   }
 }
@@ -388,11 +403,10 @@ void rasterize_backward(cudaStream_t stream, const RasterInputs& in, const int32
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
       kernel<<<num_tiles, kThreads, smem, stream>>>(in, tile_offsets, gids, trans, last, cot, grads);
     };
-    const size_t pair_bytes = 2 * size_t(kBackwardBatch) * kThreads * sizeof(float);
     if (feature_geometry)
-      launch(backward_kernel<CP, true>, pair_bytes + size_t(kBackwardBatch) * CP * sizeof(float));
+      launch(backward_kernel<CP, true>, size_t(kBackwardBatch) * CP * sizeof(float));
     else
-      launch(backward_kernel<CP, false>, pair_bytes);
+      launch(backward_kernel<CP, false>, 0);
   });
 }
 
