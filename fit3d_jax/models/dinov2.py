@@ -160,6 +160,21 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.moveaxis(out, 0, 1).reshape(batch, chunks * chunk, *q.shape[2:])[:, :tokens]
 
 
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """cuDNN flash attention on (B, T, N, H) inputs. Its backward needs sequence lengths that are
+    multiples of 64, so tokens are padded and the padding masked out through sequence lengths."""
+    batch, tokens = q.shape[:2]
+    padded = -(-tokens // 64) * 64
+    if padded == tokens:
+        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, padded - tokens), (0, 0), (0, 0)))
+    lengths = jnp.full((batch,), tokens, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        pad(q), pad(k), pad(v), query_seq_lengths=lengths, key_value_seq_lengths=lengths, implementation="cudnn"
+    )
+    return out[:, :tokens]
+
+
 class Attention(nn.Module):
     num_heads: int
     dtype: Any
@@ -175,10 +190,7 @@ class Attention(nn.Module):
         if implementation is None:  # cuDNN's fused kernel needs 16-bit inputs and a GPU
             fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
             implementation = "cudnn" if fused else "xla"
-        if implementation == "xla":
-            out = xla_attention(q, k, v)
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+        out = xla_attention(q, k, v) if implementation == "xla" else cudnn_attention(q, k, v)
         return nn.Dense(width, dtype=self.dtype, name="proj")(out.reshape(batch, tokens, width))
 
 
