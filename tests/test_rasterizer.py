@@ -14,6 +14,10 @@ from fit3d_jax.render.random_scene import Scene, front_camera, random_scene
 from fit3d_jax.render.rasterize import compose_output
 
 IMAGE_OUTPUTS = ("rgb", "features", "alpha", "depth")
+# Gradient tolerance (max-normalised): the CPU kernel follows the reference's arithmetic closely;
+# on a GPU the fast exponential and fused multiply-adds differ by ~1e-6 per term, and gradients
+# that are sums with cancellation (one Gaussian, random pixel weights) amplify that.
+GRAD_TOL = 1e-4 if jax.default_backend() == "cpu" else 5e-4
 PARAMS = ("means", "scales", "quats", "opacities", "sh", "features")
 
 
@@ -122,7 +126,7 @@ def test_gradients_match_reference_autodiff(seed, channels):
     for name, ref in grads["reference"].items():
         assert np.abs(ref).max() > 0, f"{name}: reference gradient is zero, the test would be void"
         err = rel_err(grads["ffi"][name], ref)
-        assert err < 1e-4, f"seed {seed}: d/d{name} relative error {err:.2e}"
+        assert err < GRAD_TOL, f"seed {seed}: d/d{name} relative error {err:.2e}"
 
 
 def test_gradients_match_finite_differences(seed):
@@ -187,7 +191,7 @@ def test_feature_gradients_reach_features_only_by_default(seed):
             assert np.all(np.asarray(a) == 0)
             continue
         assert np.abs(b).max() > 0, name
-        assert rel_err(a, b) < 1e-4, f"feature_geometry d/d{name}: {rel_err(a, b):.2e}"
+        assert rel_err(a, b) < GRAD_TOL, f"feature_geometry d/d{name}: {rel_err(a, b):.2e}"
 
 
 def test_active_sh_degree_ignores_higher_bands(seed):
@@ -266,7 +270,7 @@ def _check_against_reference(scene, camera, seed, what):
     g = jax.grad(image_loss_fn(camera, "ffi", weights), tuple(range(6)))(*scene)
     r = jax.grad(image_loss_fn(camera, "reference", weights), tuple(range(6)))(*scene)
     for name, a, b in zip(PARAMS, g, r):
-        assert rel_err(a, b) < 1e-4, f"{what}: d/d{name} {rel_err(a, b):.2e}"
+        assert rel_err(a, b) < GRAD_TOL, f"{what}: d/d{name} {rel_err(a, b):.2e}"
     return out
 
 
