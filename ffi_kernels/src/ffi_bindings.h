@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "fit3d/raster_args.h"
 #include "xla/ffi/api/ffi.h"
 
 #define FIT3D_EXPORT extern "C" __attribute__((visibility("default")))
@@ -68,6 +69,26 @@ auto rasterize_backward(B b) {
       .template Ret<F32>().template Ret<F32>()
       .template Attr<int32_t>("width").template Attr<int32_t>("height")
       .template Attr<bool>("feature_geometry");
+}
+
+inline int64_t rows(const F32& b) { return b.dimensions().size() ? b.dimensions()[0] : 0; }
+
+// The rasterizer operands (the first seven of both rasterize bindings) as kernel inputs.
+inline RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
+                                  F32 features, F32 extents, int32_t width, int32_t height) {
+  RasterInputs in;
+  in.num_gaussians = rows(means2d);
+  in.channels = int(features.dimensions()[1]);
+  in.width = width;
+  in.height = height;
+  in.means2d = means2d.typed_data();
+  in.conics = conics.typed_data();
+  in.opacities = opacities.typed_data();
+  in.colors = colors.typed_data();
+  in.depths = depths.typed_data();
+  in.features = features.typed_data();
+  in.extents = extents.typed_data();
+  return in;
 }
 
 inline ffi::Error invalid(const std::string& msg) {

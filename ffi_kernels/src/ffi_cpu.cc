@@ -11,8 +11,6 @@ namespace {
 
 using namespace bind;  // NOLINT: F32, S32, F32Out, S32Out, ffi
 
-int64_t rows(const F32& b) { return b.dimensions().size() ? b.dimensions()[0] : 0; }
-
 cpu::ProjectArgs project_args(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh,
                               S32 sh_degree, F32 camera, int32_t width, int32_t height) {
   cpu::ProjectArgs a;
@@ -52,22 +50,6 @@ ffi::Error ProjectBackward(F32 means, F32 scales, F32 quats, F32 opacities, F32 
   return ffi::Error::Success();
 }
 
-RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
-                           F32 features, F32 extents, int32_t width, int32_t height) {
-  RasterInputs in;
-  in.num_gaussians = rows(means2d);
-  in.channels = int(features.dimensions()[1]);
-  in.width = width;
-  in.height = height;
-  in.means2d = means2d.typed_data();
-  in.conics = conics.typed_data();
-  in.opacities = opacities.typed_data();
-  in.colors = colors.typed_data();
-  in.depths = depths.typed_data();
-  in.features = features.typed_data();
-  in.extents = extents.typed_data();
-  return in;
-}
 
 ffi::Error RasterizeForward(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
                             F32 features, F32 extents, F32Out rgb, F32Out feat, F32Out depth,

@@ -10,8 +10,6 @@ namespace {
 using namespace bind;  // NOLINT: F32, S32, F32Out, S32Out, ffi
 using Stream = ffi::PlatformStream<cudaStream_t>;
 
-int64_t rows(const F32& b) { return b.dimensions().size() ? b.dimensions()[0] : 0; }
-
 ffi::Error status(const std::string& err) {
   return err.empty() ? ffi::Error::Success() : ffi::Error::Internal("fit3d_jax CUDA: " + err);
 }
@@ -55,22 +53,6 @@ ffi::Error ProjectBackward(cudaStream_t stream, F32 means, F32 scales, F32 quats
   return status(cuda::last_error("project_backward"));
 }
 
-RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
-                           F32 features, F32 extents, int32_t width, int32_t height) {
-  RasterInputs in;
-  in.num_gaussians = rows(means2d);
-  in.channels = int(features.dimensions()[1]);
-  in.width = width;
-  in.height = height;
-  in.means2d = means2d.typed_data();
-  in.conics = conics.typed_data();
-  in.opacities = opacities.typed_data();
-  in.colors = colors.typed_data();
-  in.depths = depths.typed_data();
-  in.features = features.typed_data();
-  in.extents = extents.typed_data();
-  return in;
-}
 
 void* scratch_allocate(void* ctx, size_t bytes) {
   // XLA caps scratch alignment at 16 bytes (its allocator returns more aligned blocks anyway).
