@@ -47,13 +47,15 @@ def resolve_backend(backend: str) -> str:
     loaded = kernels.load_all()
     if suffix in loaded:
         return "ffi"
-    if backend == "ffi":
-        if suffix is None:
+    if suffix is None:  # TPUs and other platforms: the pure-JAX rasterizer is the backend
+        if backend == "ffi":
             raise ValueError(f"backend='ffi' has no kernels for platform {platform!r}; use 'jax'")
+        return "jax"
+    if backend == "ffi":
         kernels.load(suffix)  # raises KernelLibraryError with the build command
     warnings.warn(
-        f"fit3d_jax: no {suffix or platform} kernel library for this jaxlib; using the slower "
-        "pure-JAX rasterizer. Build the kernels with: python -m fit3d_jax.kernels build --cuda",
+        f"fit3d_jax: no {suffix} kernel library for this jaxlib; using the slower pure-JAX "
+        f"rasterizer. Build it with: python -m fit3d_jax.kernels build{' --cuda' if suffix == 'cuda' else ''}",
         stacklevel=3,
     )
     return "jax"
