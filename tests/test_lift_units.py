@@ -1,0 +1,179 @@
+"""Pieces of stage I: losses, density control, capacity growth, PLY output, schedules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fit3d_jax.lift import density, export, losses, trainer
+from fit3d_jax.lift.gaussians import Gaussians, activated, grow, init_from_points, inverse_sigmoid
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(np.random.SeedSequence().entropy % (2**31))
+
+
+def test_ssim_matches_an_independent_implementation(rng):
+    a = rng.uniform(size=(23, 31, 3))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    t = np.arange(11) - 5
+    g = np.exp(-(t**2) / (2 * 1.5**2))
+    g /= g.sum()
+    kernel = np.outer(g, g)[..., None]
+    blur = lambda x: scipy.ndimage.correlate(x, kernel, mode="constant")
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    expected = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    np.testing.assert_allclose(losses.ssim_map(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)), expected, atol=2e-5)
+    assert float(losses.ssim(jnp.asarray(a), jnp.asarray(a), jnp.ones(a.shape[:2]))) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_masked_losses_ignore_masked_pixels(rng):
+    a, b = rng.uniform(size=(2, 8, 9, 3))
+    mask = np.zeros((8, 9))
+    mask[2:6, 3:7] = 1
+    b_changed = b.copy()
+    b_changed[mask == 0] += 5.0  # differences only where the mask is 0
+    np.testing.assert_allclose(losses.l1(a, b, mask), losses.l1(a, b_changed, mask), rtol=1e-6)
+    assert float(losses.l1(a, b, mask)) == pytest.approx(np.abs(a - b)[mask == 1].mean(), rel=1e-5)
+
+
+def _gaussians(rng, n, capacity, feature_dim=4):
+    points = rng.uniform(-1, 1, (n, 3))
+    return init_from_points(points, rng.integers(0, 256, (n, 3)).astype(np.uint8), feature_dim, capacity)
+
+
+def test_init_from_points_follows_3dgs(rng):
+    g, active = _gaussians(rng, 50, 64)
+    assert active.sum() == 50 and not active[50:].any()
+    np.testing.assert_allclose(jax.nn.sigmoid(g.opacity_logits[:50]), 0.1, rtol=1e-5)
+    np.testing.assert_array_equal(g.quats[:, 0], 1.0)  # identity rotation, valid in free slots too
+    assert np.all(np.asarray(g.features) == 0)
+    assert np.allclose(g.log_scales[:50, 0], g.log_scales[:50, 1])  # isotropic
+    _, _, _, opacities, sh, _ = activated(g, jnp.asarray(active))
+    assert np.all(np.asarray(opacities)[50:] == 0) and sh.shape == (64, 16, 3)
+
+
+def _stats_with_grads(capacity, grads):
+    return density.DensityStats(jnp.asarray(grads, jnp.float32), jnp.ones(capacity), jnp.zeros(capacity))
+
+
+def test_densify_clones_small_splits_large_and_prunes(rng):
+    capacity, extent = 16, 1.0
+    g, active = _gaussians(rng, 6, capacity)
+    g = g.replace(log_scales=g.log_scales.at[:6].set(np.log(0.001)).at[1].set(np.log(0.5)).at[5].set(np.log(0.001)))
+    g = g.replace(opacity_logits=g.opacity_logits.at[5].set(inverse_sigmoid(0.001)))  # 5 is nearly transparent
+    grads = np.zeros(capacity)
+    grads[[0, 1]] = 1e-3  # 0: small -> clone, 1: large -> split
+    stats = _stats_with_grads(capacity, grads)
+    opt_state = optax.adam(1e-3).init(g)
+    opt_state = jax.tree.map(lambda x: jnp.ones_like(x) if x.ndim else x, opt_state)
+    plan = density.plan(g, jnp.asarray(active), stats, 2e-4, 0.01, extent)
+    assert int(plan.needed) == 2 and bool(plan.clone[0]) and bool(plan.split[1])
+    g2, active2, opt2, stats2 = density.densify_and_prune(g, jnp.asarray(active), stats, opt_state, plan, jax.random.key(0), 0.005, extent, 0.0)
+    active2 = np.asarray(active2)
+    assert active2.sum() == 6 + 2 - 1  # a clone, a second split half, Gaussian 5 pruned
+    new = np.flatnonzero(active2 & ~active)
+    assert len(new) == 2
+    clone_slot = [s for s in new if np.allclose(g2.means[s], g.means[0])]
+    assert clone_slot, "the clone keeps its source's mean"
+    split_slot = [s for s in new if s not in clone_slot][0]
+    np.testing.assert_allclose(g2.log_scales[1], np.log(0.5) - np.log(1.6), rtol=1e-6)
+    np.testing.assert_allclose(g2.log_scales[split_slot], np.log(0.5) - np.log(1.6), rtol=1e-6)
+    assert not np.allclose(g2.means[1], g.means[1])  # the split original moved to a sample
+    # Moments: zero for the split pair and the pruned slot, untouched for the clone source.
+    mu = opt2[0].mu
+    assert float(mu.means[1, 0]) == 0 and float(mu.means[split_slot, 0]) == 0 and float(mu.means[5, 0]) == 0
+    assert float(mu.means[0, 0]) == 1
+    assert float(stats2.grad_sum.sum()) == 0
+
+
+def test_size_pruning_only_when_enabled(rng):
+    capacity = 8
+    g, active = _gaussians(rng, 4, capacity)
+    g = g.replace(log_scales=jnp.full_like(g.log_scales, np.log(0.01)))  # small in the world
+    stats = density.DensityStats(jnp.zeros(capacity), jnp.zeros(capacity), jnp.asarray([0, 30.0, 0, 0, 0, 0, 0, 0]))
+    plan = density.plan(g, jnp.asarray(active), stats, 2e-4, 0.01, 10.0)
+    opt = optax.adam(1e-3).init(g)
+    _, kept, _, _ = density.densify_and_prune(g, jnp.asarray(active), stats, opt, plan, jax.random.key(0), 0.005, 10.0, 0.0)
+    assert np.asarray(kept).sum() == 4
+    _, kept, _, _ = density.densify_and_prune(g, jnp.asarray(active), stats, opt, plan, jax.random.key(0), 0.005, 10.0, 20.0)
+    assert np.asarray(kept).sum() == 3 and not bool(kept[1])
+
+
+def test_opacity_reset_caps_opacities_and_their_moments(rng):
+    g, _ = _gaussians(rng, 5, 8)
+    g = g.replace(opacity_logits=g.opacity_logits.at[0].set(5.0).at[1].set(-8.0))
+    opt = jax.tree.map(lambda x: jnp.ones_like(x) if x.ndim else x, trainer.gaussian_optimizer(trainer.Recipe(), 1.0).init(g))
+    g2, opt2 = density.reset_opacity(g, opt)
+    op = np.asarray(jax.nn.sigmoid(g2.opacity_logits))
+    assert op[0] == pytest.approx(0.01, rel=1e-4) and op[1] < 0.01
+    leaves = jax.tree_util.tree_leaves_with_path(opt2)
+    opacity = [x for p, x in leaves if any(getattr(k, "name", "") == "opacity_logits" for k in p) and x.ndim]
+    others = [x for p, x in leaves if not any(getattr(k, "name", "") == "opacity_logits" for k in p) and x.ndim]
+    assert opacity and all(np.all(np.asarray(x) == 0) for x in opacity)
+    assert all(np.all(np.asarray(x) == 1) for x in others)
+
+
+def test_grow_keeps_values_and_adds_free_slots(rng):
+    g, active = _gaussians(rng, 10, 16)
+    recipe = trainer.Recipe(feature_dim=4)
+    state = trainer.init_state(g, active, recipe, 1.0, 8, jax.random.key(0))
+    bigger = trainer.grow_state(state, 64)
+    assert bigger.capacity == 64 and int(bigger.active.sum()) == 10
+    np.testing.assert_array_equal(bigger.gaussians.means[:16], state.gaussians.means)
+    np.testing.assert_array_equal(bigger.gaussians.quats[16:, 0], 1.0)
+    for leaf in jax.tree.leaves(bigger.opt_state):
+        assert leaf.ndim == 0 or leaf.shape[0] == 64
+
+
+def test_ply_round_trip(rng, tmp_path):
+    g, active = _gaussians(rng, 20, 32, feature_dim=6)
+    g = g.replace(sh_rest=jnp.asarray(rng.normal(size=(32, 15, 3)), jnp.float32), features=jnp.asarray(rng.normal(size=(32, 6)), jnp.float32))
+    path = export.write_ply(tmp_path / "pc.ply", g, active)
+    cols = export.read_ply(path)
+    assert list(cols) == export.ply_properties(6)
+    np.testing.assert_allclose(np.stack([cols["x"], cols["y"], cols["z"]], 1), g.means[:20], rtol=1e-6)
+    rest = np.stack([cols[f"f_rest_{i}"] for i in range(45)], 1).reshape(20, 3, 15)
+    np.testing.assert_allclose(np.transpose(rest, (0, 2, 1)), g.sh_rest[:20], rtol=1e-6)
+    np.testing.assert_allclose(np.stack([cols[f"feat_{i}"] for i in range(6)], 1), g.features[:20], rtol=1e-6)
+
+
+def test_view_order_is_a_permutation_per_pass_and_reproducible():
+    order = [trainer.view_for_iteration(i, 7, seed=3) for i in range(1, 22)]
+    for p in range(3):
+        assert sorted(order[7 * p : 7 * p + 7]) == list(range(7))
+    assert order == [trainer.view_for_iteration(i, 7, seed=3) for i in range(1, 22)]
+    assert order != [trainer.view_for_iteration(i, 7, seed=4) for i in range(1, 22)]
+
+
+def test_scaled_recipe_compresses_the_schedule():
+    r = trainer.Recipe().scaled(600)
+    assert r.iterations == 600 and r.densify_from == 10 and r.densify_until == 300
+    assert r.densify_every == 2 and r.opacity_reset_every == 60 and r.sh_every == 20
+    assert r.lr_means == trainer.Recipe().lr_means
+
+
+def test_scene_extent_is_3dgs_radius():
+    centers = np.array([[0, 0, 0], [2, 0, 0], [1, 1, 0]], float)
+    mean = centers.mean(0)
+    assert trainer.scene_extent(centers) == pytest.approx(1.1 * np.max(np.linalg.norm(centers - mean, axis=1)))
+
+
+def test_means_learning_rate_decays_exponentially():
+    recipe = trainer.Recipe()
+    g = Gaussians(*(jnp.zeros(s) for s in [(2, 3), (2, 3), (2, 4), (2,), (2, 1, 3), (2, 15, 3), (2, 4)]))
+    opt = trainer.gaussian_optimizer(recipe, extent=2.0)
+    state = opt.init(g)
+    grads = jax.tree.map(jnp.ones_like, g)
+    first, _ = opt.update(grads, state, g)
+    # Adam's first step moves by lr (sign of the gradient): the means' lr is 1.6e-4 x extent.
+    assert float(first.means[0, 0]) == pytest.approx(-1.6e-4 * 2.0, rel=1e-3)
+    assert float(first.opacity_logits[0]) == pytest.approx(-0.05, rel=1e-3)
