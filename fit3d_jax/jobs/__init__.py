@@ -4,4 +4,5 @@ JOBS = {
     "features": "fit3d_jax.jobs.features",
     "convert_torch": "fit3d_jax.jobs.convert_torch",
     "import_weights": "fit3d_jax.jobs.import_weights",
+    "generate_rooms": "fit3d_jax.jobs.generate_rooms",
 }
