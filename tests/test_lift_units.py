@@ -154,13 +154,6 @@ def test_view_order_is_a_permutation_per_pass_and_reproducible():
     assert order != [trainer.view_for_iteration(i, 7, seed=4) for i in range(1, 22)]
 
 
-def test_scaled_recipe_compresses_the_schedule():
-    r = trainer.Recipe().scaled(600)
-    assert r.iterations == 600 and r.densify_from == 10 and r.densify_until == 300
-    assert r.densify_every == 2 and r.opacity_reset_every == 60 and r.sh_every == 20
-    assert r.lr_means == trainer.Recipe().lr_means
-
-
 def test_scene_extent_is_3dgs_radius():
     centers = np.array([[0, 0, 0], [2, 0, 0], [1, 1, 0]], float)
     mean = centers.mean(0)

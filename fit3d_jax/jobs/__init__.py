@@ -1,6 +1,7 @@
 """One module per job; each exposes ``run(config) -> None``. ``main.py`` dispatches on ``config.job``."""
 
 JOBS = {
+    "lift": "fit3d_jax.jobs.lift",
     "features": "fit3d_jax.jobs.features",
     "convert_torch": "fit3d_jax.jobs.convert_torch",
     "import_weights": "fit3d_jax.jobs.import_weights",

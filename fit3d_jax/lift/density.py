@@ -28,8 +28,8 @@ class DensityStats:
 
     @classmethod
     def zeros(cls, capacity: int) -> DensityStats:
-        z = jnp.zeros(capacity, jnp.float32)
-        return cls(z, z, z)
+        # Three distinct buffers: the training step donates its state.
+        return cls(*(jnp.zeros(capacity, jnp.float32) for _ in range(3)))
 
 
 def accumulate(stats: DensityStats, screen_grad: jnp.ndarray, radii: jnp.ndarray, width: int, height: int) -> DensityStats:

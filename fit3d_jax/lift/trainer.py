@@ -52,22 +52,9 @@ class Recipe:
     densify_grad_threshold: float = 2e-4
     percent_dense: float = 0.01
     min_opacity: float = 0.005
-    opacity_reset_every: int = 3000
-    max_screen_size: float = 20.0  # pixels; size pruning starts after the first opacity reset
-
-    def scaled(self, iterations: int) -> Recipe:
-        """The same schedule compressed to ``iterations`` (every iteration count scaled)."""
-        f = iterations / self.iterations
-        s = lambda n: max(1, round(n * f))
-        return dataclasses.replace(
-            self,
-            iterations=iterations,
-            sh_every=s(self.sh_every),
-            densify_from=s(self.densify_from),
-            densify_until=s(self.densify_until),
-            densify_every=s(self.densify_every),
-            opacity_reset_every=s(self.opacity_reset_every),
-        )
+    opacity_reset_every: int = 3000  # 0 disables the reset
+    max_screen_size: float = 20.0  # pixels; pruning by size starts after size_prune_from
+    size_prune_from: int = 3000  # 3DGS: after the first opacity reset
 
 
 class Decoder(nn.Module):
@@ -224,11 +211,16 @@ def view_for_iteration(iteration: int, num_views: int, seed: int) -> int:
     return int(np.random.default_rng([seed, epoch]).permutation(num_views)[position])
 
 
-def densify_if_due(state: LiftState, recipe: Recipe, extent: float, key) -> LiftState:
-    """The authors' schedule, after iteration ``state.iteration``: densify and prune every
-    densify_every iterations in (densify_from, densify_until), then reset opacities every
-    opacity_reset_every iterations. Grows the capacity (a re-trace) when free slots run out."""
-    it = int(state.iteration)
+def density_control_due(it: int, recipe: Recipe) -> bool:
+    densify = recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0
+    reset = recipe.opacity_reset_every and it % recipe.opacity_reset_every == 0 and it < recipe.iterations
+    return bool(densify or reset)
+
+
+def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key) -> LiftState:
+    """The authors' schedule, after iteration ``it``: densify and prune every densify_every
+    iterations in (densify_from, densify_until), then reset opacities every opacity_reset_every
+    iterations. Grows the capacity (a re-trace) when free slots run out."""
     if recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0:
         plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
         needed, free = int(plan.needed), int(plan.free)
@@ -237,7 +229,7 @@ def densify_if_due(state: LiftState, recipe: Recipe, extent: float, key) -> Lift
             capacity = 1 << max(14, math.ceil(math.log2(1.5 * (active + needed))))
             state = grow_state(state, capacity)
             plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
-        max_screen = recipe.max_screen_size if it > recipe.opacity_reset_every else 0.0
+        max_screen = recipe.max_screen_size if it > recipe.size_prune_from else 0.0
         gaussians, active, opt_state, stats = density.densify_and_prune(
             state.gaussians, state.active, state.stats, state.opt_state, plan,
             jax.random.fold_in(key, it), recipe.min_opacity, extent, max_screen,

@@ -1,0 +1,54 @@
+"""DINOv2 feature targets of a scene's views, computed once and cached per scene.
+
+As the authors do: the image is resized *down* to a multiple of 14 on each side, the ViT's
+final-norm patch tokens (h, w, D) are the target, and the training step upsamples them
+bilinearly to the full image resolution. The low-resolution tokens are what is cached (float16),
+so a scene of hundreds of views costs megabytes rather than hundreds of gigabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fit3d_jax.images import normalize, resize_to_patch_multiple
+from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.scenes import View, read_image
+from fit3d_jax.weights import LoadedWeights
+
+BATCH = 8
+
+
+def _cache_key(weights: LoadedWeights, views: list[View]) -> str:
+    summary = json.dumps([weights.description, [(str(v.image_path), v.width, v.height) for v in views]])
+    return hashlib.sha256(summary.encode()).hexdigest()[:16]
+
+
+def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32) -> np.ndarray:
+    """(V, h, w, D) float16 patch tokens of the views (all views of a scene share one size)."""
+    model = DinoV2(weights.config, dtype=dtype)
+    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens)
+    out = []
+    for start in range(0, len(views), BATCH):
+        batch = np.stack([normalize(resize_to_patch_multiple(read_image(v))) for v in views[start : start + BATCH]])
+        out.append(np.asarray(extract(weights.params, batch), np.float16))
+    return np.concatenate(out)
+
+
+def cached_targets(cache_dir: Path, views: list[View], weights: LoadedWeights) -> np.ndarray:
+    """Targets for ``views`` from ``cache_dir`` when present for these weights and images, else
+    computed and written there."""
+    path = Path(cache_dir) / f"dinov2_targets_{_cache_key(weights, views)}.npy"
+    if path.exists():
+        return np.load(path)
+    targets = compute_targets(views, weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, targets)
+    tmp.rename(path)  # atomic: a killed run never leaves a truncated cache
+    return targets
