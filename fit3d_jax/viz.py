@@ -107,3 +107,15 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"{path}: cannot write PNG")
     return path
+
+
+def feature_panels(image: np.ndarray, feature_maps: Sequence[jax.Array], num_clusters: int, key: jax.Array) -> np.ndarray:
+    """image | PCA of each (h, w, D) feature map | cosine K-means of each, side by side."""
+    pca, clusters = [], []
+    for features in feature_maps:
+        h, w, dim = features.shape
+        flat = features.reshape(-1, dim)
+        labels, _ = kmeans(flat / jnp.linalg.norm(flat, axis=-1, keepdims=True), num_clusters, key)
+        pca.append(upsample_nearest(to_uint8(pca_rgb(features)), image.shape[:2]))
+        clusters.append(upsample_nearest(palette(num_clusters)[np.asarray(labels).reshape(h, w)], image.shape[:2]))
+    return side_by_side([image, *pca, *clusters])

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import jax
 
 from fit3d_jax.lift import export, fit, trainer
 from fit3d_jax.models.dinov2 import ViTConfig, init_params

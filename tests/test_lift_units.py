@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from fit3d_jax.lift import density, export, losses, trainer
-from fit3d_jax.lift.gaussians import Gaussians, activated, grow, init_from_points, inverse_sigmoid
+from fit3d_jax.lift.gaussians import Gaussians, activated, init_from_points, inverse_sigmoid
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fit3d_jax.render import rasterize
-from fit3d_jax.render.random_scene import Scene, front_camera, random_scene
+from fit3d_jax.render.random_scene import front_camera, random_scene
 
 PARAMS = ("means", "scales", "quats", "opacities", "sh", "features")
 

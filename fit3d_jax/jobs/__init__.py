@@ -2,6 +2,7 @@
 
 JOBS = {
     "lift": "fit3d_jax.jobs.lift",
+    "finetune": "fit3d_jax.jobs.finetune",
     "features": "fit3d_jax.jobs.features",
     "convert_torch": "fit3d_jax.jobs.convert_torch",
     "import_weights": "fit3d_jax.jobs.import_weights",

@@ -7,7 +7,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from fit3d_jax import images, viz
 from fit3d_jax.config_errors import ConfigError
@@ -51,13 +50,7 @@ def run(config: ml_collections.ConfigDict) -> None:
         h, w, dim = features.shape
         if config.num_clusters > h * w:
             raise ConfigError(f"config.num_clusters={config.num_clusters} exceeds the {h}x{w} patches of {path}")
-        unit = features.reshape(-1, dim) / jnp.linalg.norm(features.reshape(-1, dim), axis=-1, keepdims=True)
-        labels, _ = viz.kmeans(unit, config.num_clusters, key)  # cosine K-means, as usual for DINO features
-        panels = [
-            image,
-            viz.upsample_nearest(viz.to_uint8(viz.pca_rgb(features)), image.shape[:2]),
-            viz.upsample_nearest(viz.palette(config.num_clusters)[np.asarray(labels).reshape(h, w)], image.shape[:2]),
-        ]
-        out = viz.save_png(output_dir / f"{path.stem}.png", viz.side_by_side(panels))
+        panel = viz.feature_panels(image, [features], config.num_clusters, key)  # cosine K-means, as usual for DINO
+        out = viz.save_png(output_dir / f"{path.stem}.png", panel)
         print(f"{path} ({image.shape[0]}x{image.shape[1]}, {h}x{w} patches) -> {out}", flush=True)
     print(f"features: wrote {len(paths)} PNGs (image | PCA | K-means k={config.num_clusters}) to {output_dir.absolute()}")

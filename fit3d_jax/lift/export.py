@@ -89,9 +89,12 @@ def view_panel(rgb, image, decoded, target, depth, alpha) -> np.ndarray:
     )
 
 
-def write_store_entry(store_dir: Path, scene_name: str, gaussians: Gaussians, active, decoder_kernel, views: list[dict]) -> Path:
+def write_store_entry(
+    store_dir: Path, scene_name: str, gaussians: Gaussians, active, decoder_kernel, views: list[dict], test_views: list[dict]
+) -> Path:
     """What stage II needs of a scene: the rendering parameters of the active Gaussians
-    (activated), the decoder kernel (3, 3, F, D) and the training views."""
+    (activated), the decoder kernel (3, 3, F, D), the training views (its samples) and the
+    held-out views (its visualisations)."""
     keep = np.asarray(active, bool)
     quats = np.asarray(gaussians.quats)[keep]
     store_dir = Path(store_dir)
@@ -108,5 +111,6 @@ def write_store_entry(store_dir: Path, scene_name: str, gaussians: Gaussians, ac
         decoder=np.asarray(decoder_kernel),
     )
     tmp.rename(path)
-    (store_dir / f"{scene_name}.json").write_text(json.dumps({"scene": scene_name, "views": views}, indent=1))
+    entry = {"scene": scene_name, "views": views, "test_views": test_views}
+    (store_dir / f"{scene_name}.json").write_text(json.dumps(entry, indent=1))
     return path

@@ -148,10 +148,14 @@ def fit_scene(
     train_seconds = time.time() - start - target_seconds
 
     metrics = evaluate_and_export(scene, state, test, out, all_targets.shape[-1])
+    describe = lambda views: [
+        dict(image=str(v.image_path.absolute()), mask=str(v.mask_path.absolute()) if v.mask_path else None, width=v.width,
+             height=v.height, fx=v.fx, fy=v.fy, cx=v.cx, cy=v.cy, world_to_camera=np.asarray(v.world_to_camera).tolist())
+        for v in views
+    ]
     export.write_store_entry(
         Path(output_dir) / "store", scene.name, state.gaussians, state.active, state.decoder["Conv_0"]["kernel"],
-        [dict(image=str(v.image_path), mask=str(v.mask_path) if v.mask_path else None, width=v.width, height=v.height,
-              fx=v.fx, fy=v.fy, cx=v.cx, cy=v.cy, world_to_camera=np.asarray(v.world_to_camera).tolist()) for v in scene.train],
+        describe(scene.train), describe(scene.test),
     )
     metrics |= {
         "scene": scene.name,

@@ -1,0 +1,99 @@
+"""The stage I store, read back for stage II: per scene the rendering parameters of its feature
+Gaussians, its decoder and its training views (``<lift output>/store/<scene>.npz`` + ``.json``,
+written by ``fit3d_jax.lift.export.write_store_entry``). All of it stays in host memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fit3d_jax.scenes import SceneError
+
+ARRAYS = ("means", "scales", "quats", "opacities", "features", "decoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredView:
+    image: Path
+    mask: Path | None
+    width: int
+    height: int
+    intrinsics: tuple[float, float, float, float]  # fx fy cx cy
+    world_to_camera: np.ndarray  # (4, 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredScene:
+    name: str
+    means: np.ndarray  # (N, 3)
+    scales: np.ndarray  # (N, 3) activated
+    quats: np.ndarray  # (N, 4) unit
+    opacities: np.ndarray  # (N,) activated
+    features: np.ndarray  # (N, F)
+    decoder: np.ndarray  # (3, 3, F, D) convolution kernel
+    views: tuple[StoredView, ...]  # training views: the samples of stage II
+    test_views: tuple[StoredView, ...] = ()  # held out: for visualisations
+
+    @property
+    def num_gaussians(self) -> int:
+        return len(self.means)
+
+    @property
+    def target_dim(self) -> int:
+        return self.decoder.shape[-1]
+
+
+def _view(entry: dict, where: str) -> StoredView:
+    try:
+        image = Path(entry["image"])
+        if not image.exists():
+            raise SceneError(f"{where}: image {image} does not exist")
+        return StoredView(
+            image=image,
+            mask=Path(entry["mask"]) if entry.get("mask") else None,
+            width=int(entry["width"]),
+            height=int(entry["height"]),
+            intrinsics=(float(entry["fx"]), float(entry["fy"]), float(entry["cx"]), float(entry["cy"])),
+            world_to_camera=np.asarray(entry["world_to_camera"], np.float64).reshape(4, 4),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise SceneError(f"{where}: malformed view entry ({e!r})") from None
+
+
+def load_store(store_dir: str | Path) -> list[StoredScene]:
+    """Every scene of a store directory, sorted by name; malformed entries name the file."""
+    store_dir = Path(store_dir)
+    if not store_dir.is_dir():
+        raise SceneError(f"{store_dir}: no such store directory (run the lift job first)")
+    scenes = []
+    for npz_path in sorted(store_dir.glob("*.npz")):
+        if ".tmp" in npz_path.name:
+            continue
+        json_path = npz_path.with_suffix(".json")
+        if not json_path.exists():
+            raise SceneError(f"{json_path}: missing (every store .npz has a .json with its views)")
+        with np.load(npz_path) as data:
+            missing = [k for k in ARRAYS if k not in data.files]
+            if missing:
+                raise SceneError(f"{npz_path}: missing arrays {missing}")
+            arrays = {k: np.asarray(data[k], np.float32) for k in ARRAYS}
+        try:
+            entry = json.loads(json_path.read_text())
+            views = tuple(_view(e, f"{json_path} views[{i}]") for i, e in enumerate(entry["views"]))
+            test_views = tuple(_view(e, f"{json_path} test_views[{i}]") for i, e in enumerate(entry.get("test_views", [])))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SceneError(f"{json_path}: malformed ({e!r})") from None
+        if not views:
+            raise SceneError(f"{json_path}: no training views")
+        if arrays["decoder"].shape[2] != arrays["features"].shape[1]:
+            raise SceneError(f"{npz_path}: decoder input {arrays['decoder'].shape[2]} != feature dim {arrays['features'].shape[1]}")
+        scenes.append(StoredScene(name=npz_path.stem, views=views, test_views=test_views, **arrays))
+    if not scenes:
+        raise SceneError(f"{store_dir}: no scenes in the store")
+    dims = {s.target_dim for s in scenes}
+    if len(dims) > 1:
+        raise SceneError(f"{store_dir}: scenes decode to different feature dimensions {sorted(dims)}")
+    return scenes

@@ -1,0 +1,81 @@
+"""Job ``finetune``: stage II over the stage I store, then original-vs-fine-tuned comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fit3d_jax import images, viz
+from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.finetune.store import load_store
+from fit3d_jax.finetune.train import Recipe, finetune
+from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.scenes import SceneError
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _recipe(config: ml_collections.ConfigDict) -> Recipe:
+    try:
+        recipe = Recipe(**config.recipe.to_dict())
+    except TypeError as e:
+        raise ConfigError(f"config.recipe: {e}") from None
+    for field in ("batch_size",):
+        if getattr(recipe, field) < 1:
+            raise ConfigError(f"config.recipe.{field} must be >= 1")
+    if not recipe.epochs > 0 or not recipe.learning_rate > 0:
+        raise ConfigError("config.recipe.epochs and config.recipe.learning_rate must be > 0")
+    return recipe
+
+
+def compare(original: dict, tuned: dict, model: DinoV2, image_paths: list[Path], out_dir: Path, num_clusters: int) -> int:
+    """image | PCA original | PCA fine-tuned | K-means original | K-means fine-tuned, per image."""
+    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens)
+    key = jax.random.key(0)
+    for path in image_paths:
+        image = images.resize_to_patch_multiple(images.load_image(path), patch_size=model.config.patch_size)
+        x = images.normalize(image)[None]
+        maps = [extract(original, x)[0], extract(tuned, x)[0]]
+        viz.save_png(out_dir / f"{Path(path).parent.parent.name}_{Path(path).stem}.png", viz.feature_panels(image, maps, num_clusters, key))
+    return len(image_paths)
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    if config.distributed:
+        jax.distributed.initialize()
+    recipe = _recipe(config)
+    if config.dtype not in DTYPES:
+        raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    try:
+        scenes = load_store(config.store)
+    except SceneError as e:
+        raise ConfigError(f"config.store: {e}") from None
+    weights = load_configured_weights(config)
+    output_dir = Path(config.output_dir)
+    print(f"finetune: {len(scenes)} scene(s), {sum(len(s.views) for s in scenes)} training views, "
+          f"{jax.device_count()} device(s), global batch {recipe.batch_size}")
+    try:
+        state, summary = finetune(
+            scenes, weights.params, weights.config, recipe, output_dir, dtype=DTYPES[config.dtype], seed=config.seed,
+            log_every=config.log_every, checkpoint_every=config.checkpoint_every, device_cache_gb=config.device_cache_gb,
+            progress=config.progress, max_steps=config.max_steps or None,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(f"finetune: {summary['steps']} steps, {summary['views_per_second']:.1f} views/s this run, "
+          f"loss {summary['first_logged_loss']} -> {summary['last_logged_loss']}")
+
+    if jax.process_index() == 0:
+        tuned = jax.device_get(state.params)
+        model = DinoV2(weights.config, dtype=jnp.float32)
+        held_out = [v.image for s in scenes for v in s.test_views][: config.compare_views]
+        extra = images.list_images(config.compare_dir) if config.compare_dir else []
+        n = compare(weights.params, tuned, model, held_out + extra, output_dir / "compare", config.num_clusters)
+        ckpt = (output_dir / "checkpoints").absolute()
+        print(f"finetune: {n} comparison PNGs in {(output_dir / 'compare').absolute()}")
+        print(f"finetune: checkpoints in {ckpt}; to PyTorch: python -m fit3d_jax.main --config=configs/convert_torch.py "
+              f"--config.checkpoint={ckpt} --config.output={output_dir.absolute() / 'dinov2_fit3d.pth'}")

@@ -1,0 +1,154 @@
+"""Stage II on CPU: two tiny lifted rooms and a tiny ViT. The loss falls, a killed run resumes to
+the same parameters, the exported .pth matches a PyTorch DINOv2, bad stores are clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import jax
+import jax.numpy as jnp
+
+from fit3d_jax.finetune import data, store, train
+from fit3d_jax.lift import fit, trainer as lift_trainer
+from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
+from fit3d_jax.scenes import SceneError, load_scene
+from fit3d_jax.scenes.synthetic import generate_room
+from fit3d_jax.weights import export_official, load_params, load_weights, save_params
+from torch_dinov2 import DinoVisionTransformer
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = ViTConfig(embed_dim=64, depth=2, num_heads=1)  # 64-wide heads, like every DINOv2
+
+
+@pytest.fixture(scope="module")
+def vit(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vit") / "tiny"
+    save_params(path, init_params(CONFIG, seed=1), CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lifted(tmp_path_factory, vit):
+    """A store of two tiny lifted rooms."""
+    root = tmp_path_factory.mktemp("lift")
+    weights = load_weights(str(vit), announce=False)
+    recipe = lift_trainer.Recipe(iterations=15, feature_dim=8, densify_from=100, opacity_reset_every=0, lr_features=1e-2)
+    for seed in (3, 4):
+        room = generate_room(root / "rooms" / f"room_{seed}", seed=seed, width=64, height=48, num_train=5, num_test=1)
+        fit.fit_scene(load_scene(room), weights, recipe, root / "out", progress=False)
+    return root / "out" / "store"
+
+
+def _finetune(store_dir, vit, out, **kw):
+    params, config = load_params(vit)
+    recipe = train.Recipe(learning_rate=kw.pop("learning_rate", 1e-3), epochs=8)  # 5 steps per epoch here
+    return train.finetune(store.load_store(store_dir), params, config, recipe, out, dtype=jnp.float32, progress=False, **kw)
+
+
+def test_store_round_trip(lifted):
+    scenes = store.load_store(lifted)
+    assert [s.name for s in scenes] == ["room_3", "room_4"]
+    for s in scenes:
+        assert len(s.views) == 5 and len(s.test_views) == 1 and s.target_dim == 64
+        np.testing.assert_allclose(np.linalg.norm(s.quats, axis=1), 1.0, rtol=1e-5)
+        assert np.all((s.opacities > 0) & (s.opacities < 1)) and np.all(s.scales > 0)
+
+
+def test_sampler_covers_every_view_once_per_epoch():
+    scenes = store_like(views=[3, 4])
+    sampler = data.Sampler(scenes, batch_size=2, seed=5)
+    assert sampler.steps_per_epoch == 3
+    seen = [(s.scene, s.view) for step in range(3) for s in sampler.batch(step)]
+    assert len(set(seen)) == 6  # 7 views, 3 batches of 2: one left out this epoch, none twice
+    assert [s.flip for s in sampler.batch(0)] == [s.flip for s in sampler.batch(0)]
+    assert seen != [(s.scene, s.view) for step in range(3, 6) for s in sampler.batch(step)]
+
+
+def store_like(views):
+    fake_view = store.StoredView(Path("x.png"), None, 8, 8, (1, 1, 1, 1), np.eye(4))
+    return [store.StoredScene(f"s{i}", *(np.zeros(1) for _ in range(6)), views=(fake_view,) * n) for i, n in enumerate(views)]
+
+
+def test_token_l1_weights_tokens():
+    rng = np.random.default_rng(0)
+    tokens, target = rng.normal(size=(2, 2, 3, 4, 5))
+    weights = np.zeros((2, 3, 4))
+    weights[:, 1] = 1.0
+    expected = np.abs(tokens - target).mean(-1)[:, 1].mean()
+    assert float(train.token_l1(tokens, target, weights)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_tiny_finetune_lowers_the_loss(lifted, vit, tmp_path):
+    _, summary = _finetune(lifted, vit, tmp_path, max_steps=40, log_every=1)
+    log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    first = np.mean([r["loss"] for r in log[:8]])
+    last = np.mean([r["loss"] for r in log[-8:]])
+    assert last < 0.9 * first, (first, last)
+    assert summary["steps"] == 40 and summary["views_per_second"] > 0
+
+
+def test_killed_run_resumes_to_the_same_parameters(lifted, vit, tmp_path, monkeypatch):
+    straight, _ = _finetune(lifted, vit, tmp_path / "a", max_steps=10, checkpoint_every=4)
+    real = data.Prefetcher.next
+
+    def killed(self):
+        batch = real(self)
+        if batch.step == 6:
+            raise KeyboardInterrupt("simulated kill")
+        return batch
+
+    monkeypatch.setattr(data.Prefetcher, "next", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune(lifted, vit, tmp_path / "b", max_steps=10, checkpoint_every=4)  # checkpoint at 4
+    monkeypatch.setattr(data.Prefetcher, "next", real)
+    resumed, _ = _finetune(lifted, vit, tmp_path / "b", max_steps=10, checkpoint_every=4)
+    for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_exported_pth_loads_strictly_and_matches(lifted, vit, tmp_path):
+    _finetune(lifted, vit, tmp_path, max_steps=3)
+    params, config = load_params(tmp_path / "checkpoints")  # the latest fine-tuning step
+    pth = export_official(params, tmp_path / "tuned.pth")
+    ref = DinoVisionTransformer.from_state_dict(torch.load(pth, weights_only=True))  # strict keys
+    x = np.random.default_rng(0).standard_normal((1, 42, 56, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref.forward_features(torch.from_numpy(x).permute(0, 3, 1, 2))["x_norm_patchtokens"].numpy()
+    got = np.asarray(DinoV2(config).apply({"params": params}, x).patch_tokens).reshape(expected.shape)
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-5
+    original, _ = load_params(vit)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(original)))
+
+
+def test_bad_stores_name_the_file(lifted, tmp_path):
+    with pytest.raises(SceneError, match="no such store"):
+        store.load_store(tmp_path / "missing")
+    broken = tmp_path / "store"
+    broken.mkdir()
+    (broken / "a.npz").write_bytes((lifted / "room_3.npz").read_bytes())
+    with pytest.raises(SceneError, match=r"a\.json: missing"):
+        store.load_store(broken)
+    (broken / "a.json").write_text("{not json")
+    with pytest.raises(SceneError, match=r"a\.json: malformed"):
+        store.load_store(broken)
+
+
+def test_finetune_job_from_the_command_line(lifted, vit, tmp_path):
+    cmd = [
+        sys.executable, "-m", "fit3d_jax.main", "--config=configs/finetune.py", f"--config.store={lifted}",
+        f"--config.output_dir={tmp_path}", f"--config.weights={vit}", "--config.max_steps=3", "--config.progress=False",
+        "--config.dtype=float32", "--config.num_clusters=3",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "configs/convert_torch.py" in proc.stdout
+    assert len(list((tmp_path / "compare").glob("*.png"))) == 2  # one held-out view per room
+    bad = subprocess.run(cmd[:-3] + ["--config.recipe.batch_size=0"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "config.recipe.batch_size" in bad.stderr + bad.stdout
