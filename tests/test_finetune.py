@@ -113,6 +113,16 @@ def test_killed_run_resumes_to_the_same_parameters(lifted, vit, tmp_path, monkey
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_finetune_leaves_the_callers_parameters_intact(lifted, vit, tmp_path):
+    params, config = load_params(vit)
+    params = jax.device_put(params)  # device arrays, which a donating step could otherwise consume
+    before = [np.asarray(x).copy() for x in jax.tree.leaves(params)]
+    train.finetune(store.load_store(lifted), params, config, train.Recipe(learning_rate=1e-3), tmp_path, dtype=jnp.float32,
+                   progress=False, max_steps=2)
+    for a, b in zip(before, jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+
+
 def test_exported_pth_loads_strictly_and_matches(lifted, vit, tmp_path):
     _finetune(lifted, vit, tmp_path, max_steps=3)
     params, config = load_params(tmp_path / "checkpoints")  # the latest fine-tuning step

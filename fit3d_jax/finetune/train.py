@@ -146,6 +146,7 @@ def finetune(
     model = DinoV2(config, dtype=dtype)
     opt = optimizer(recipe)
     replicated = NamedSharding(mesh, PartitionSpec())
+    params = jax.tree.map(jnp.array, params)  # own copies: the step donates its state, never the caller's arrays
     state = jax.device_put(TrainState(jnp.int32(0), params, opt.init(params)), replicated)
     checkpoints = Checkpoints(Path(output_dir) / "checkpoints")
     resumed = checkpoints.restore_latest(state)
