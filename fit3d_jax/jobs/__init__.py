@@ -7,4 +7,5 @@ JOBS = {
     "convert_torch": "fit3d_jax.jobs.convert_torch",
     "import_weights": "fit3d_jax.jobs.import_weights",
     "generate_rooms": "fit3d_jax.jobs.generate_rooms",
+    "probe": "fit3d_jax.jobs.probe",
 }

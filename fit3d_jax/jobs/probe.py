@@ -1,0 +1,129 @@
+"""Job ``probe``: linear probing of frozen (original / fine-tuned / assembled) DINOv2 features for
+segmentation or depth; writes metrics.json, a printed table and prediction PNGs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.probe import augment
+from fit3d_jax.probe.assembly import ASSEMBLIES, Backbones
+from fit3d_jax.probe.datasets import TASKS, DatasetError, load_dataset
+from fit3d_jax.probe.train import Evaluation, ProbeSettings, Schedule, evaluate, train
+from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
+from fit3d_jax.weights import WeightsError, load_params
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _build(cls, fields: ml_collections.ConfigDict, name: str):
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.to_dict().items()}
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"config.{name}: {e}") from None
+
+
+def settings_from(config: ml_collections.ConfigDict) -> ProbeSettings:
+    settings = ProbeSettings(
+        schedule=_build(Schedule, config.schedule, "schedule"),
+        augment=_build(augment.Augment, config.augment, "augment"),
+        evaluation=_build(Evaluation, config.evaluation, "evaluation"),
+        cache_features=config.cache_features,
+        depth_loss=config.depth_loss,
+    )
+    s = settings.schedule
+    if s.iterations < 1 or s.batch_size < 1 or not s.learning_rate > 0:
+        raise ConfigError("config.schedule: iterations, batch_size and learning_rate must be positive")
+    if settings.evaluation.mode not in ("slide", "whole"):
+        raise ConfigError(f"config.evaluation.mode={settings.evaluation.mode!r} is not 'slide' or 'whole'")
+    if settings.depth_loss not in ("sigloss", "classification"):
+        raise ConfigError(f"config.depth_loss={settings.depth_loss!r} is not 'sigloss' or 'classification'")
+    return settings
+
+
+def backbone_params(config: ml_collections.ConfigDict, backbones_assembly: str):
+    """The original weights and, where the assembly needs them, the fine-tuned checkpoint's."""
+    original = load_configured_weights(config)
+    params = {"original": original.params}
+    if backbones_assembly in ("finetuned", "concat", "add", "fusion"):
+        if not config.finetuned:
+            raise ConfigError(f"config.assembly={backbones_assembly!r} needs config.finetuned (the finetune job's "
+                              "<output_dir>/checkpoints, or any Orbax checkpoint of the same architecture)")
+        try:
+            tuned, tuned_config = load_params(config.finetuned)
+        except WeightsError as e:
+            raise ConfigError(f"config.finetuned: {e}") from None
+        if tuned_config.to_dict() != original.config.to_dict():
+            raise ConfigError(f"config.finetuned is {tuned_config.describe()}, the original weights are {original.config.describe()}")
+        params["finetuned"] = tuned
+        print(f"probe: fine-tuned weights from {Path(config.finetuned).absolute()}")
+    return original.config, params
+
+
+def synthetic_rooms(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """config.data, with the built-in probe rooms generated and filled in where the config has
+    ``rooms`` and names no scenes."""
+    data = ml_collections.ConfigDict(config.data.to_dict())
+    if "rooms" not in config or data.get("train") or data.get("test"):
+        return data
+    r = config.rooms
+    for split, first, count in (("train", 100, r.train_rooms), ("test", 200, r.test_rooms)):
+        folder = Path(r.output_dir) / f"{r.width}x{r.height}_{r.views}" / split
+        for seed in range(first, first + count):
+            try:
+                ensure_room(folder / f"room_{seed:04d}", seed=seed, width=r.width, height=r.height, num_train=r.views, num_test=1)
+            except (RoomParameterError, FileExistsError) as e:
+                raise ConfigError(f"config.rooms: {e}") from None
+        data[split] = str(folder)
+    print(f"probe: synthetic rooms {data.train} (train) and {data.test} (test)")
+    return data
+
+
+def table(metrics: dict, task: str) -> str:
+    names = ("mIoU", "mAcc", "aAcc") if task == "segmentation" else ("rmse", "abs_rel", "a1", "a2", "a3", "sq_rel", "rmse_log", "log10", "silog")
+    return "| " + " | ".join(names) + " |\n|" + "---|" * len(names) + "\n| " + " | ".join(f"{metrics[n]:.4f}" for n in names) + " |"
+
+
+def run(config: ml_collections.ConfigDict) -> None:
+    if config.distributed:
+        jax.distributed.initialize()
+    if config.task not in TASKS:
+        raise ConfigError(f"config.task={config.task!r} is not one of {TASKS}")
+    if config.assembly not in ASSEMBLIES:
+        raise ConfigError(f"config.assembly={config.assembly!r} is not one of {ASSEMBLIES}")
+    if config.dtype not in DTYPES:
+        raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    settings = settings_from(config)
+    try:
+        dataset = load_dataset(synthetic_rooms(config), config.task)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
+    vit_config, params = backbone_params(config, config.assembly)
+    backbones = Backbones(DinoV2(vit_config, dtype=DTYPES[config.dtype]), config.assembly)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"probe: {config.task} on {dataset.name} ({len(dataset.train)} train / {len(dataset.test)} test examples), "
+          f"assembly {config.assembly} ({backbones.feature_dim} channels), {settings.schedule.iterations} iterations, "
+          f"global batch {settings.schedule.batch_size}, {jax.device_count()} device(s)")
+    try:
+        task, state, summary = train(dataset, backbones, params, settings, output_dir, seed=config.seed,
+                                     log_every=config.log_every, checkpoint_every=config.checkpoint_every, progress=config.progress)
+        metrics = evaluate(task, dataset, backbones, params, state, settings, output_dir, progress=config.progress)
+    except (DatasetError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    if jax.process_index() == 0:
+        record = {"task": config.task, "dataset": dataset.name, "assembly": config.assembly, "seed": config.seed,
+                  "metrics": metrics, "training": summary, "settings": dataclasses.asdict(settings),
+                  "config": config.to_dict()}
+        (output_dir / "metrics.json").write_text(json.dumps(record, indent=1, default=str))
+        print(table(metrics, config.task))
+        print(f"probe: metrics in {(output_dir / 'metrics.json').absolute()}, predictions in {(output_dir / 'predictions').absolute()}")

@@ -1,0 +1,127 @@
+"""Host-side training augmentation and test-time resizing, as the protocol's pipelines do it.
+
+Segmentation (mmseg's ADE20K / VOC pipeline): keep-ratio resize to ``scale`` x U(ratio_range),
+random crop with ``cat_max_ratio`` (up to 10 tries for a crop no single class dominates),
+horizontal flip, photometric distortion (brightness, contrast before or after, saturation, hue),
+normalise, pad to the crop (image 0, label IGNORE_INDEX).
+
+Depth (the DINOv2 / depth-toolbox pipeline): random rotation (image bilinear, depth nearest),
+horizontal flip, random crop, colour augmentation (gamma, brightness, per-channel colour),
+normalise, pad to the crop (depth 0 = invalid).
+
+Randomness comes from a numpy Generator the caller seeds per (seed, step, sample), so a resumed
+run draws the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from fit3d_jax.images import normalize
+from fit3d_jax.probe.metrics import IGNORE_INDEX
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    crop: tuple[int, int] = (512, 512)  # (height, width) of training inputs
+    flip_prob: float = 0.5
+    # segmentation
+    scale: tuple[int, int] = (2048, 512)  # keep-ratio resize target (long, short), also at test time
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75
+    photometric: bool = True
+    # depth
+    rotate_prob: float = 1.0
+    rotate_degrees: float = 2.5
+    color_prob: float = 0.5
+    gamma_range: tuple[float, float] = (0.9, 1.1)
+    brightness_range: tuple[float, float] = (0.75, 1.25)
+    color_range: tuple[float, float] = (0.9, 1.1)
+
+
+def keep_ratio_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:
+    """mmcv's keep-ratio rescale: the largest size with long side <= max(scale) and short side
+    <= min(scale)."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def resize_pair(image: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image bilinear, target (labels or depth) nearest."""
+    if size == image.shape[:2]:
+        return image, target
+    return (cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR),
+            cv2.resize(target, size[::-1], interpolation=cv2.INTER_NEAREST))
+
+
+def _crop_origin(rng: np.random.Generator, shape: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int, int, int]:
+    h, w = min(crop[0], shape[0]), min(crop[1], shape[1])
+    return int(rng.integers(0, shape[0] - h + 1)), int(rng.integers(0, shape[1] - w + 1)), h, w
+
+
+def _pad(image: np.ndarray, target: np.ndarray, crop: tuple[int, int], fill) -> tuple[np.ndarray, np.ndarray]:
+    pad = ((0, crop[0] - image.shape[0]), (0, crop[1] - image.shape[1]))
+    return np.pad(image, pad + ((0, 0),)), np.pad(target, pad, constant_values=fill)
+
+
+def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """mmseg's PhotoMetricDistortion on uint8 RGB (each step applied with probability 0.5)."""
+    x = image.astype(np.float32)
+    clip = lambda a: np.clip(a, 0, 255)
+    if rng.random() < 0.5:
+        x = clip(x + rng.uniform(-32, 32))
+    contrast_first = rng.integers(2) == 1
+    contrast = lambda a: clip(a * rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else a
+    if contrast_first:
+        x = contrast(x)
+    if rng.random() < 0.5:
+        hsv = cv2.cvtColor(x.astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 1] = clip(hsv[..., 1] * rng.uniform(0.5, 1.5))
+        x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    if rng.random() < 0.5:
+        hsv = cv2.cvtColor(x.astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.int32)
+        hsv[..., 0] = (hsv[..., 0] + rng.integers(-18, 19)) % 180
+        x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    if not contrast_first:
+        x = contrast(x)
+    return x.astype(np.uint8)
+
+
+def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
+    """-> normalised image (crop_h, crop_w, 3) float32, labels (crop_h, crop_w) int32."""
+    ratio = rng.uniform(*a.ratio_range)
+    image, labels = resize_pair(image, labels, keep_ratio_size(*image.shape[:2], (a.scale[0] * ratio, a.scale[1] * ratio)))
+    for _ in range(10):
+        top, left, h, w = _crop_origin(rng, image.shape[:2], a.crop)
+        window = labels[top : top + h, left : left + w]
+        counts = np.unique(window[window != IGNORE_INDEX], return_counts=True)[1]
+        if a.cat_max_ratio >= 1 or (len(counts) > 1 and counts.max() / counts.sum() < a.cat_max_ratio):
+            break
+    image, labels = image[top : top + h, left : left + w], labels[top : top + h, left : left + w]
+    if rng.random() < a.flip_prob:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    if a.photometric:
+        image = photometric_distortion(np.ascontiguousarray(image), rng)
+    return _pad(normalize(np.ascontiguousarray(image)), labels.astype(np.int32), a.crop, IGNORE_INDEX)
+
+
+def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
+    """-> normalised image (crop_h, crop_w, 3) float32, depth (crop_h, crop_w) float32 (0 = invalid)."""
+    if rng.random() < a.rotate_prob and a.rotate_degrees > 0:
+        angle = rng.uniform(-a.rotate_degrees, a.rotate_degrees)
+        h, w = depth.shape
+        matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+        image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR)
+        depth = cv2.warpAffine(depth, matrix, (w, h), flags=cv2.INTER_NEAREST)
+    top, left, h, w = _crop_origin(rng, depth.shape, a.crop)
+    image, depth = image[top : top + h, left : left + w], depth[top : top + h, left : left + w]
+    if rng.random() < a.flip_prob:
+        image, depth = image[:, ::-1], depth[:, ::-1]
+    if rng.random() < a.color_prob:
+        x = (image.astype(np.float32) / 255.0) ** rng.uniform(*a.gamma_range)
+        x = x * rng.uniform(*a.brightness_range) * rng.uniform(*a.color_range, size=3)
+        image = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return _pad(normalize(np.ascontiguousarray(image)), np.ascontiguousarray(depth, np.float32), a.crop, 0.0)

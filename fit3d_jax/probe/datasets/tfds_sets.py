@@ -1,0 +1,122 @@
+"""ADE20K (``scene_parse150``) and NYUv2 depth (``nyu_depth_v2``) through tensorflow-datasets,
+read without TensorFlow: ``tfds.data_source`` random access over array_record files.
+
+Preparing a dataset needs TensorFlow once (the builders decode with it); reading does not:
+
+    pip install tensorflow tensorflow-datasets
+    tfds build scene_parse150 --file_format=array_record --data_dir=$DATA_DIR
+    tfds build nyu_depth_v2 --file_format=array_record --data_dir=$DATA_DIR
+
+A copy prepared earlier as TFRecord converts with
+``tfds convert_format --root_data_dir=$DATA_DIR --out_file_format=array_record``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fit3d_jax.probe.datasets.types import (
+    DEPTH,
+    SEGMENTATION,
+    Dataset,
+    DatasetError,
+    Example,
+    Split,
+    box_crop,
+)
+from fit3d_jax.probe.metrics import IGNORE_INDEX
+
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
+    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
+    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
+    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
+    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
+    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
+    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
+    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
+    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)
+assert len(ADE20K_CLASSES) == 150
+
+
+def open_split(name: str, split: str, data_dir: str):
+    """``tfds.data_source`` that never downloads; a missing or TFRecord-only dataset raises
+    DatasetError with the commands that prepare it."""
+    import tensorflow_datasets as tfds  # imported here: only these datasets need it
+
+    where = data_dir or "~/tensorflow_datasets"
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+    except Exception as e:  # tfds raises assorted types for "not there"
+        builder = tfds.builder(name, data_dir=data_dir or None)
+        if builder.is_prepared():
+            raise DatasetError(
+                f"tfds {name!r} split {split!r} in {builder.data_dir} cannot be read by random access ({e}). If it was "
+                f"prepared as TFRecord, convert it: tfds convert_format --root_data_dir={where} --out_file_format=array_record"
+            ) from None
+        raise DatasetError(
+            f"tfds dataset {name!r} is not prepared in {where} (config field data.data_dir). Prepare it once, with "
+            f"TensorFlow installed: pip install tensorflow tensorflow-datasets && tfds build {name} "
+            f"--file_format=array_record --data_dir={where}"
+            + (" (ADE20K downloads from sceneparsing.csail.mit.edu; place the archives in the manual dir if offline)" if name == "scene_parse150" else "")
+        ) from None
+
+
+def _checked(record: dict, key: str, ndim: int, dtype, where: str) -> np.ndarray:
+    value = np.asarray(record.get(key)) if key in record else None
+    if value is None or value.ndim != ndim or value.dtype != dtype:
+        got = "missing" if value is None else f"{value.dtype} {value.shape}"
+        raise DatasetError(f"{where}: feature {key!r} must be {np.dtype(dtype).name} with {ndim} dims, got {got}")
+    return value
+
+
+def ade20k(data_dir: str = "", train_split: str = "train", test_split: str = "test") -> Dataset:
+    """150 classes; the annotation's channel 0 holds 0 = "other" (ignored) or class id + 1
+    (mmseg's ``reduce_zero_label``). tfds's ``test`` split is the ADE20K validation set."""
+
+    def split(name: str) -> Split:
+        source = open_split("scene_parse150", name, data_dir)
+
+        def read(i: int) -> Example:
+            where = f"scene_parse150[{name}][{i}]"
+            record = source[i]
+            image = _checked(record, "image", 3, np.uint8, where)
+            annotation = _checked(record, "annotation", 3, np.uint8, where)
+            if annotation.shape[:2] != image.shape[:2]:
+                raise DatasetError(f"{where}: annotation {annotation.shape[:2]} and image {image.shape[:2]} differ in size")
+            raw = annotation[..., 0].astype(np.int32)
+            return Example(where, image, np.where(raw == 0, IGNORE_INDEX, raw - 1).astype(np.int32))
+
+        return Split(f"scene_parse150[{name}]", len(source), read)
+
+    return Dataset("ade20k", SEGMENTATION, split(train_split), split(test_split), class_names=ADE20K_CLASSES)
+
+
+def nyu_depth(data_dir: str = "", train_split: str = "train", test_split: str = "validation",
+              min_depth: float = 1e-3, max_depth: float = 10.0) -> Dataset:
+    """480x640 images with depth in metres (float16 in the files); the metrics use the Eigen crop
+    (rows 45:471, columns 41:601) as the DINOv2 evaluation does."""
+
+    def split(name: str) -> Split:
+        source = open_split("nyu_depth_v2", name, data_dir)
+
+        def read(i: int) -> Example:
+            where = f"nyu_depth_v2[{name}][{i}]"
+            record = source[i]
+            image = _checked(record, "image", 3, np.uint8, where)
+            depth = _checked(record, "depth", 2, np.float16, where).astype(np.float32)
+            if depth.shape != image.shape[:2]:
+                raise DatasetError(f"{where}: depth {depth.shape} and image {image.shape[:2]} differ in size")
+            return Example(where, image, np.where(np.isfinite(depth), depth, 0.0).astype(np.float32))
+
+        return Split(f"nyu_depth_v2[{name}]", len(source), read)
+
+    return Dataset("nyu_depth_v2", DEPTH, split(train_split), split(test_split), min_depth=min_depth, max_depth=max_depth,
+                   eval_crop=box_crop(45, 471, 41, 601, (480, 640)))

@@ -1,0 +1,115 @@
+"""Dense prediction of whole test images: sliding windows (or the whole image as one window),
+run through the frozen backbones and the head, averaged where windows overlap, and resized
+bilinearly to the label size, all on the device.
+
+Shapes vary from image to image (ADE20K), so the canvas, the label and the window count are
+padded up to buckets and the exact bilinear resize is passed in as host-built matrices
+(``resize.bilinear_weights``): a handful of compiled functions serve a whole split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fit3d_jax.probe.heads import Placement
+from fit3d_jax.probe.resize import apply_weights, bilinear_weights
+
+BUCKET = 64
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def window_origins(height: int, width: int, crop: tuple[int, int], stride: tuple[int, int]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """mmseg's slide_inference grid: origins of windows of size (min(crop_h, H), min(crop_w, W))."""
+    wh, ww = min(crop[0], height), min(crop[1], width)
+    rows = max(height - crop[0] + stride[0] - 1, 0) // stride[0] + 1
+    cols = max(width - crop[1] + stride[1] - 1, 0) // stride[1] + 1
+    origins = []
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride[0] + wh, height), min(c * stride[1] + ww, width)
+            origins.append((max(y2 - wh, 0), max(x2 - ww, 0)))
+    return origins, (wh, ww)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One test image laid out for ``DensePredictor.predict``."""
+
+    windows: np.ndarray  # (N, wh, ww, 3) normalised
+    origins: np.ndarray  # (N, 2) int32
+    valid: np.ndarray  # (N,) float32: padding windows are 0
+    rows: np.ndarray  # (label_h bucket, canvas_h bucket) resize matrix
+    cols: np.ndarray
+    canvas: tuple[int, int]  # bucketed canvas size
+    label_size: tuple[int, int]  # true label size
+
+
+def prepare(image: np.ndarray, label_size: tuple[int, int], crop: tuple[int, int] | None, stride: tuple[int, int] | None) -> Prepared:
+    """``image``: normalised (H, W, 3) at inference resolution; ``crop`` None = whole image."""
+    height, width = image.shape[:2]
+    crop = crop or (height, width)
+    stride = stride or crop
+    origins, (wh, ww) = window_origins(height, width, crop, stride)
+    n = 1 << (len(origins) - 1).bit_length()
+    windows = np.zeros((n, wh, ww, 3), np.float32)
+    for k, (y, x) in enumerate(origins):
+        windows[k] = image[y : y + wh, x : x + ww]
+    padded_origins = np.zeros((n, 2), np.int32)
+    padded_origins[: len(origins)] = origins
+    canvas = (round_up(height, BUCKET), round_up(width, BUCKET))
+    label_bucket = (round_up(label_size[0], BUCKET), round_up(label_size[1], BUCKET))
+    return Prepared(
+        windows, padded_origins, (np.arange(n) < len(origins)).astype(np.float32),
+        bilinear_weights(label_size[0], height, label_bucket[0], canvas[0]),
+        bilinear_weights(label_size[1], width, label_bucket[1], canvas[1]),
+        canvas, tuple(label_size),
+    )
+
+
+def pad_to(array: np.ndarray, shape: tuple[int, int], fill) -> np.ndarray:
+    return np.pad(array, ((0, shape[0] - array.shape[0]), (0, shape[1] - array.shape[1])), constant_values=fill)
+
+
+class DensePredictor:
+    """``predict(backbone_params, head_variables, prepared)`` -> (label_h bucket, label_w bucket, K)
+    map: class scores (segmentation) or depth (K = 1, clamped to the head's range)."""
+
+    def __init__(self, backbones, head, patch_size: int):
+        self.backbones, self.head, self.patch_size = backbones, head, patch_size
+        self._depth = hasattr(head, "num_bins")
+
+    @functools.partial(jax.jit, static_argnums=(0, 8))
+    def _predict(self, backbone_params, head_variables, windows, origins, valid, rows, cols, canvas):
+        n, wh, ww = windows.shape[:3]
+        placement = Placement.for_size(wh, ww, self.patch_size)
+        tokens, cls = self.backbones.features(backbone_params, placement.pad(windows))
+        out = self.head.apply(head_variables, tokens, cls, placement, train=False)
+        out = out[0][..., None] if self._depth else out
+        out = out * valid[:, None, None, None]
+
+        def add(k, acc):
+            scores, counts = acc
+            y, x = origins[k, 0], origins[k, 1]
+            window = jax.lax.dynamic_slice(scores, (y, x, 0), out.shape[1:])
+            scores = jax.lax.dynamic_update_slice(scores, window + out[k], (y, x, 0))
+            count = jax.lax.dynamic_slice(counts, (y, x, 0), (wh, ww, 1))
+            counts = jax.lax.dynamic_update_slice(counts, count + valid[k], (y, x, 0))
+            return scores, counts
+
+        zeros = (jnp.zeros((*canvas, out.shape[-1]), jnp.float32), jnp.zeros((*canvas, 1), jnp.float32))
+        scores, counts = jax.lax.fori_loop(0, n, add, zeros)
+        mean = scores / jnp.maximum(counts, 1.0)
+        if self._depth:
+            mean = jnp.clip(mean, self.head.min_depth, self.head.max_depth)
+        return apply_weights(mean[None], rows, cols)[0]
+
+    def predict(self, backbone_params, head_variables, p: Prepared) -> jax.Array:
+        return self._predict(backbone_params, head_variables, p.windows, p.origins, p.valid, p.rows, p.cols, p.canvas)

@@ -1,0 +1,329 @@
+"""Linear probing: train a head on frozen (assembled) features, then evaluate the test split.
+
+The step is one ``jax.jit`` over a mesh of all devices: the batch is sharded, head and backbone
+parameters are replicated, and BatchNorm statistics are computed over the global batch (XLA
+inserts the reductions), as SyncBN does. Each process prepares only its rows of the global batch.
+
+Two input modes:
+- live (the protocol): every step augments its images on the host and runs the backbones;
+- cached (``cache_features``): every training image is embedded once, unaugmented, at its own
+  size; steps then train the head on the stored tokens. Minutes instead of hours on a CPU; all
+  training images must share one size.
+
+Runs resume from ``<output_dir>/checkpoints``; the data order is a function of (seed, step).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import struct
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from fit3d_jax import viz
+from fit3d_jax.images import normalize
+from fit3d_jax.prefetch import Prefetcher
+from fit3d_jax.probe import augment, inference
+from fit3d_jax.probe.assembly import Backbones
+from fit3d_jax.probe.datasets import SEGMENTATION, Dataset
+from fit3d_jax.probe.heads import Placement
+from fit3d_jax.probe.tasks import make_task
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """AdamW with mmcv's poly decay and linear warm-up (DINOv2 segmentation: lr 1e-3, wd 1e-4,
+    warm-up 1500, 40k iterations, batch 16; depth: lr 1e-4, wd 0.01, warm-up 12.8k, 38.4k
+    iterations, clip 35)."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    iterations: int = 40_000
+    warmup_iterations: int = 1500
+    warmup_ratio: float = 1e-6
+    power: float = 1.0
+    min_lr: float = 0.0
+    clip_norm: float = 0.0  # 0 = no clipping
+    batch_size: int = 16  # global
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    mode: str = "slide"  # slide | whole
+    crop: tuple[int, int] = (512, 512)
+    stride: tuple[int, int] = (341, 341)
+    max_images: int = 0  # 0 = the whole test split
+    num_visualize: int = 8  # prediction-beside-ground-truth PNGs
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings:
+    schedule: Schedule = dataclasses.field(default_factory=Schedule)
+    augment: augment.Augment = dataclasses.field(default_factory=augment.Augment)
+    evaluation: Evaluation = dataclasses.field(default_factory=Evaluation)
+    cache_features: bool = False
+    depth_loss: str = "sigloss"  # sigloss (+ 0.5 gradient loss) | classification
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: dict
+    batch_stats: dict
+    opt_state: optax.OptState
+
+
+def learning_rate(s: Schedule) -> optax.Schedule:
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        regular = (s.learning_rate - s.min_lr) * (1 - step / s.iterations) ** s.power + s.min_lr
+        k = (1 - step / max(s.warmup_iterations, 1)) * (1 - s.warmup_ratio)
+        return jnp.where(step < s.warmup_iterations, regular * (1 - k), regular)
+
+    return schedule
+
+
+def optimizer(s: Schedule) -> optax.GradientTransformation:
+    adamw = optax.adamw(learning_rate(s), b1=0.9, b2=0.999, eps=1e-8, weight_decay=s.weight_decay)
+    return optax.chain(optax.clip_by_global_norm(s.clip_norm), adamw) if s.clip_norm > 0 else adamw
+
+
+def scale_for_test(image: np.ndarray, a: augment.Augment) -> np.ndarray:
+    """The test-time resize: keep-ratio to ``scale`` for segmentation; (0, 0) = none."""
+    if not any(a.scale):
+        return image
+    size = augment.keep_ratio_size(*image.shape[:2], a.scale)
+    return cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR) if size != image.shape[:2] else image
+
+
+class Batches:
+    """Host batches of this process's rows for step ``s``: (inputs, targets) numpy arrays."""
+
+    def __init__(self, dataset: Dataset, settings: ProbeSettings, seed: int, cache=None, workers: int = 8):
+        self.split, self.settings, self.seed, self.cache = dataset.train, settings, seed, cache
+        self.task = dataset.task
+        self.global_batch = settings.schedule.batch_size
+        if self.global_batch % jax.process_count():
+            raise ValueError(f"batch size {self.global_batch} is not a multiple of the {jax.process_count()} processes")
+        self.local = self.global_batch // jax.process_count()
+        self.first = jax.process_index() * self.local
+        self.size = len(self.split) if cache is None else len(cache[2])
+        if self.size < self.global_batch:
+            raise ValueError(f"{self.split.name} has {self.size} examples, fewer than the batch size {self.global_batch}")
+        self.per_epoch = self.size // self.global_batch
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers)  # cv2 releases the GIL
+
+    def indices(self, step: int) -> np.ndarray:
+        epoch, position = divmod(step, self.per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+        rows = order[position * self.global_batch : (position + 1) * self.global_batch]
+        return rows[self.first : self.first + self.local]
+
+    def _example(self, step: int, row: int, index: int):
+        rng = np.random.default_rng([self.seed, step, row, 1])
+        example = self.split[int(index)]
+        transform = augment.segmentation_train if self.task == SEGMENTATION else augment.depth_train
+        return transform(example.image, example.target, rng, self.settings.augment)
+
+    def __call__(self, step: int):
+        picked = self.indices(step)
+        if self.cache is not None:
+            tokens, cls, targets = self.cache
+            return (tokens[picked].astype(np.float32), cls[picked]), targets[picked]
+        rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(picked)))
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def embed_training_set(dataset: Dataset, backbones: Backbones, backbone_params: dict, progress: bool):
+    """Cached mode: (tokens float16 (N, h, w, C), CLS (N, C), targets (N, H, W)) of every training
+    example at its own size, unaugmented."""
+    split, patch = dataset.train, backbones.model.config.patch_size
+    first = split[0]
+    placement = Placement.for_size(*first.image.shape[:2], patch)
+    extract = jax.jit(backbones.features)
+    tokens, cls, targets = [], [], []
+    for i in tqdm(range(len(split)), desc="embedding training set", disable=not progress):
+        example = split[i]
+        if example.image.shape != first.image.shape:
+            raise ValueError(f"cache_features needs one image size: {example.name} is {example.image.shape[:2]}, "
+                             f"{first.name} is {first.image.shape[:2]}")
+        t, c = extract(backbone_params, placement.pad(jnp.asarray(normalize(example.image)[None])))
+        tokens.append(np.asarray(t[0], np.float16))
+        cls.append(np.asarray(c[0]))
+        targets.append(example.target)
+    return np.stack(tokens), np.stack(cls), np.stack(targets)
+
+
+def make_train_step(task, backbones: Backbones | None, placement: Placement, opt, mesh: Mesh):
+    """``backbones`` None: inputs are cached (tokens, CLS) rather than images."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    batched = NamedSharding(mesh, PartitionSpec("data"))
+
+    def step(state: TrainState, backbone_params, inputs, targets):
+        tokens, cls = inputs if backbones is None else backbones.features(backbone_params, placement.pad(inputs))
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            out, mutated = task.head.apply(variables, tokens, cls, placement, train=True, mutable=["batch_stats"])
+            return task.loss(out, targets, state.step), mutated.get("batch_stats", {})
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), batch_stats, opt_state)
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    return jax.jit(step, in_shardings=(replicated, replicated, batched, batched), out_shardings=(replicated, replicated),
+                   donate_argnums=0)
+
+
+class Checkpoints:
+    def __init__(self, directory: Path, keep: int = 2):
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+    def save(self, state: TrainState) -> None:
+        self.manager.save(int(state.step), args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+
+    def restore_latest(self, template: TrainState) -> TrainState | None:
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template)))["state"]
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _global(local: np.ndarray, mesh: Mesh, global_batch: int) -> jax.Array:
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    return jax.make_array_from_process_local_data(sharding, local, (global_batch, *local.shape[1:]))
+
+
+def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, settings: ProbeSettings, output_dir: Path, *,
+          seed: int = 0, log_every: int = 50, checkpoint_every: int = 2000, progress: bool = True):
+    """Trains the head (resuming where checkpoints exist); returns (task, final state, summary)."""
+    s = settings.schedule
+    devices = jax.devices()
+    if s.batch_size % len(devices):
+        raise ValueError(f"batch size {s.batch_size} is not a multiple of the {len(devices)} devices")
+    mesh = Mesh(np.asarray(devices), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    task = make_task(dataset, backbones.fusion_features, settings.depth_loss)
+    patch = backbones.model.config.patch_size
+    output_dir = Path(output_dir)
+
+    cache = embed_training_set(dataset, backbones, backbone_params, progress) if settings.cache_features else None
+    input_size = cache[2].shape[1:3] if cache is not None else settings.augment.crop
+    placement = Placement.for_size(*input_size, patch)
+    grid = (placement.padded_height // patch, placement.padded_width // patch)
+    example_tokens = jnp.zeros((1, *grid, backbones.feature_dim), jnp.float32)
+    variables = task.head.init(jax.random.key(seed), example_tokens, example_tokens[:, 0, 0], placement, train=False)
+    opt = optimizer(s)
+    params = variables["params"]
+    state = TrainState(jnp.int32(0), params, variables.get("batch_stats", {}), opt.init(params))
+    checkpoints = Checkpoints(output_dir / "checkpoints")
+    resumed = checkpoints.restore_latest(state)
+    if resumed is not None:
+        state = resumed
+        print(f"probe: resuming from step {int(state.step)}")
+    state = jax.device_put(state, replicated)
+    backbone_params = jax.device_put(backbone_params, replicated)
+    train_step = make_train_step(task, None if cache is not None else backbones, placement, opt, mesh)
+
+    batches = Batches(dataset, settings, seed, cache)
+    start = int(state.step)
+    prefetch = Prefetcher(batches, start, s.iterations)
+    log = open(output_dir / "train_log.jsonl", "a")
+    bar = tqdm(total=s.iterations, initial=start, desc=f"probe {task.name}", unit="step", disable=not progress)
+    losses = []
+    wall = time.time()
+    try:
+        for step in range(start, s.iterations):
+            inputs, targets = prefetch.next()
+            to_global = lambda a: _global(a, mesh, s.batch_size)
+            inputs = jax.tree.map(to_global, inputs)
+            state, metrics = train_step(state, backbone_params, inputs, to_global(targets))
+            it = step + 1
+            if it % log_every == 0 or it == s.iterations:
+                metrics = {k: float(v) for k, v in metrics.items()}
+                if not np.isfinite(metrics["loss"]):
+                    raise FloatingPointError(f"probe loss is {metrics['loss']} at step {it}; see {log.name}")
+                losses.append(metrics["loss"])
+                log.write(json.dumps(metrics | {"step": it, "learning_rate": float(learning_rate(s)(step))}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            bar.update(1)
+            if it % checkpoint_every == 0 or it == s.iterations:
+                checkpoints.save(state)
+    finally:
+        prefetch.close()
+        bar.close()
+        log.close()
+        checkpoints.close()
+    summary = {"iterations": s.iterations, "train_seconds_this_run": time.time() - wall,
+               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None}
+    return task, state, summary
+
+
+def _colour_target(task, target: np.ndarray, dataset: Dataset) -> np.ndarray:
+    if task.name == SEGMENTATION:
+        colours = np.concatenate([viz.palette(max(dataset.num_classes, 1)), np.zeros((256 - dataset.num_classes, 3), np.uint8)])
+        return colours[np.clip(target, 0, 255).astype(np.int64)]
+    scaled = np.clip(target / dataset.max_depth * 255, 0, 255).astype(np.uint8)
+    coloured = cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_MAGMA), cv2.COLOR_BGR2RGB)
+    return np.where((target > 0)[..., None], coloured, 0).astype(np.uint8)
+
+
+def evaluate(task, dataset: Dataset, backbones: Backbones, backbone_params: dict, state: TrainState,
+             settings: ProbeSettings, output_dir: Path, progress: bool = True) -> dict:
+    """Metrics over the test split (this process takes every process_count-th image; the sums are
+    gathered), and PNGs image | prediction | ground truth for the first images."""
+    ev = settings.evaluation
+    if ev.mode not in ("slide", "whole"):
+        raise ValueError(f"evaluation mode {ev.mode!r} is not 'slide' or 'whole'")
+    predictor = inference.DensePredictor(backbones, task.head, backbones.model.config.patch_size)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    reduce = jax.jit(task.reduce)
+    add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+    total = len(dataset.test) if not ev.max_images else min(ev.max_images, len(dataset.test))
+    mine = range(jax.process_index(), total, jax.process_count())
+    crop, stride = (tuple(ev.crop), tuple(ev.stride)) if ev.mode == "slide" else (None, None)
+
+    def load(i: int):
+        example = dataset.test[i]
+        image = normalize(scale_for_test(example.image, settings.augment))
+        prepared = inference.prepare(image, example.target.shape, crop, stride)
+        bucket = (prepared.rows.shape[0], prepared.cols.shape[0])
+        valid = dataset.eval_crop(*example.target.shape) if dataset.eval_crop else np.ones(example.target.shape, bool)
+        return example, prepared, inference.pad_to(example.target, bucket, task.pad_target()), inference.pad_to(valid, bucket, False)
+
+    sums = task.empty_sums()
+    panels_dir = output_dir / "predictions"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for n, (example, prepared, target, valid) in enumerate(tqdm(pool.map(load, mine), total=len(mine), desc="evaluate",
+                                                                       disable=not progress)):
+            out = predictor.predict(backbone_params, variables, prepared)
+            sums = add(sums, reduce(out, target, valid))
+            if n < ev.num_visualize:
+                h, w = prepared.label_size
+                out = np.asarray(out)[:h, :w]
+                shown = np.argmax(out, -1) if task.name == SEGMENTATION else out[..., 0]
+                panel = viz.side_by_side([example.image, _colour_target(task, shown, dataset),
+                                          _colour_target(task, example.target, dataset)])
+                viz.save_png(panels_dir / f"{n * jax.process_count() + jax.process_index():04d}.png", panel)
+    if jax.process_count() > 1:
+        sums = jax.tree.map(lambda x: np.sum(multihost_utils.process_allgather(x), axis=0), sums)
+    return task.summarize(sums) | {"test_images": total}
