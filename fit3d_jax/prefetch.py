@@ -22,7 +22,7 @@ class Prefetcher(Generic[T]):
                     return
                 try:
                     item = make(step)
-                except Exception as e:  # delivered to the consumer, which raises it
+                except BaseException as e:  # delivered to the consumer, which raises it
                     item = e
                 self.queue.put(item)
 
@@ -31,7 +31,7 @@ class Prefetcher(Generic[T]):
 
     def next(self) -> T:
         item = self.queue.get()
-        if isinstance(item, Exception):
+        if isinstance(item, BaseException):
             raise item
         return item
 

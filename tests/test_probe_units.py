@@ -686,17 +686,13 @@ def test_learning_rate_is_mmcv_poly_with_linear_warmup(schedule):
     w, n = schedule.warmup_iterations, schedule.iterations
     for step in (1, 2, w // 2, w - 1, w, w + 1, (w + n) // 2, n - 1, n):
         assert float(lr(step)) == pytest.approx(mmcv_lr(step, schedule), rel=1e-4, abs=1e-12), step
-    # step 0: learning_rate * warmup_ratio (float32 cancellation in 1 - k: see the xfail test below)
-    assert float(lr(0)) == pytest.approx(schedule.learning_rate * schedule.warmup_ratio, rel=2e-2)
+    assert float(lr(0)) == pytest.approx(schedule.learning_rate * schedule.warmup_ratio, rel=1e-5)
     poly_at_w = (schedule.learning_rate - schedule.min_lr) * (1 - w / n) ** schedule.power + schedule.min_lr
     assert float(lr(w)) == pytest.approx(poly_at_w, rel=1e-6)
     assert float(lr(w // 2)) < float(lr(w))  # still warming up
     assert float(lr(n)) == pytest.approx(schedule.min_lr, abs=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "train.learning_rate computes 1 - k with k = (1 - step/w) * (1 - warmup_ratio) in float32: "
-    "catastrophic cancellation, lr(0) = 1.0133e-9 instead of 1e-9 (+1.3%) for the default ratio 1e-6"))
 def test_learning_rate_warmup_start_is_accurate():
     s = Schedule()  # the segmentation protocol: lr 1e-3, warm-up ratio 1e-6
     lr = learning_rate(s)
@@ -739,9 +735,6 @@ def test_keep_ratio_size_examples():
     assert augment.keep_ratio_size(480, 640, (1024, 256)) == (256, 341)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "augment.segmentation_train passes the float scale (scale * ratio) to keep_ratio_size; mmseg's "
-    "Resize.random_sample_ratio truncates it first (int(img_scale[i] * ratio)), so sizes can differ by a pixel"))
 def test_segmentation_train_ratio_scale_is_truncated_as_mmseg():
     # scale (20, 10), ratio 0.75: mmseg samples scale (15, 7) -> a 10 x 13 image becomes 7 x 9;
     # with the untruncated (15, 7.5) it becomes 8 x 10.

@@ -68,38 +68,43 @@ def _pad(image: np.ndarray, target: np.ndarray, crop: tuple[int, int], fill) -> 
 
 
 def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """mmseg's PhotoMetricDistortion on uint8 RGB (each step applied with probability 0.5)."""
-    x = image.astype(np.float32)
-    clip = lambda a: np.clip(a, 0, 255)
+    """mmseg's PhotoMetricDistortion on uint8 RGB (each step applied with probability 0.5; every
+    step clips and truncates to uint8, as mmseg's ``convert``)."""
+
+    def convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+        return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+
     if rng.random() < 0.5:
-        x = clip(x + rng.uniform(-32, 32))
+        image = convert(image, beta=rng.uniform(-32, 32))
     contrast_first = rng.integers(2) == 1
-    contrast = lambda a: clip(a * rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else a
+    contrast = lambda x: convert(x, alpha=rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else x
     if contrast_first:
-        x = contrast(x)
+        image = contrast(image)
     if rng.random() < 0.5:
-        hsv = cv2.cvtColor(x.astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
-        hsv[..., 1] = clip(hsv[..., 1] * rng.uniform(0.5, 1.5))
-        x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+        hsv[..., 1] = convert(hsv[..., 1], alpha=rng.uniform(0.5, 1.5))
+        image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     if rng.random() < 0.5:
-        hsv = cv2.cvtColor(x.astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.int32)
-        hsv[..., 0] = (hsv[..., 0] + rng.integers(-18, 19)) % 180
-        x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+        hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + rng.integers(-18, 18)) % 180).astype(np.uint8)
+        image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     if not contrast_first:
-        x = contrast(x)
-    return x.astype(np.uint8)
+        image = contrast(image)
+    return image
 
 
 def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
     """-> normalised image (crop_h, crop_w, 3) float32, labels (crop_h, crop_w) int32."""
     ratio = rng.uniform(*a.ratio_range)
-    image, labels = resize_pair(image, labels, keep_ratio_size(*image.shape[:2], (a.scale[0] * ratio, a.scale[1] * ratio)))
-    for _ in range(10):
-        top, left, h, w = _crop_origin(rng, image.shape[:2], a.crop)
+    scale = (int(a.scale[0] * ratio), int(a.scale[1] * ratio))  # mmseg truncates the sampled scale
+    image, labels = resize_pair(image, labels, keep_ratio_size(*image.shape[:2], scale))
+    top, left, h, w = _crop_origin(rng, image.shape[:2], a.crop)
+    for _ in range(10 if a.cat_max_ratio < 1 else 0):
         window = labels[top : top + h, left : left + w]
         counts = np.unique(window[window != IGNORE_INDEX], return_counts=True)[1]
-        if a.cat_max_ratio >= 1 or (len(counts) > 1 and counts.max() / counts.sum() < a.cat_max_ratio):
+        if len(counts) > 1 and counts.max() / counts.sum() < a.cat_max_ratio:
             break
+        top, left, h, w = _crop_origin(rng, image.shape[:2], a.crop)
     image, labels = image[top : top + h, left : left + w], labels[top : top + h, left : left + w]
     if rng.random() < a.flip_prob:
         image, labels = image[:, ::-1], labels[:, ::-1]

@@ -89,8 +89,10 @@ def learning_rate(s: Schedule) -> optax.Schedule:
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
         regular = (s.learning_rate - s.min_lr) * (1 - step / s.iterations) ** s.power + s.min_lr
-        k = (1 - step / max(s.warmup_iterations, 1)) * (1 - s.warmup_ratio)
-        return jnp.where(step < s.warmup_iterations, regular * (1 - k), regular)
+        # mmcv: regular * (1 - k), k = (1 - step / warmup) * (1 - ratio); written without the
+        # cancellation of 1 - k, which float32 would make 1% wrong at step 0.
+        warm = s.warmup_ratio + (1 - s.warmup_ratio) * step / max(s.warmup_iterations, 1)
+        return jnp.where(step < s.warmup_iterations, regular * warm, regular)
 
     return schedule
 
