@@ -1,6 +1,5 @@
 """Jobs features, convert_torch and import_weights: outputs, verification and config errors."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,16 +20,15 @@ from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 from fit3d_jax.weights import export_official, export_timm, load_params, load_weights, params_equal, save_params
 from torch_dinov2 import DinoVisionTransformer
 
+import configs_loader
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(embed_dim=384, depth=1, num_heads=6)
 
 
 def job_config(name: str, **overrides):
     """configs/<name>.py's get_config(), with overrides."""
-    spec = importlib.util.spec_from_file_location(f"config_{name}", REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = configs_loader.load(f"{name}.py")
     config.update(overrides)
     return config
 

@@ -2,7 +2,6 @@
 their geometry across views, they are reproducible from the seed, poses round-trip through the
 writers, and the generate_rooms job."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from fit3d_jax.config_errors import ConfigError
 from fit3d_jax.jobs import generate_rooms
+import configs_loader
 from fit3d_jax.scenes import SceneData, colmap, load_scene, nerfstudio, read_depth, read_image, read_labels, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,10 +211,7 @@ def test_generate_room_checks_parameters_and_existing_folders(tmp_path):
 
 
 def job_config(**overrides):
-    spec = importlib.util.spec_from_file_location("config_generate_rooms", REPO / "configs" / "generate_rooms.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = configs_loader.load("generate_rooms.py")
     config.update(overrides)
     return config
 

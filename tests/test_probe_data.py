@@ -1,0 +1,216 @@
+"""Probe datasets: the tfds-backed loaders under tfds.testing.mock_data with the real feature
+specs, VOC and KITTI folder fixtures, scene datasets from generated rooms, and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from fit3d_jax.probe.datasets import DatasetError, load_dataset
+from fit3d_jax.probe.datasets import files, tfds_sets
+from fit3d_jax.probe.metrics import IGNORE_INDEX
+from fit3d_jax.scenes.synthetic import CLASSES, generate_room
+
+import ml_collections
+
+
+def _mock(records_by_split):
+    def source(builder, split, **_):
+        return records_by_split[(builder.name, split)]
+
+    return tfds.testing.mock_data(num_examples=1, as_data_source_fn=source)
+
+
+def _ade_record(rng, height, width, annotation_size=None):
+    ah, aw = annotation_size or (height, width)
+    annotation = np.zeros((ah, aw, 3), np.uint8)
+    annotation[..., 0] = rng.integers(0, 151, (ah, aw))
+    annotation[..., 1:] = rng.integers(0, 255, (ah, aw, 2))  # instance channels: must not leak into labels
+    return {"image": rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "annotation": annotation}
+
+
+def test_ade20k_reduces_zero_label(tmp_path):
+    rng = np.random.default_rng(0)
+    train = [_ade_record(rng, 31, 47), _ade_record(rng, 20, 18)]
+    test = [_ade_record(rng, 25, 33)]
+    with _mock({("scene_parse150", "train"): train, ("scene_parse150", "test"): test}):
+        dataset = tfds_sets.ade20k(str(tmp_path))
+        assert (len(dataset.train), len(dataset.test), dataset.num_classes) == (2, 1, 150)
+        for i, record in enumerate(train):
+            example = dataset.train[i]
+            raw = record["annotation"][..., 0].astype(np.int32)
+            np.testing.assert_array_equal(example.target, np.where(raw == 0, IGNORE_INDEX, raw - 1))
+            np.testing.assert_array_equal(example.image, record["image"])
+        assert dataset.test[0].target.max() <= 149 or (dataset.test[0].target == IGNORE_INDEX).any()
+        with pytest.raises(IndexError):
+            dataset.test[1]
+
+
+def test_ade20k_mismatched_annotation_is_an_error(tmp_path):
+    rng = np.random.default_rng(1)
+    bad = [_ade_record(rng, 30, 40, annotation_size=(30, 41))]
+    with _mock({("scene_parse150", "train"): bad, ("scene_parse150", "test"): bad}):
+        with pytest.raises(DatasetError, match=r"scene_parse150\[train\]\[0\].*differ"):
+            tfds_sets.ade20k(str(tmp_path)).train[0]
+    wrong_dtype = [{"image": np.zeros((4, 4, 3), np.float32), "annotation": np.zeros((4, 4, 3), np.uint8)}]
+    with _mock({("scene_parse150", "train"): wrong_dtype, ("scene_parse150", "test"): wrong_dtype}):
+        with pytest.raises(DatasetError, match="'image' must be uint8"):
+            tfds_sets.ade20k(str(tmp_path)).train[0]
+
+
+def test_nyu_depth_reads_float16_metres_and_eigen_crop(tmp_path):
+    rng = np.random.default_rng(2)
+    depth = rng.uniform(0.5, 9.0, (480, 640)).astype(np.float16)
+    depth[0, 0] = np.nan
+    record = {"image": rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), "depth": depth}
+    with _mock({("nyu_depth_v2", "train"): [record], ("nyu_depth_v2", "validation"): [record, record]}):
+        dataset = tfds_sets.nyu_depth(str(tmp_path))
+        example = dataset.test[1]
+    assert example.target.dtype == np.float32 and example.target[0, 0] == 0  # NaN = no measurement
+    np.testing.assert_array_equal(example.target[1:], depth[1:].astype(np.float32))
+    crop = dataset.eval_crop(480, 640)
+    assert crop.sum() == (471 - 45) * (601 - 41) and crop[45, 41] and not crop[44, 41] and not crop[45, 601]
+    with pytest.raises(DatasetError, match="480x640"):
+        dataset.eval_crop(240, 320)
+
+
+def test_missing_tfds_dataset_says_how_to_build_it(tmp_path):
+    with pytest.raises(DatasetError, match=r"tfds build scene_parse150 --file_format=array_record --data_dir=" + str(tmp_path)):
+        tfds_sets.ade20k(str(tmp_path))
+    with pytest.raises(DatasetError, match="nyu_depth_v2"):
+        load_dataset(ml_collections.ConfigDict({"name": "nyu_depth", "data_dir": str(tmp_path)}), "depth")
+
+
+def test_load_dataset_checks_name_and_task(tmp_path):
+    with pytest.raises(DatasetError, match="not one of"):
+        load_dataset(ml_collections.ConfigDict({"name": "coco"}), "segmentation")
+    with pytest.raises(DatasetError, match="is for segmentation"):
+        load_dataset(ml_collections.ConfigDict({"name": "voc", "data_dir": str(tmp_path)}), "depth")
+    with pytest.raises(DatasetError, match="config.data"):
+        load_dataset(ml_collections.ConfigDict({"name": "voc", "data_dir": str(tmp_path), "colour": 1}), "segmentation")
+
+
+def _write_voc(root: Path, rng, ids, aug=False):
+    base = root / "VOCdevkit" / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for name in ids:
+        h, w = rng.integers(20, 40, 2)
+        cv2.imwrite(str(base / "JPEGImages" / f"{name}.jpg"), rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        label = rng.integers(0, 21, (h, w)).astype(np.uint8)
+        label[0] = 255  # boundary
+        png = Image.fromarray(label, mode="P")
+        png.putpalette(list(rng.integers(0, 255, 768, dtype=np.uint8)))
+        png.save(base / "SegmentationClass" / f"{name}.png")
+        labels[name] = label
+    (base / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:-1]) + "\n")
+    (base / "ImageSets/Segmentation/val.txt").write_text(ids[-1] + "\n")
+    return base, labels
+
+
+def test_voc_reads_palette_indices(tmp_path):
+    rng = np.random.default_rng(3)
+    base, labels = _write_voc(tmp_path, rng, ["2007_000032", "2007_000039", "2008_000001"])
+    dataset = files.voc(str(tmp_path))
+    assert (len(dataset.train), len(dataset.test), dataset.num_classes) == (2, 1, 21)
+    example = dataset.test[0]
+    np.testing.assert_array_equal(example.target, labels["2008_000001"].astype(np.int32))
+    assert example.image.shape[:2] == example.target.shape
+    # A colour-coded PNG in place of the palette one is caught, naming the file.
+    Image.fromarray(np.full((25, 25, 3), 128, np.uint8)).convert("L").point(lambda v: 77).save(base / "SegmentationClass" / "2007_000032.png")
+    cv2.imwrite(str(base / "JPEGImages" / "2007_000032.jpg"), np.zeros((25, 25, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"2007_000032.png: label values \[77\]"):
+        dataset.train[0]
+    (base / "JPEGImages" / "2007_000039.jpg").unlink()
+    with pytest.raises(DatasetError, match="2007_000039.jpg"):
+        dataset.train[1]
+
+
+def test_voc_missing_layout_is_explained(tmp_path):
+    with pytest.raises(DatasetError, match="VOCdevkit/VOC2012/JPEGImages"):
+        files.voc(str(tmp_path))
+    (tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="train.txt: split file not found"):
+        files.voc(str(tmp_path))
+
+
+def _write_kitti(root: Path, rng, frames):
+    lines = []
+    depths = {}
+    for k in range(frames):
+        image = root / "raw" / f"{k:010d}.png"
+        depth = root / "depth" / f"{k:010d}.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        depth.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(image), rng.integers(0, 255, (375, 1242, 3), dtype=np.uint8))
+        raw = (rng.uniform(0, 80, (375, 1242)) * 256).astype(np.uint16)
+        raw[rng.uniform(size=raw.shape) < 0.9] = 0  # sparse LiDAR
+        cv2.imwrite(str(depth), raw)
+        depths[k] = raw
+        lines.append(f"raw/{image.name} depth/{depth.name} 721.5377")
+    lines.append("raw/extra.png None 721.5377")  # frames without ground truth are skipped
+    (root / "split.txt").write_text("\n".join(lines) + "\n")
+    return depths
+
+
+def test_kitti_kb_crop_and_garg_crop(tmp_path):
+    rng = np.random.default_rng(4)
+    depths = _write_kitti(tmp_path, rng, 2)
+    dataset = files.kitti(str(tmp_path), "split.txt", "split.txt")
+    assert len(dataset.train) == 2 and dataset.max_depth == 80.0
+    example = dataset.test[1]
+    assert example.image.shape == (352, 1216, 3) and example.target.shape == (352, 1216)
+    top, left = 375 - 352, (1242 - 1216) // 2
+    np.testing.assert_allclose(example.target, depths[1][top:, left : left + 1216].astype(np.float32) / 256)
+    crop = dataset.eval_crop(352, 1216)
+    rows, cols = np.nonzero(crop)
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (
+        int(0.40810811 * 352), int(0.99189189 * 352), int(0.03594771 * 1216), int(0.96405229 * 1216))
+
+
+def test_kitti_bad_inputs(tmp_path):
+    rng = np.random.default_rng(5)
+    _write_kitti(tmp_path, rng, 1)
+    (tmp_path / "bad.txt").write_text("only_one_field\n")
+    with pytest.raises(DatasetError, match=r"bad.txt:1: expected"):
+        files.kitti(str(tmp_path), "bad.txt", "split.txt")
+    cv2.imwrite(str(tmp_path / "depth" / "0000000000.png"), np.zeros((375, 1242), np.uint8))
+    with pytest.raises(DatasetError, match="0000000000.png: .*uint16"):
+        files.kitti(str(tmp_path), "split.txt", "split.txt").train[0]
+    with pytest.raises(DatasetError, match="nope.txt: split file not found"):
+        files.kitti(str(tmp_path), "nope.txt", "split.txt")
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe_rooms")
+    for split, seed in (("train", 11), ("test", 12)):
+        generate_room(root / split / f"room_{seed}", seed=seed, width=48, height=36, num_train=3, num_test=1)
+    return root
+
+
+def test_scene_dataset_segmentation_ignores_void(rooms):
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
+    assert dataset.class_names == tuple(CLASSES[1:]) and len(dataset.train) == 4 and len(dataset.test) == 4
+    example = dataset.train[0]
+    raw = cv2.imread(str(next((rooms / "train").glob("room_*/labels/*.png"))), cv2.IMREAD_UNCHANGED)
+    assert example.target.dtype == np.int32 and example.image.shape[:2] == example.target.shape
+    values = set(np.unique(example.target).tolist())
+    assert values <= set(range(len(CLASSES) - 1)) | {IGNORE_INDEX}
+    assert raw.shape == example.target.shape
+
+
+def test_scene_dataset_depth_and_errors(rooms, tmp_path):
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "depth", max_depth=10.0)
+    depth = dataset.test[2].target
+    assert depth.dtype == np.float32 and 0 < depth[depth > 0].min() and depth.max() < 10
+    with pytest.raises(DatasetError, match="neither a scene nor a folder of scenes"):
+        files.scenes(str(tmp_path), str(rooms / "test"), "depth")
+    with pytest.raises(DatasetError, match="names no scenes"):
+        files.scenes("", str(rooms / "test"), "depth")
