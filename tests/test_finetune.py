@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from fit3d_jax.finetune import data, store, train
 from fit3d_jax.lift import fit, trainer as lift_trainer
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
+from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.scenes import SceneError, load_scene
 from fit3d_jax.scenes.synthetic import generate_room
 from fit3d_jax.weights import export_official, load_params, load_weights, save_params
@@ -96,7 +97,7 @@ def test_tiny_finetune_lowers_the_loss(lifted, vit, tmp_path):
 
 def test_killed_run_resumes_to_the_same_parameters(lifted, vit, tmp_path, monkeypatch):
     straight, _ = _finetune(lifted, vit, tmp_path / "a", max_steps=10, checkpoint_every=4)
-    real = data.Prefetcher.next
+    real = Prefetcher.next
 
     def killed(self):
         batch = real(self)
@@ -104,10 +105,10 @@ def test_killed_run_resumes_to_the_same_parameters(lifted, vit, tmp_path, monkey
             raise KeyboardInterrupt("simulated kill")
         return batch
 
-    monkeypatch.setattr(data.Prefetcher, "next", killed)
+    monkeypatch.setattr(Prefetcher, "next", killed)
     with pytest.raises(KeyboardInterrupt):
         _finetune(lifted, vit, tmp_path / "b", max_steps=10, checkpoint_every=4)  # checkpoint at 4
-    monkeypatch.setattr(data.Prefetcher, "next", real)
+    monkeypatch.setattr(Prefetcher, "next", real)
     resumed, _ = _finetune(lifted, vit, tmp_path / "b", max_steps=10, checkpoint_every=4)
     for a, b in zip(jax.tree.leaves(straight.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

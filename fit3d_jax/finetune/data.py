@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import queue
-import threading
 
 import cv2
 import numpy as np
@@ -81,37 +79,18 @@ def prepare(scenes: list[StoredScene], sample: Sample, model_size: tuple[int, in
     return normalize(np.ascontiguousarray(image)), np.ascontiguousarray(weights)
 
 
-class Prefetcher:
-    """Prepares batches ``start .. stop - 1`` in the background, ``depth`` batches ahead."""
+class BatchMaker:
+    """``make(step)`` -> the HostBatch of that step, its samples prepared by worker threads (for
+    ``fit3d_jax.prefetch.Prefetcher``)."""
 
-    def __init__(self, scenes, sampler: Sampler, start: int, stop: int, model_size, grid, *, workers: int = 8, depth: int = 2):
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+    def __init__(self, scenes, sampler: Sampler, model_size, grid, *, workers: int = 8):
+        self.scenes, self.sampler, self.model_size, self.grid = scenes, sampler, model_size, grid
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)  # cv2 releases the GIL
-        self.stop_event = threading.Event()
 
-        def produce():
-            for step in range(start, stop):
-                if self.stop_event.is_set():
-                    return
-                try:
-                    samples = sampler.batch(step)
-                    prepared = list(self.pool.map(lambda s: prepare(scenes, s, model_size, grid), samples))
-                    item = HostBatch(step, samples, np.stack([p[0] for p in prepared]), np.stack([p[1] for p in prepared]))
-                except Exception as e:  # delivered to the consumer, which raises it
-                    item = e
-                self.queue.put(item)
-
-        self.thread = threading.Thread(target=produce, daemon=True)
-        self.thread.start()
-
-    def next(self) -> HostBatch:
-        item = self.queue.get()
-        if isinstance(item, Exception):
-            raise item
-        return item
+    def __call__(self, step: int) -> HostBatch:
+        samples = self.sampler.batch(step)
+        prepared = list(self.pool.map(lambda s: prepare(self.scenes, s, self.model_size, self.grid), samples))
+        return HostBatch(step, samples, np.stack([p[0] for p in prepared]), np.stack([p[1] for p in prepared]))
 
     def close(self) -> None:
-        self.stop_event.set()
-        while not self.queue.empty():
-            self.queue.get_nowait()
         self.pool.shutdown(wait=False, cancel_futures=True)

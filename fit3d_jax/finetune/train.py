@@ -27,6 +27,7 @@ from tqdm import tqdm
 from fit3d_jax.finetune import data, targets
 from fit3d_jax.finetune.store import StoredScene
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig
+from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.weights.checkpoints import CONFIG_ITEM, PARAMS_ITEM
 
 
@@ -159,7 +160,8 @@ def finetune(
     caches = {d: targets.SceneCache(scenes, d, device_cache_gb * 1e9) for d in local}
     first_local = jax.process_index() * len(local) * per_device  # this process's slice of the batch
     start = int(state.step)
-    prefetch = data.Prefetcher(scenes, sampler, start, total, model_size, grid)
+    make_batch = data.BatchMaker(scenes, sampler, model_size, grid)
+    prefetch = Prefetcher(make_batch, start, total)
     log_path = Path(output_dir) / "train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a")
@@ -210,6 +212,7 @@ def finetune(
                 checkpoints.save(state, config)
     finally:
         prefetch.close()
+        make_batch.close()
         bar.close()
         log.close()
         checkpoints.close()

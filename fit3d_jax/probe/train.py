@@ -127,6 +127,9 @@ class Batches:
         self.per_epoch = self.size // self.global_batch
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)  # cv2 releases the GIL
 
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
     def indices(self, step: int) -> np.ndarray:
         epoch, position = divmod(step, self.per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(self.size)
@@ -272,6 +275,7 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
                 checkpoints.save(state)
     finally:
         prefetch.close()
+        batches.close()
         bar.close()
         log.close()
         checkpoints.close()
