@@ -12,7 +12,7 @@ from fit3d_jax.config_errors import ConfigError
 from fit3d_jax.jobs.weights_fields import load_configured_weights
 from fit3d_jax.lift.fit import fit_scene
 from fit3d_jax.lift.trainer import Recipe
-from fit3d_jax.scenes import SceneError, is_scene_dir, load_scene
+from fit3d_jax.scenes import SceneError, find_scenes, load_scene
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
 
 BUDGETS = ("auto", "paper", "quick")
@@ -43,16 +43,10 @@ def scene_paths(config: ml_collections.ConfigDict) -> list[Path]:
             return [ensure_room(path, seed=room.seed, width=room.width, height=room.height, num_train=room.num_train, num_test=room.num_test)]
         except (RoomParameterError, FileExistsError) as e:
             raise ConfigError(f"config.room: {e}") from None
-    paths = []
-    for entry in (p.strip() for p in config.scenes.split(",") if p.strip()):
-        path = Path(entry)
-        if is_scene_dir(path):
-            paths.append(path)
-        elif path.is_dir() and (inside := sorted(p for p in path.iterdir() if is_scene_dir(p))):
-            paths.extend(inside)
-        else:
-            raise ConfigError(f"config.scenes: {path} is neither a scene (transforms_train.json or a COLMAP model) nor a folder of scenes")
-    return paths
+    try:
+        return find_scenes(config.scenes)
+    except SceneError as e:
+        raise ConfigError(f"config.scenes: {e}") from None
 
 
 def run(config: ml_collections.ConfigDict) -> None:

@@ -19,6 +19,22 @@ def is_scene_dir(path: str | os.PathLike) -> bool:
     return root.is_dir() and (nerfstudio.is_scene(root) or colmap.find_model(root) is not None)
 
 
+def find_scenes(spec: str) -> list[Path]:
+    """The scenes named by ``spec``: comma-separated scene folders or folders of scenes."""
+    found = []
+    for entry in (p.strip() for p in spec.split(",") if p.strip()):
+        path = Path(entry)
+        if is_scene_dir(path):
+            found.append(path)
+        elif path.is_dir() and (inside := sorted(p for p in path.iterdir() if is_scene_dir(p))):
+            found.extend(inside)
+        else:
+            raise SceneError(f"{path} is neither a scene (transforms_train.json or a COLMAP model) nor a folder of scenes")
+    if not found:
+        raise SceneError("no scenes named")
+    return found
+
+
 def load_scene(path: str | os.PathLike, *, test_every: int = 8) -> SceneData:
     """A nerfstudio-style scene (transforms_train.json; its own test split) or a COLMAP scene
     (``test_every``: every n-th image by name is a test view, 0 = none). Everything is checked

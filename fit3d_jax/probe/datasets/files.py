@@ -36,7 +36,7 @@ from fit3d_jax.probe.datasets.types import (
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 from fit3d_jax.scenes import (
     SceneError,
-    is_scene_dir,
+    find_scenes,
     load_scene,
     read_depth,
     read_image,
@@ -144,22 +144,6 @@ def kitti(data_dir: str, train_split: str, test_split: str, image_root: str = ""
                    eval_crop=GARG_CROP)
 
 
-def scene_folders(spec: str, field: str) -> list[Path]:
-    """Comma-separated scene folders or folders of scenes."""
-    found = []
-    for entry in (p.strip() for p in spec.split(",") if p.strip()):
-        path = Path(entry)
-        if is_scene_dir(path):
-            found.append(path)
-        elif path.is_dir() and (inside := sorted(p for p in path.iterdir() if is_scene_dir(p))):
-            found.extend(inside)
-        else:
-            raise DatasetError(f"config.{field}: {path} is neither a scene nor a folder of scenes")
-    if not found:
-        raise DatasetError(f"config.{field} names no scenes")
-    return found
-
-
 def scenes(train: str, test: str, task: str, min_depth: float = 1e-3, max_depth: float = 20.0,
            ignore_ids: tuple[int, ...] = (0,)) -> Dataset:
     """Every view (training and held-out) of every scene. Segmentation: class ids from the label
@@ -167,13 +151,10 @@ def scenes(train: str, test: str, task: str, min_depth: float = 1e-3, max_depth:
     are ignored and the rest renumbered in order; the classes come from classes.json, which must
     agree across scenes."""
     def views(spec: str, field: str):
-        loaded = []
-        for folder in scene_folders(spec, field):
-            try:
-                scene = load_scene(folder)
-            except SceneError as e:
-                raise DatasetError(f"config.{field}: {e}") from None
-            loaded.append(scene)
+        try:
+            loaded = [load_scene(folder) for folder in find_scenes(spec)]
+        except SceneError as e:
+            raise DatasetError(f"config.{field}: {e}") from None
         return loaded, [v for s in loaded for v in (*s.train, *s.test)]
 
     train_scenes, train_views = views(train, "data.train")
