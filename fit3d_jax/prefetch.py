@@ -1,10 +1,11 @@
-"""A background producer of per-step host batches: ``make(step)`` for steps start .. stop - 1,
-``depth`` steps ahead of the consumer, with errors re-raised where the batch is taken."""
+"""Background producer of per-step host batches: ``make(step)`` for steps start .. stop - 1, with
+``depth`` steps in flight on as many threads (so slow host preparation overlaps across batches,
+not only within one), handed out in step order; errors are re-raised where the batch is taken."""
 
 from __future__ import annotations
 
-import queue
-import threading
+import collections
+import concurrent.futures
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -13,29 +14,25 @@ T = TypeVar("T")
 
 class Prefetcher(Generic[T]):
     def __init__(self, make: Callable[[int], T], start: int, stop: int, depth: int = 2):
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop_event = threading.Event()
+        self.make, self.next_step, self.stop = make, start, stop
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, depth))
+        self.pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        for _ in range(max(1, depth)):
+            self._submit()
 
-        def produce():
-            for step in range(start, stop):
-                if self.stop_event.is_set():
-                    return
-                try:
-                    item = make(step)
-                except BaseException as e:  # delivered to the consumer, which raises it
-                    item = e
-                self.queue.put(item)
-
-        self.thread = threading.Thread(target=produce, daemon=True)
-        self.thread.start()
+    def _submit(self) -> None:
+        if self.next_step < self.stop:
+            self.pending.append(self.pool.submit(self.make, self.next_step))
+            self.next_step += 1
 
     def next(self) -> T:
-        item = self.queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        if not self.pending:
+            raise StopIteration("no steps left")
+        future = self.pending.popleft()
+        self._submit()
+        return future.result()  # re-raises whatever make() raised, KeyboardInterrupt included
 
     def close(self) -> None:
-        self.stop_event.set()
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)

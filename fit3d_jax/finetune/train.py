@@ -161,7 +161,7 @@ def finetune(
     first_local = jax.process_index() * len(local) * per_device  # this process's slice of the batch
     start = int(state.step)
     make_batch = data.BatchMaker(scenes, sampler, model_size, grid)
-    prefetch = Prefetcher(make_batch, start, total)
+    prefetch = Prefetcher(make_batch, start, total, depth=8)  # host preparation dominates on GPUs
     log_path = Path(output_dir) / "train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a")

@@ -250,7 +250,7 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
 
     batches = Batches(dataset, settings, seed, cache)
     start = int(state.step)
-    prefetch = Prefetcher(batches, start, s.iterations)
+    prefetch = Prefetcher(batches, start, s.iterations, depth=4)
     log = open(output_dir / "train_log.jsonl", "a")
     bar = tqdm(total=s.iterations, initial=start, desc=f"probe {task.name}", unit="step", disable=not progress)
     losses = []
