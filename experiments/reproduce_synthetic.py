@@ -6,8 +6,9 @@
 2. lift:     stage I on the lifting rooms (configs/lift.py, `quick` budget on CPUs).
 3. finetune: stage II on their store (configs/finetune.py).
 4. probe:    linear probes (configs/probe_synthetic.py) for segmentation and depth with the
-             original features, original + fine-tuned (concatenation) and original duplicated,
-             one run per probe seed; then a table of mean +- std over seeds (results.json, results.md).
+             original features, original + fine-tuned (concatenation), original duplicated and
+             original with twice the learning rate, one run per probe seed; then a table of
+             mean +- std over seeds (results.json, results.md).
 
 Every stage runs the project's own jobs through `python -m fit3d_jax.main`, so the commands in
 the log are the commands a user would type. Stages resume: a finished job is skipped on a rerun.
@@ -24,7 +25,14 @@ import sys
 import time
 from pathlib import Path
 
-ASSEMBLIES = ("original", "concat", "duplicate")
+# Rows of the tables: name -> probe overrides. "original, 2x lr" checks whether duplicating the
+# features helps only by doubling the head's effective step size (two copies, same gradient).
+ROWS = {
+    "original": {"assembly": "original"},
+    "concat": {"assembly": "concat"},
+    "duplicate": {"assembly": "duplicate"},
+    "original_2x_lr": {"assembly": "original", "schedule.learning_rate": 2e-3},
+}
 TASKS = {"segmentation": ("mIoU", "mAcc", "aAcc"), "depth": ("rmse", "abs_rel", "a1")}
 
 
@@ -62,15 +70,15 @@ def finetune(args, log) -> None:
 def probe(args, log) -> dict:
     results = {}
     for task in TASKS:
-        for assembly in ASSEMBLIES:
+        for row, overrides in ROWS.items():
             for seed in range(args.seeds):
-                out = args.work / "probe" / f"{task}_{assembly}_seed{seed}"
+                out = args.work / "probe" / f"{task}_{row}_seed{seed}"
                 if not (out / "metrics.json").exists():
-                    job(f"configs/probe_synthetic.py:{task}", log, assembly=assembly, seed=seed, output_dir=out,
+                    job(f"configs/probe_synthetic.py:{task}", log, **overrides, seed=seed, output_dir=out,
                         finetuned=args.work / "finetune" / "checkpoints", progress=False,
                         **{"data.train": args.work / "rooms" / "probe_train", "data.test": args.work / "rooms" / "probe_test"})
                 metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-                results.setdefault(task, {}).setdefault(assembly, []).append(metrics)
+                results.setdefault(task, {}).setdefault(row, []).append(metrics)
     return results
 
 
@@ -79,13 +87,13 @@ def table(results: dict) -> str:
     for task, names in TASKS.items():
         lines += [f"\n**{task}** (mean ± std over {len(next(iter(results[task].values())))} probe seeds)\n",
                   "| features | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        for assembly, runs in results[task].items():
+        for row, runs in results[task].items():
             cells = []
             for name in names:
                 values = [r[name] for r in runs]
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
                 cells.append(f"{statistics.mean(values):.4f} ± {spread:.4f}")
-            lines.append(f"| {assembly} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
