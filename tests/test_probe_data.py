@@ -6,17 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from fit3d_jax.probe.datasets import DatasetError, load_dataset
-from fit3d_jax.probe.datasets import files, tfds_sets
+from fit3d_jax.probe.datasets import DatasetError, files, load_dataset, tfds_sets
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 from fit3d_jax.scenes.synthetic import CLASSES, generate_room
-
-import ml_collections
 
 
 def _mock(records_by_split):

@@ -5,8 +5,11 @@ majority class, depth beats the best constant), a killed run resumes to the same
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import subprocess
+import sys
 
+import configs_loader
 import jax
 import numpy as np
 import pytest
@@ -21,8 +24,6 @@ from fit3d_jax.probe.datasets import files
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 from fit3d_jax.scenes.synthetic import generate_room
 from fit3d_jax.weights import save_params
-
-import configs_loader
 
 CONFIG = ViTConfig(embed_dim=64, depth=2, num_heads=1)
 
@@ -162,3 +163,34 @@ def test_live_mode_with_augmentation_and_sliding_windows(rooms, vits, tmp_path):
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["settings"]["evaluation"]["mode"] == "slide" and record["metrics"]["test_images"] == 8
     assert 0 <= record["metrics"]["aAcc"] <= 100
+
+
+TWO_DEVICE_RUN = """
+import sys, numpy as np, jax
+from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
+from fit3d_jax.probe import train
+from fit3d_jax.probe.assembly import Backbones
+from fit3d_jax.probe.datasets import files
+assert jax.device_count() == int(sys.argv[3]), jax.devices()
+config = ViTConfig(embed_dim=64, depth=2, num_heads=1)
+dataset = files.scenes(sys.argv[1] + "/train", sys.argv[1] + "/test", "segmentation")
+settings = train.ProbeSettings(schedule=train.Schedule(iterations=6, warmup_iterations=2, batch_size=4), cache_features=True)
+_, state, _ = train.train(dataset, Backbones(DinoV2(config), "original"), {"original": init_params(config, seed=1)},
+                          settings, sys.argv[2], progress=False)
+leaves = jax.tree.leaves((state.params, state.batch_stats))
+np.savez(sys.argv[2] + "/head.npz", *[np.asarray(x) for x in leaves])
+"""
+
+
+def test_data_parallel_step_matches_one_device(rooms, tmp_path):
+    """The step over a 2-device mesh (CPU devices) gives the head one device gives: the batch is
+    split, BatchNorm statistics and gradients are global."""
+    heads = []
+    for devices in (1, 2):
+        out = tmp_path / f"d{devices}"
+        env = os.environ | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+        subprocess.run([sys.executable, "-c", TWO_DEVICE_RUN, str(rooms), str(out), str(devices)], check=True, env=env)
+        heads.append(np.load(out / "head.npz"))
+    assert len(heads[0].files) == len(heads[1].files) > 0
+    for name in heads[0].files:
+        np.testing.assert_allclose(heads[0][name], heads[1][name], rtol=2e-4, atol=2e-6)
