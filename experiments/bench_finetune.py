@@ -40,6 +40,7 @@ from fit3d_jax.images import demo_images
 from fit3d_jax.models.dinov2 import DinoV2, vit_config
 from fit3d_jax.render.random_scene import front_camera, random_scene
 from fit3d_jax.weights import load_weights
+from timing import median_ms
 
 
 def synthetic_store(work: Path, scenes: int, gaussians: int, views: int, width: int, height: int, dim: int) -> list[StoredScene]:
@@ -64,16 +65,6 @@ def synthetic_store(work: Path, scenes: int, gaussians: int, views: int, width: 
         decoder = rng.normal(0, 1 / np.sqrt(9 * 64), (3, 3, 64, dim)).astype(np.float32)
         out.append(StoredScene(f"scene_{s}", g.means, g.scales, g.quats, g.opacities, g.features, decoder, tuple(view_list)))
     return out
-
-
-def median_ms(fn, runs: int = 20) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
 
 
 def main() -> None:
@@ -124,7 +115,7 @@ def main() -> None:
     cache = targets.SceneCache(scenes, jax.devices()[0], 64e9)
     view = scenes[0].views[0]
     viewmat, intrinsics = targets.view_camera(view)
-    render_ms = median_ms(lambda: targets.render_target(cache.get(0), viewmat, intrinsics, False, view.width, view.height, grid))
+    render_ms = median_ms(lambda: targets.render_target(cache.get(0), viewmat, intrinsics, False, view.width, view.height, grid), jax.block_until_ready)
     sampler = data.Sampler(scenes, batch, seed=0)
     t0 = time.perf_counter()
     for step in range(10):
@@ -149,7 +140,7 @@ def main() -> None:
         holder[0], metrics = step_fn(holder[0], images, target, weights_)  # the step donates its state
         return metrics
 
-    model_step_ms = median_ms(model_step)
+    model_step_ms = median_ms(model_step, jax.block_until_ready)
 
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

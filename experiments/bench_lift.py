@@ -24,7 +24,6 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fit3d_jax.lift import trainer
 from fit3d_jax.lift.fit import fit_scene
@@ -33,16 +32,7 @@ from fit3d_jax.render import rasterize
 from fit3d_jax.scenes import load_scene
 from fit3d_jax.scenes.synthetic import ensure_room
 from fit3d_jax.weights import load_weights
-
-
-def median_ms(fn, runs: int = 20) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
+from timing import median_ms
 
 
 def step_breakdown(state: trainer.LiftState, data: trainer.SceneArrays, recipe: trainer.Recipe, extent: float, decoder_dim: int) -> dict:
@@ -71,11 +61,11 @@ def step_breakdown(state: trainer.LiftState, data: trainer.SceneArrays, recipe: 
 
     step = trainer.make_train_step(recipe, extent, decoder_dim)
     copy = lambda: jax.tree.map(jnp.copy, state)  # the step donates its state
-    full = median_ms(lambda: step(copy(), data, 0)[1])
-    state_copy = median_ms(copy)
+    full = median_ms(lambda: step(copy(), data, 0)[1], jax.block_until_ready)
+    state_copy = median_ms(copy, jax.block_until_ready)
     return {
-        "rasterize_fwd_bwd_ms": median_ms(lambda: raster_only(*params)),
-        "decoder_and_feature_loss_fwd_bwd_ms": median_ms(lambda: decoder_and_losses(state.decoder, feats)),
+        "rasterize_fwd_bwd_ms": median_ms(lambda: raster_only(*params), jax.block_until_ready),
+        "decoder_and_feature_loss_fwd_bwd_ms": median_ms(lambda: decoder_and_losses(state.decoder, feats), jax.block_until_ready),
         "full_step_ms": full,  # includes a copy of the state (the step donates it)
         "state_copy_ms": state_copy,
         "full_step_minus_copy_ms": full - state_copy,

@@ -24,8 +24,8 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+from timing import timings_ms
 
 WIDTH, HEIGHT, FOCAL, CHANNELS = 876, 584, 438.0, 64
 
@@ -35,17 +35,6 @@ def scene_arrays(n: int):
 
     camera = front_camera(WIDTH, HEIGHT, focal=FOCAL)
     return camera, random_scene(n, camera, channels=CHANNELS, seed=0, scale=0.01)
-
-
-def timed(fn, sync, warmup=3, runs=20):
-    for _ in range(warmup):
-        sync(fn())
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sync(fn())
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), times
 
 
 def worker_fit3d(n: int, figure: str) -> dict:
@@ -75,7 +64,8 @@ def worker_fit3d(n: int, figure: str) -> dict:
     }
     sync = jax.block_until_ready
     result = {"impl": "fit3d_jax", "n": n, "figure": figure, "device": jax.devices()[0].device_kind}
-    med, times = timed(lambda: fns[figure](*params), sync)
+    times = timings_ms(lambda: fns[figure](*params), sync, warmup=3)
+    med = statistics.median(times)
     result.update(median_ms=med, min_ms=min(times), max_ms=max(times))
     if figure == "step":
         (_, n_isect), _ = fns["step"](*params)
@@ -118,7 +108,8 @@ def worker_gsplat(n: int, figure: str) -> dict:
         return loss
 
     torch.cuda.reset_peak_memory_stats()
-    med, times = timed(forward if figure == "forward" else step, lambda _: torch.cuda.synchronize())
+    times = timings_ms(forward if figure == "forward" else step, lambda _: torch.cuda.synchronize(), warmup=3)
+    med = statistics.median(times)
     return {
         "impl": "gsplat",
         "n": n,

@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ import torch
 
 from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.weights import load_weights
+from timing import median_ms
 
 TARGET_SPEEDUP = 1.1
 
@@ -55,17 +55,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--attention", default=None, choices=["cudnn", "xla"], help="JAX attention (default: auto)")
     parser.add_argument("--remat", action="store_true", help="JAX: recompute blocks in the backward pass")
     return parser.parse_args()
-
-
-def median_seconds(step, sync, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        sync(step())
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        sync(step())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def timm_model(name: str = "vit_small_patch14_dinov2") -> torch.nn.Module:
@@ -97,7 +86,7 @@ def bench_timm(model, images: torch.Tensor, dtype: str, backward: bool, args) ->
         loss.backward()
         return loss
 
-    return median_seconds(step, lambda _: torch.cuda.synchronize(), args.runs, args.warmup)
+    return median_ms(step, lambda _: torch.cuda.synchronize(), warmup=args.warmup, runs=args.runs) / 1e3
 
 
 def jax_model(weights, dtype: str, args) -> DinoV2:
@@ -128,7 +117,7 @@ def bench_jax(model: DinoV2, params, images: np.ndarray, backward: bool, args) -
     start = time.perf_counter()
     compiled = fn.lower(params, x).compile()
     compile_seconds = time.perf_counter() - start
-    return median_seconds(lambda: compiled(params, x), jax.block_until_ready, args.runs, args.warmup), compile_seconds
+    return median_ms(lambda: compiled(params, x), jax.block_until_ready, warmup=args.warmup, runs=args.runs) / 1e3, compile_seconds
 
 
 def relative_error(got: np.ndarray, reference: np.ndarray) -> float:
