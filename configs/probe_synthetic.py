@@ -19,8 +19,8 @@ def get_config(task: str = "segmentation"):
     schedule = Schedule(learning_rate=1e-3, weight_decay=1e-4, iterations=600, warmup_iterations=50, batch_size=8)
     if task == "depth":  # the depth protocol's optimiser settings, shortened
         schedule = Schedule(learning_rate=1e-3, weight_decay=0.01, iterations=600, warmup_iterations=50, clip_norm=35.0, batch_size=8)
-    c.schedule = defaults._as_dict(schedule)
-    c.evaluation = defaults._as_dict(Evaluation(mode="whole", num_visualize=6))
+    c.schedule = defaults.as_config(schedule)
+    c.evaluation = defaults.as_config(Evaluation(mode="whole", num_visualize=6))
     c.augment.scale = (0, 0)  # rooms are probed at their rendered size
     c.cache_features = True
     c.assembly = "original"

@@ -15,7 +15,7 @@ from fit3d_jax.config_errors import ConfigError
 from fit3d_jax.jobs.weights_fields import load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.probe import augment
-from fit3d_jax.probe.assembly import ASSEMBLIES, Backbones
+from fit3d_jax.probe.assembly import ASSEMBLIES, NEEDS_FINETUNED, Backbones
 from fit3d_jax.probe.datasets import TASKS, DatasetError, load_dataset
 from fit3d_jax.probe.train import Evaluation, ProbeSettings, Schedule, evaluate, train
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
@@ -54,7 +54,7 @@ def backbone_params(config: ml_collections.ConfigDict, backbones_assembly: str):
     """The original weights and, where the assembly needs them, the fine-tuned checkpoint's."""
     original = load_configured_weights(config)
     params = {"original": original.params}
-    if backbones_assembly in ("finetuned", "concat", "add", "fusion"):
+    if backbones_assembly in NEEDS_FINETUNED:
         if not config.finetuned:
             raise ConfigError(f"config.assembly={backbones_assembly!r} needs config.finetuned (the finetune job's "
                               "<output_dir>/checkpoints, or any Orbax checkpoint of the same architecture)")

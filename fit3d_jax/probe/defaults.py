@@ -11,7 +11,7 @@ from fit3d_jax.probe.augment import Augment
 from fit3d_jax.probe.train import Evaluation, Schedule
 
 
-def _as_dict(instance) -> ml_collections.ConfigDict:
+def as_config(instance) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dataclasses.asdict(instance))
 
 
@@ -28,9 +28,9 @@ def base(task: str, data: dict, schedule: Schedule, augment: Augment, evaluation
     c.arch = ""
     c.interpolation = ""
     c.dtype = "float32"  # backbone compute dtype
-    c.schedule = _as_dict(schedule)
-    c.augment = _as_dict(augment)
-    c.evaluation = _as_dict(evaluation)
+    c.schedule = as_config(schedule)
+    c.augment = as_config(augment)
+    c.evaluation = as_config(evaluation)
     c.cache_features = False  # True: embed the training set once, unaugmented (fast, not the protocol)
     c.depth_loss = "sigloss"  # sigloss (+ 0.5 gradient loss) | classification (the paper's plain loss)
     c.output_dir = f"outputs/probe/{task}"

@@ -13,6 +13,8 @@ A copy prepared earlier as TFRecord converts with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from fit3d_jax.probe.datasets.types import (
@@ -77,46 +79,41 @@ def _checked(record: dict, key: str, ndim: int, dtype, where: str) -> np.ndarray
     return value
 
 
+def tfds_split(name: str, split: str, data_dir: str, convert: Callable[[dict, str], Example]) -> Split:
+    """A Split over ``tfds.data_source(name, split)``; ``convert(record, where)`` makes the Example."""
+    source = open_split(name, split, data_dir)
+    where = f"{name}[{split}]"
+    return Split(where, len(source), lambda i: convert(source[i], f"{where}[{i}]"))
+
+
+def _ade20k_example(record: dict, where: str) -> Example:
+    image = _checked(record, "image", 3, np.uint8, where)
+    annotation = _checked(record, "annotation", 3, np.uint8, where)
+    if annotation.shape[:2] != image.shape[:2]:
+        raise DatasetError(f"{where}: annotation {annotation.shape[:2]} and image {image.shape[:2]} differ in size")
+    raw = annotation[..., 0].astype(np.int32)
+    return Example(where, image, np.where(raw == 0, IGNORE_INDEX, raw - 1).astype(np.int32))
+
+
 def ade20k(data_dir: str = "", train_split: str = "train", test_split: str = "test") -> Dataset:
     """150 classes; the annotation's channel 0 holds 0 = "other" (ignored) or class id + 1
     (mmseg's ``reduce_zero_label``). tfds's ``test`` split is the ADE20K validation set."""
-
-    def split(name: str) -> Split:
-        source = open_split("scene_parse150", name, data_dir)
-
-        def read(i: int) -> Example:
-            where = f"scene_parse150[{name}][{i}]"
-            record = source[i]
-            image = _checked(record, "image", 3, np.uint8, where)
-            annotation = _checked(record, "annotation", 3, np.uint8, where)
-            if annotation.shape[:2] != image.shape[:2]:
-                raise DatasetError(f"{where}: annotation {annotation.shape[:2]} and image {image.shape[:2]} differ in size")
-            raw = annotation[..., 0].astype(np.int32)
-            return Example(where, image, np.where(raw == 0, IGNORE_INDEX, raw - 1).astype(np.int32))
-
-        return Split(f"scene_parse150[{name}]", len(source), read)
-
+    split = lambda name: tfds_split("scene_parse150", name, data_dir, _ade20k_example)
     return Dataset("ade20k", SEGMENTATION, split(train_split), split(test_split), class_names=ADE20K_CLASSES)
+
+
+def _nyu_example(record: dict, where: str) -> Example:
+    image = _checked(record, "image", 3, np.uint8, where)
+    depth = _checked(record, "depth", 2, np.float16, where).astype(np.float32)
+    if depth.shape != image.shape[:2]:
+        raise DatasetError(f"{where}: depth {depth.shape} and image {image.shape[:2]} differ in size")
+    return Example(where, image, np.where(np.isfinite(depth), depth, 0.0).astype(np.float32))
 
 
 def nyu_depth(data_dir: str = "", train_split: str = "train", test_split: str = "validation",
               min_depth: float = 1e-3, max_depth: float = 10.0) -> Dataset:
     """480x640 images with depth in metres (float16 in the files); the metrics use the Eigen crop
     (rows 45:471, columns 41:601) as the DINOv2 evaluation does."""
-
-    def split(name: str) -> Split:
-        source = open_split("nyu_depth_v2", name, data_dir)
-
-        def read(i: int) -> Example:
-            where = f"nyu_depth_v2[{name}][{i}]"
-            record = source[i]
-            image = _checked(record, "image", 3, np.uint8, where)
-            depth = _checked(record, "depth", 2, np.float16, where).astype(np.float32)
-            if depth.shape != image.shape[:2]:
-                raise DatasetError(f"{where}: depth {depth.shape} and image {image.shape[:2]} differ in size")
-            return Example(where, image, np.where(np.isfinite(depth), depth, 0.0).astype(np.float32))
-
-        return Split(f"nyu_depth_v2[{name}]", len(source), read)
-
+    split = lambda name: tfds_split("nyu_depth_v2", name, data_dir, _nyu_example)
     return Dataset("nyu_depth_v2", DEPTH, split(train_split), split(test_split), min_depth=min_depth, max_depth=max_depth,
                    eval_crop=box_crop(45, 471, 41, 601, (480, 640)))
