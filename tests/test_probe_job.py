@@ -13,6 +13,7 @@ import configs_loader
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from fit3d_jax.config_errors import ConfigError
 from fit3d_jax.jobs import probe as probe_job
@@ -108,6 +109,15 @@ def test_concat_assembly_needs_finetuned_and_runs_with_it(rooms, vits, tmp_path)
 def test_configuration_errors(rooms, vits, tmp_path, field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         probe_job.run(_config("segmentation", rooms, vits, tmp_path, **{field: value}))
+
+
+def test_empty_split_is_a_config_error(rooms, vits, tmp_path):
+    empty = {("scene_parse150", "train"): [], ("scene_parse150", "test"): []}
+    config = configs_loader.load("probe_ade20k.py")
+    config.data.data_dir = str(tmp_path)
+    with tfds.testing.mock_data(num_examples=1, as_data_source_fn=lambda builder, split, **_: empty[(builder.name, split)]):
+        with pytest.raises(ConfigError, match=r"scene_parse150\[train\] has no examples"):
+            probe_job.run(config)
 
 
 def test_unprepared_ade20k_is_a_config_error(tmp_path):

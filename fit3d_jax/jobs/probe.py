@@ -107,6 +107,9 @@ def run(config: ml_collections.ConfigDict) -> None:
         dataset = load_dataset(synthetic_rooms(config), config.task)
     except DatasetError as e:
         raise ConfigError(str(e)) from None
+    for split in (dataset.train, dataset.test):
+        if len(split) == 0:  # checked before training: an empty test split would give NaN metrics
+            raise ConfigError(f"config.data: {split.name} has no examples")
     vit_config, params = backbone_params(config, config.assembly)
     backbones = Backbones(DinoV2(vit_config, dtype=DTYPES[config.dtype]), config.assembly)
     output_dir = Path(config.output_dir)
