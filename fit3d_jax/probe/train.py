@@ -245,7 +245,8 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
         state = resumed
         print(f"probe: resuming from step {int(state.step)}")
     state = jax.device_put(state, replicated)
-    backbone_params = jax.device_put(backbone_params, replicated)
+    # Cached mode never runs the backbones in the step: do not hand it their parameters.
+    step_backbone_params = jax.device_put(backbone_params if cache is None else {}, replicated)
     train_step = make_train_step(task, None if cache is not None else backbones, placement, opt, mesh)
 
     batches = Batches(dataset, settings, seed, cache)
@@ -260,7 +261,7 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
             inputs, targets = prefetch.next()
             to_global = lambda a: _global(a, mesh, s.batch_size)
             inputs = jax.tree.map(to_global, inputs)
-            state, metrics = train_step(state, backbone_params, inputs, to_global(targets))
+            state, metrics = train_step(state, step_backbone_params, inputs, to_global(targets))
             it = step + 1
             if it % log_every == 0 or it == s.iterations:
                 metrics = {k: float(v) for k, v in metrics.items()}
