@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--short-steps", type=int, default=100, help="steps of the short timed run")
     parser.add_argument("--batch", type=int, default=0, help="global batch (default: 2 per device)")
     parser.add_argument("--weights", default="", help="any load_weights source; default random ViT-S/14")
+    parser.add_argument("--grad-reduce-dtype", default="bfloat16", choices=["bfloat16", "float32"], help="dtype of the cross-device gradient sum")
     parser.add_argument("--compile-cache", default="", help="JAX persistent compilation cache (default: <work>/xla_cache)")
     args = parser.parse_args()
 
@@ -96,15 +97,16 @@ def main() -> None:
     scenes = synthetic_store(args.work / "store", args.scenes, args.gaussians, args.views, args.width, args.height, config.embed_dim)
     batch = args.batch or 2 * jax.device_count()
     recipe = train.Recipe(batch_size=batch, epochs=1e9)
+    reduce_dtype = jnp.dtype(args.grad_reduce_dtype)
 
     # Warm-up run (compilation, scene transfers), then the timed run from a fresh output dir.
     warmup = args.work / "warmup"
     shutil.rmtree(warmup, ignore_errors=True)  # never resume the warm-up
-    train.finetune(scenes, params, config, recipe, warmup, max_steps=5, progress=False, log_every=1000)
+    train.finetune(scenes, params, config, recipe, warmup, reduce_dtype=reduce_dtype, max_steps=5, progress=False, log_every=1000)
     runs = {}
     for steps in (args.short_steps, args.steps):
         t0 = time.time()
-        _, summary = train.finetune(scenes, params, config, recipe, args.work / f"run_{time.time_ns()}", max_steps=steps, progress=False, log_every=steps)
+        _, summary = train.finetune(scenes, params, config, recipe, args.work / f"run_{time.time_ns()}", reduce_dtype=reduce_dtype, max_steps=steps, progress=False, log_every=steps)
         runs[steps] = {"call_seconds": time.time() - t0, "summary": summary}
     extra_views = (args.steps - args.short_steps) * batch
     extra_seconds = runs[args.steps]["summary"]["seconds"] - runs[args.short_steps]["summary"]["seconds"]
@@ -123,24 +125,26 @@ def main() -> None:
             data.prepare(scenes, s, model_size, grid)
     host_ms_per_view = (time.perf_counter() - t0) * 1e3 / (10 * batch)
 
-    # The model step alone (forward, backward, AdamW) on a fixed batch, over all devices.
+    # The model step alone (forward, backward, AdamW) on a fixed batch, over all devices, with the
+    # gradients summed in either dtype.
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
     opt = train.optimizer(recipe)
-    step_fn = train.make_train_step(DinoV2(config, dtype=jnp.bfloat16), opt, mesh)
-    own = jax.tree.map(jnp.array, params)
-    state = jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, PartitionSpec()))
     batched = NamedSharding(mesh, PartitionSpec("data"))
     rng = np.random.default_rng(0)
     images = jax.device_put(rng.normal(size=(batch, *model_size, 3)).astype(np.float32), batched)
     target = jax.device_put(rng.normal(size=(batch, *grid, config.embed_dim)).astype(np.float32), batched)
     weights_ = jax.device_put(np.ones((batch, *grid), np.float32), batched)
-    holder = [state]
+    model_step_ms = {}
+    for name in ("bfloat16", "float32"):
+        step_fn = train.make_train_step(DinoV2(config, dtype=jnp.bfloat16), opt, mesh, reduce_dtype=jnp.dtype(name))
+        own = jax.tree.map(jnp.array, params)
+        holder = [jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, PartitionSpec()))]
 
-    def model_step():
-        holder[0], metrics = step_fn(holder[0], images, target, weights_)  # the step donates its state
-        return metrics
+        def model_step():
+            holder[0], metrics = step_fn(holder[0], images, target, weights_)  # the step donates its state
+            return metrics
 
-    model_step_ms = median_ms(model_step, jax.block_until_ready)
+        model_step_ms[name] = median_ms(model_step, jax.block_until_ready)
 
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -148,15 +152,17 @@ def main() -> None:
         "devices": [d.device_kind for d in jax.devices()],
         "jax": jax.__version__,
         "setup": {"scenes": args.scenes, "gaussians": args.gaussians, "views_per_scene": args.views, "image": [args.width, args.height],
-                  "model_input": list(model_size), "token_grid": list(grid), "global_batch": batch, "dtype": "bfloat16"},
+                  "model_input": list(model_size), "token_grid": list(grid), "global_batch": batch, "dtype": "bfloat16",
+                  "grad_reduce_dtype": args.grad_reduce_dtype},
         "views_per_second": steady,
         "views_per_second_note": f"steady state: ({args.steps} - {args.short_steps}) steps x {batch} views over the difference of the two runs' loop seconds",
         "views_per_second_end_to_end": {str(k): v["summary"]["views_per_second"] for k, v in runs.items()},
         "runs": {str(k): v for k, v in runs.items()},
         "breakdown": {
             "render_target_ms_per_view": render_ms,
-            "model_step_ms_per_batch": model_step_ms,
-            "model_step_ms_per_view": model_step_ms / batch,
+            "model_step_ms_per_batch": model_step_ms[args.grad_reduce_dtype],
+            "model_step_ms_per_view": model_step_ms[args.grad_reduce_dtype] / batch,
+            "model_step_ms_per_batch_by_reduce_dtype": model_step_ms,
             "host_prepare_ms_per_view_one_thread": host_ms_per_view,
             "note": "each part alone: render on device 0; the model step (global batch, all devices) on a fixed batch; host preparation in one thread (the loop uses 8)",
         },

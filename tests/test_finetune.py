@@ -163,3 +163,52 @@ def test_finetune_job_from_the_command_line(lifted, vit, tmp_path):
     assert len(list((tmp_path / "compare").glob("*.png"))) == 2  # one held-out view per room
     bad = subprocess.run(cmd[:-3] + ["--config.recipe.batch_size=0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "config.recipe.batch_size" in bad.stderr + bad.stdout
+
+
+MESH_STEP = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from fit3d_jax.finetune import train
+from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
+
+config = ViTConfig(embed_dim=64, depth=2, num_heads=1)
+params = init_params(config, seed=1)
+rng = np.random.default_rng(0)
+images = rng.normal(size=(4, 28, 42, 3)).astype(np.float32)
+target = rng.normal(size=(4, 2, 3, 64)).astype(np.float32)
+weights = rng.uniform(size=(4, 2, 3)).astype(np.float32)  # unequal per device: the global divisor matters
+recipe = train.Recipe(learning_rate=1e-3)
+opt = train.optimizer(recipe)
+out = {}
+for devices, reduce in ((1, "float32"), (2, "float32"), (2, "bfloat16")):
+    mesh = Mesh(np.asarray(jax.devices()[:devices]), ("data",))
+    step = train.make_train_step(DinoV2(config, dtype=jnp.float32), opt, mesh, reduce_dtype=jnp.dtype(reduce))
+    own = jax.tree.map(jnp.array, params)
+    state = jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, P()))
+    batch = [jax.device_put(x, NamedSharding(mesh, P("data"))) for x in (images, target, weights)]
+    state, metrics = step(state, *batch)
+    out[f"{devices}_{reduce}"] = dict(metrics, **{"/".join(map(str, k)): v for k, v in jax.tree_util.tree_leaves_with_path(state.opt_state[1][0].mu)})
+np.savez(sys.argv[1], **{f"{run}|{k}": np.asarray(v) for run, d in out.items() for k, v in d.items()})
+"""
+
+
+def test_data_parallel_step_matches_one_device(tmp_path):
+    """Over a 2-device mesh (CPU devices) the explicit gradient sum gives the loss, gradient norm
+    and Adam moments one device gives for the same global batch; summing in bfloat16 stays within
+    bfloat16 rounding of it."""
+    import os
+
+    path = tmp_path / "runs.npz"
+    env = os.environ | {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", MESH_STEP, str(path)], check=True, env=env, cwd=REPO)
+    runs = np.load(path)
+    keys = [k.split("|", 1)[1] for k in runs.files if k.startswith("1_float32|")]
+    assert "loss" in keys and "grad_norm" in keys and len(keys) > 10
+    for k in keys:
+        one, two, two_bf16 = (runs[f"{run}|{k}"] for run in ("1_float32", "2_float32", "2_bfloat16"))
+        scale = np.abs(one).max() + 1e-30
+        assert np.abs(two - one).max() <= 1e-5 * scale, k
+        assert np.abs(two_bf16 - one).max() <= 2 ** -7 * scale, k
+        if one.size >= 1 << 16:  # the large tensors are the ones summed in bfloat16
+            assert not np.array_equal(two_bf16, two), k

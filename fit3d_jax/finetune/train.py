@@ -10,6 +10,7 @@ same code runs on one GPU, several, or several hosts (``jax.distributed``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import time
@@ -55,21 +56,47 @@ def optimizer(recipe: Recipe) -> optax.GradientTransformation:
     )
 
 
-def token_l1(tokens: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
-    """Mean |tokens - target| over channels and weighted tokens (weights: unmasked fraction)."""
+def token_l1(tokens: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray, total: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Mean |tokens - target| over channels and weighted tokens (weights: unmasked fraction).
+    ``total`` replaces sum(weights) as the divisor (a device's share of a global batch)."""
     per_token = jnp.mean(jnp.abs(tokens - target), axis=-1)
-    return jnp.sum(per_token * weights) / jnp.maximum(jnp.sum(weights), 1e-6)
+    total = jnp.sum(weights) if total is None else total
+    return jnp.sum(per_token * weights) / jnp.maximum(total, 1e-6)
 
 
-def make_train_step(model: DinoV2, opt: optax.GradientTransformation, mesh: Mesh):
+def make_train_step(model: DinoV2, opt: optax.GradientTransformation, mesh: Mesh, reduce_dtype=jnp.float32):
+    """The jitted step over ``mesh``: each device differentiates the loss of its own samples and
+    the gradients are summed across devices explicitly, in ``reduce_dtype`` for the large tensors
+    (as FSDP's ``reduce_dtype``): with bfloat16 compute the weight gradients are bfloat16 values
+    already, and summing them in bfloat16 halves the all-reduce traffic. Small tensors (norms,
+    biases) are always summed in float32, and one device sums nothing."""
     replicated = NamedSharding(mesh, PartitionSpec())
     batched = NamedSharding(mesh, PartitionSpec("data"))
 
-    def step(state: TrainState, images, target, weights):
-        def loss_fn(params):
-            return token_l1(model.apply({"params": params}, images).patch_tokens, target, weights)
+    def reduce(g):
+        dtype = reduce_dtype if g.size >= 1 << 16 and mesh.size > 1 else g.dtype
+        return jax.lax.psum(g.astype(dtype), "data").astype(g.dtype)
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    def local_loss_and_grads(params, images, target, weights):
+        # The global loss is sum(per-token L1 x weight) / sum(weight) over the whole batch, so
+        # each device's share divides by the global weight sum.
+        total = jax.lax.psum(jnp.sum(weights), "data")
+
+        def loss_fn(params):
+            return token_l1(model.apply({"params": params}, images).patch_tokens, target, weights, total)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        return jax.lax.psum(loss, "data"), jax.tree.map(reduce, grads)
+
+    # check_vma=False: the gradients of the replicated parameters stay per device until
+    # ``reduce`` sums them (with it on, JAX would insert its own float32 sum).
+    loss_and_grads = jax.shard_map(
+        local_loss_and_grads, mesh=mesh, in_specs=(PartitionSpec(), *[PartitionSpec("data")] * 3),
+        out_specs=PartitionSpec(), check_vma=False,
+    )
+
+    def step(state: TrainState, images, target, weights):
+        loss, grads = loss_and_grads(state.params, images, target, weights)
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
@@ -122,6 +149,7 @@ def finetune(
     output_dir: Path,
     *,
     dtype=jnp.bfloat16,
+    reduce_dtype=None,
     seed: int = 0,
     log_every: int = 50,
     checkpoint_every: int = 1000,
@@ -130,7 +158,8 @@ def finetune(
     max_steps: int | None = None,
 ) -> tuple[TrainState, dict]:
     """Fine-tunes ``params``; resumes from ``output_dir/checkpoints`` when present. Returns the
-    final state and a summary (losses, throughput, time split)."""
+    final state and a summary (losses, throughput, time split). Gradients are summed across
+    devices in ``reduce_dtype`` (default: the compute ``dtype``; see ``make_train_step``)."""
     devices = jax.devices()
     mesh = Mesh(np.asarray(devices), ("data",))
     if recipe.batch_size % len(devices):
@@ -154,7 +183,7 @@ def finetune(
     if resumed is not None:
         state = jax.device_put(resumed, replicated)
         print(f"finetune: resuming from step {int(state.step)}")
-    train_step = make_train_step(model, opt, mesh)
+    train_step = make_train_step(model, opt, mesh, reduce_dtype or dtype)
 
     local = jax.local_devices()
     caches = {d: targets.SceneCache(scenes, d, device_cache_gb * 1e9) for d in local}
@@ -162,6 +191,24 @@ def finetune(
     start = int(state.step)
     make_batch = data.BatchMaker(scenes, sampler, model_size, grid)
     prefetch = Prefetcher(make_batch, start, total, depth=8)  # host preparation dominates on GPUs
+
+    def device_shard(k: int, batch: data.HostBatch):
+        """Targets, images and token weights of local device ``k``'s rows, on that device."""
+        device = local[k]
+        rows = range(first_local + k * per_device, first_local + (k + 1) * per_device)
+        rendered = []
+        for row in rows:
+            sample = batch.samples[row]
+            view = scenes[sample.scene].views[sample.view]
+            viewmat, intrinsics = targets.view_camera(view)
+            with jax.default_device(device):
+                rendered.append(targets.render_target(
+                    caches[device].get(sample.scene), viewmat, intrinsics, sample.flip, view.width, view.height, grid
+                ))
+        return (jnp.stack(rendered), jax.device_put(batch.images[rows.start : rows.stop], device),
+                jax.device_put(batch.token_weights[rows.start : rows.stop], device))
+
+    dispatchers = concurrent.futures.ThreadPoolExecutor(len(local), thread_name_prefix="dispatch")
     log_path = Path(output_dir) / "train_log.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a")
@@ -174,23 +221,12 @@ def finetune(
             t0 = time.time()
             batch = prefetch.next()
             t1 = time.time()
-            shards_targets, shards_images, shards_weights = [], [], []
-            for k, device in enumerate(local):
-                rows = range(first_local + k * per_device, first_local + (k + 1) * per_device)
-                rendered = []
-                for row in rows:
-                    sample = batch.samples[row]
-                    view = scenes[sample.scene].views[sample.view]
-                    viewmat, intrinsics = targets.view_camera(view)
-                    with jax.default_device(device):
-                        rendered.append(targets.render_target(
-                            caches[device].get(sample.scene), viewmat, intrinsics, sample.flip, view.width, view.height, grid
-                        ))
-                shards_targets.append(jnp.stack(rendered))
-                shards_images.append(jax.device_put(batch.images[rows.start : rows.stop], device))
-                shards_weights.append(jax.device_put(batch.token_weights[rows.start : rows.stop], device))
+            # One dispatching thread per device: a render waits on its device's stream while
+            # binning, and must not hold up the other devices' work.
+            shards = list(dispatchers.map(lambda k: device_shard(k, batch), range(len(local))))
+            shards_targets, shards_images, shards_weights = (list(parts) for parts in zip(*shards))
             batched = NamedSharding(mesh, PartitionSpec("data"))
-            global_array = lambda shards, shape: jax.make_array_from_single_device_arrays(shape, batched, shards)
+            global_array = lambda parts, shape: jax.make_array_from_single_device_arrays(shape, batched, parts)
             b = recipe.batch_size
             target = global_array(shards_targets, (b, *grid, config.embed_dim))
             images = global_array(shards_images, (b, *model_size, 3))
@@ -213,6 +249,7 @@ def finetune(
     finally:
         prefetch.close()
         make_batch.close()
+        dispatchers.shutdown()
         bar.close()
         log.close()
         checkpoints.close()

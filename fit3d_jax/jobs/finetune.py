@@ -50,6 +50,8 @@ def run(config: ml_collections.ConfigDict) -> None:
     recipe = _recipe(config)
     if config.dtype not in DTYPES:
         raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    if config.grad_reduce_dtype not in ("", *DTYPES):
+        raise ConfigError(f"config.grad_reduce_dtype={config.grad_reduce_dtype!r} is not '' or one of {sorted(DTYPES)}")
     try:
         scenes = load_store(config.store)
     except SceneError as e:
@@ -60,7 +62,8 @@ def run(config: ml_collections.ConfigDict) -> None:
           f"{jax.device_count()} device(s), global batch {recipe.batch_size}")
     try:
         state, summary = finetune(
-            scenes, weights.params, weights.config, recipe, output_dir, dtype=DTYPES[config.dtype], seed=config.seed,
+            scenes, weights.params, weights.config, recipe, output_dir, dtype=DTYPES[config.dtype],
+            reduce_dtype=DTYPES.get(config.grad_reduce_dtype), seed=config.seed,
             log_every=config.log_every, checkpoint_every=config.checkpoint_every, device_cache_gb=config.device_cache_gb,
             progress=config.progress, max_steps=config.max_steps or None,
         )
