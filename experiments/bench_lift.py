@@ -128,7 +128,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("device", "per_iteration")}, indent=1))
-    print({k: metrics[k] for k in ("wall_seconds", "target_seconds", "train_seconds", "density_control_seconds", "gaussians", "psnr", "ssim", "feature_l1", "feature_cosine") if k in metrics})
+    print({k: metrics[k] for k in ("wall_seconds", "target_seconds", "train_seconds", "density_control_seconds", "evaluate_and_export_seconds", "gaussians", "psnr", "ssim", "feature_l1", "feature_cosine") if k in metrics})
     print({k: v for k, v in metrics.items() if k.startswith("peak")})
 
 

@@ -78,22 +78,28 @@ def test_outputs_are_written(room, tiny_vit, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["iterations"] == 20
 
 
-def test_killed_run_resumes_to_the_same_result(room, tiny_vit, tmp_path, monkeypatch):
-    weights = load_weights(str(tiny_vit), announce=False)
-    straight = tmp_path / "straight"
-    _fit(room, weights, straight, 40, checkpoint_every=15)
+@pytest.fixture(scope="module")
+def straight_run(room, tiny_vit, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    _fit(room, load_weights(str(tiny_vit), announce=False), out, 40, checkpoint_every=15)
+    return out
 
+
+@pytest.mark.parametrize("kill_at", [21, 35])  # resumed from iteration 15, before the compaction at 30, or from 30
+def test_killed_run_resumes_to_the_same_result(room, tiny_vit, straight_run, kill_at, tmp_path, monkeypatch):
+    weights = load_weights(str(tiny_vit), announce=False)
+    straight = straight_run
     resumed = tmp_path / "resumed"
     real = trainer.view_for_iteration
 
-    def killed_at_21(iteration, *args):
-        if iteration == 21:
+    def killed(iteration, *args):
+        if iteration == kill_at:
             raise KeyboardInterrupt("simulated kill")
         return real(iteration, *args)
 
-    monkeypatch.setattr(trainer, "view_for_iteration", killed_at_21)
+    monkeypatch.setattr(trainer, "view_for_iteration", killed)
     with pytest.raises(KeyboardInterrupt):
-        _fit(room, weights, resumed, 40, checkpoint_every=15)  # checkpoint at 15, killed during 21
+        _fit(room, weights, resumed, 40, checkpoint_every=15)  # checkpoints at 15 and 30
     monkeypatch.setattr(trainer, "view_for_iteration", real)
     _fit(room, weights, resumed, 40, checkpoint_every=15)
 

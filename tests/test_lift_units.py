@@ -1,4 +1,4 @@
-"""Pieces of stage I: losses, density control, capacity growth, PLY output, schedules."""
+"""Pieces of stage I: losses, density control, capacity growth and compaction, PLY output, schedules."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import optax
 
 from fit3d_jax.lift import density, export, losses, trainer
 from fit3d_jax.lift.gaussians import Gaussians, activated, init_from_points, inverse_sigmoid
+from fit3d_jax.render import rasterize
+from fit3d_jax.render.random_scene import front_camera
 
 
 @pytest.fixture
@@ -126,12 +128,51 @@ def test_grow_keeps_values_and_adds_free_slots(rng):
     g, active = _gaussians(rng, 10, 16)
     recipe = trainer.Recipe(feature_dim=4)
     state = trainer.init_state(g, active, recipe, 1.0, 8, jax.random.key(0))
-    bigger = trainer.grow_state(state, 64)
+    bigger = trainer.resize_state(state, 64)
     assert bigger.capacity == 64 and int(bigger.active.sum()) == 10
     np.testing.assert_array_equal(bigger.gaussians.means[:16], state.gaussians.means)
     np.testing.assert_array_equal(bigger.gaussians.quats[16:, 0], 1.0)
     for leaf in jax.tree.leaves(bigger.opt_state):
         assert leaf.ndim == 0 or leaf.shape[0] == 64
+
+
+def test_compaction_keeps_the_active_gaussians_in_order_and_the_render(rng):
+    """Free slots scattered among active ones (as pruning leaves them): compaction moves the active
+    Gaussians to the front in their order, with their moments and statistics, shrinks the
+    capacity, and the render does not change."""
+    n, capacity = 1500, 4096
+    g, _ = _gaussians(rng, n, capacity)
+    g = g.replace(
+        means=g.means.at[:, 2].add(3.0),  # in front of the camera
+        features=jnp.asarray(rng.normal(size=(capacity, 4)), jnp.float32),
+        opacity_logits=jnp.asarray(rng.normal(size=capacity), jnp.float32),
+    )
+    active = np.zeros(capacity, bool)
+    active[rng.choice(capacity, n, replace=False)] = True
+    state = trainer.init_state(g, active, trainer.Recipe(feature_dim=4), 1.0, 8, jax.random.key(0))
+    state = state.replace(stats=state.stats.replace(grad_sum=jnp.asarray(rng.uniform(size=capacity), jnp.float32)))
+    moments = jax.tree.map(lambda x: x + jnp.asarray(rng.normal(size=x.shape), x.dtype) if x.ndim else x, state.opt_state)
+    state = state.replace(opt_state=moments)
+
+    small = trainer.compact_state(state)
+    assert small.capacity == 2048 and int(small.active.sum()) == n and bool(small.active[:n].all())
+    keep = np.flatnonzero(active)
+    for before, after in zip(jax.tree.leaves((state.gaussians, state.stats, state.opt_state)),
+                             jax.tree.leaves((small.gaussians, small.stats, small.opt_state))):
+        if before.ndim:
+            np.testing.assert_array_equal(after[:n], np.asarray(before)[keep])
+
+    camera = front_camera(96, 64)
+    renders = [rasterize(*activated(s.gaussians, s.active), camera, jnp.zeros(3)) for s in (state, small)]
+    for a, b in zip((renders[0].rgb, renders[0].features, renders[0].depth), (renders[1].rgb, renders[1].features, renders[1].depth)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert float(renders[0].alpha.max()) > 0.5  # something was drawn
+
+
+def test_compaction_is_scheduled_once_densification_ends():
+    recipe = trainer.Recipe(iterations=100, densify_from=10, densify_until=50, densify_every=10, opacity_reset_every=0)
+    assert trainer.density_control_due(50, recipe) and not trainer.density_control_due(51, recipe)
+    assert not trainer.density_control_due(50, trainer.Recipe(iterations=50, densify_until=50, opacity_reset_every=0))
 
 
 def test_ply_round_trip(rng, tmp_path):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cv2
+import jax.numpy as jnp
 import numpy as np
 
 from fit3d_jax.lift.gaussians import SH_REST, Gaussians
@@ -34,7 +35,7 @@ def write_ply(path: Path, gaussians: Gaussians, active: np.ndarray) -> Path:
     n = int(keep.sum())
     columns = [
         g["means"],
-        np.zeros((n, 3)),
+        np.zeros((n, 3), np.float32),  # normals: 3DGS writes zeros
         g["sh_dc"].reshape(n, 3),
         np.transpose(g["sh_rest"], (0, 2, 1)).reshape(n, 3 * SH_REST),  # (N, 3, 15) flattened
         g["opacity_logits"][:, None],
@@ -81,7 +82,7 @@ def depth_colours(depth: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def view_panel(rgb, image, decoded, target, depth, alpha) -> np.ndarray:
     """render | ground truth | PCA(rendered features) | PCA(DINOv2 target) | depth. The two
     feature images share one PCA basis so their colours compare."""
-    both = pca_rgb(np.concatenate([np.asarray(decoded), np.asarray(target)], axis=1))
+    both = np.asarray(pca_rgb(jnp.concatenate([decoded, target], axis=1)))  # (H, 2W, D) stays on the device
     half = both.shape[1] // 2
     return side_by_side(
         [to_uint8(np.asarray(rgb)), to_uint8(np.asarray(image)), to_uint8(both[:, :half]), to_uint8(both[:, half:]),

@@ -8,6 +8,7 @@ for stage II goes to ``<output_dir>/store/``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import resource
 import time
@@ -35,8 +36,10 @@ def scene_arrays(views: list[View], view_targets: np.ndarray) -> trainer.SceneAr
     for v in views:
         m = read_mask(v)
         masks.append(np.ones((height, width), np.float32) if m is None else m.astype(np.float32))
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # PNG decoding releases the GIL
+        images = np.stack(list(pool.map(read_image, views)))
     return trainer.SceneArrays(
-        images=jnp.asarray(np.stack([read_image(v) for v in views])),
+        images=jnp.asarray(images),
         masks=jnp.asarray(np.stack(masks)),
         targets=jnp.asarray(view_targets),
         viewmats=jnp.asarray(np.stack([v.world_to_camera for v in views]), jnp.float32),
@@ -70,7 +73,7 @@ class Checkpoints:
         if step is None:
             return None
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        template = trainer.grow_state(fresh, meta["capacity"]) if meta["capacity"] > fresh.capacity else fresh
+        template = trainer.resize_state(fresh, meta["capacity"])  # shapes only: growth and compaction change them
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template)))
         return restored["state"]
 
@@ -147,7 +150,9 @@ def fit_scene(
         checkpoints.close()
     train_seconds = time.time() - start - target_seconds
 
+    t0 = time.time()
     metrics = evaluate_and_export(scene, state, test, out, all_targets.shape[-1])
+    evaluate_seconds = time.time() - t0
     describe = lambda views: [
         dict(image=str(v.image_path.absolute()), mask=str(v.mask_path.absolute()) if v.mask_path else None, width=v.width,
              height=v.height, fx=v.fx, fy=v.fy, cx=v.cx, cy=v.cy, world_to_camera=np.asarray(v.world_to_camera).tolist())
@@ -165,6 +170,7 @@ def fit_scene(
         "target_seconds": target_seconds,
         "train_seconds": train_seconds,
         "density_control_seconds": densify_seconds,
+        "evaluate_and_export_seconds": evaluate_seconds,  # held-out metrics, render panels, PLY
         "device": jax.devices()[0].device_kind,
         "weights": weights.description,
     } | peak_memory()

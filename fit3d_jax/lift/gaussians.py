@@ -2,8 +2,9 @@
 
 Densification adds and removes Gaussians by flipping slots of the mask, so array shapes (and the
 jitted training step) stay the same; only when the free slots run out does the capacity grow
-(a rare re-trace). Parameters are stored raw, as the authors optimise them: log-scales,
-unnormalised quaternions, opacity logits, SH DC and rest separately, features.
+(a rare re-trace), and once densification ends the free slots are dropped. Parameters are
+stored raw, as the authors optimise them: log-scales, unnormalised quaternions, opacity logits,
+SH DC and rest separately, features.
 """
 
 from __future__ import annotations
@@ -84,18 +85,30 @@ def activated(g: Gaussians, active: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
     return g.means, jnp.exp(g.log_scales), g.quats, opacities, sh, g.features
 
 
-def grow(tree, old: int, capacity: int):
-    """Pads every array leaf whose leading dimension is ``old`` (the current capacity) to
-    ``capacity`` slots (parameters, optimiser moments, density statistics alike); new slots are
-    zero, except that quaternions stay valid."""
+def _per_slot(tree, old: int, fn):
+    """Applies ``fn`` to every array leaf whose leading dimension is ``old`` (the current
+    capacity): parameters, optimiser moments, density statistics and the active mask alike."""
+    return jax.tree.map(lambda x: fn(x) if hasattr(x, "shape") and x.ndim and x.shape[0] == old else x, tree)
 
-    def pad(x):
-        if not hasattr(x, "shape") or x.ndim == 0 or x.shape[0] != old:
-            return x
-        filler = jnp.zeros((capacity - old,) + x.shape[1:], x.dtype)
-        return jnp.concatenate([x, filler], axis=0)
 
-    grown = jax.tree.map(pad, tree)
-    if isinstance(grown, Gaussians):
-        grown = grown.replace(quats=grown.quats.at[old:, 0].set(1.0))
-    return grown
+def resize(tree, old: int, capacity: int):
+    """``capacity`` slots: more are padded with free slots (zero, quaternions kept valid); fewer
+    keep the first ``capacity`` (``compact`` first puts the active ones there)."""
+
+    def fit(x):
+        if capacity <= old:
+            return x[:capacity]
+        return jnp.concatenate([x, jnp.zeros((capacity - old,) + x.shape[1:], x.dtype)], axis=0)
+
+    resized = _per_slot(tree, old, fit)
+    if isinstance(resized, Gaussians) and capacity > old:
+        resized = resized.replace(quats=resized.quats.at[old:, 0].set(1.0))
+    return resized
+
+
+def active_first(tree, active: np.ndarray):
+    """Reorders the slots so that the active ones come first, in their order (the rasterizer
+    breaks depth ties by index, so renders do not change)."""
+    active = np.asarray(active, bool)
+    order = jnp.asarray(np.argsort(~active, kind="stable"))
+    return _per_slot(tree, len(active), lambda x: x[order])

@@ -18,6 +18,7 @@ import numpy as np
 
 from fit3d_jax.images import normalize, resize_to_patch_multiple
 from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.scenes import View, read_image
 from fit3d_jax.weights import LoadedWeights
 
@@ -30,14 +31,22 @@ def _cache_key(weights: LoadedWeights, views: list[View]) -> str:
 
 
 def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32) -> np.ndarray:
-    """(V, h, w, D) float16 patch tokens of the views (all views of a scene share one size)."""
+    """(V, h, w, D) float16 patch tokens of the views (all views of a scene share one size).
+
+    Images are read and resized by background threads while the device runs, and the last batch
+    is padded to the full batch size, so the model compiles once."""
     model = DinoV2(weights.config, dtype=dtype)
-    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens)
+    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens.astype(jnp.float16))
+    images = Prefetcher(lambda i: normalize(resize_to_patch_multiple(read_image(views[i]))), 0, len(views), depth=2 * BATCH)
     out = []
-    for start in range(0, len(views), BATCH):
-        batch = np.stack([normalize(resize_to_patch_multiple(read_image(v))) for v in views[start : start + BATCH]])
-        out.append(np.asarray(extract(weights.params, batch), np.float16))
-    return np.concatenate(out)
+    try:
+        for start in range(0, len(views), BATCH):
+            batch = np.stack([images.next() for _ in range(min(BATCH, len(views) - start))])
+            padded = np.concatenate([batch, np.repeat(batch[-1:], BATCH - len(batch), axis=0)])
+            out.append(extract(weights.params, padded)[: len(batch)])  # stays on the device: no sync per batch
+    finally:
+        images.close()
+    return np.concatenate([np.asarray(tokens) for tokens in out])
 
 
 def cached_targets(cache_dir: Path, views: list[View], weights: LoadedWeights) -> np.ndarray:

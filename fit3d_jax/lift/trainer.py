@@ -23,7 +23,7 @@ import optax
 from flax import struct
 
 from fit3d_jax.lift import density
-from fit3d_jax.lift.gaussians import Gaussians, activated, grow
+from fit3d_jax.lift.gaussians import Gaussians, activated, active_first, resize
 from fit3d_jax.lift.losses import cosine_similarity, l1, psnr, ssim
 from fit3d_jax.render import Camera, rasterize
 
@@ -140,15 +140,26 @@ def init_state(gaussians: Gaussians, active, recipe: Recipe, extent: float, targ
     )
 
 
-def grow_state(state: LiftState, capacity: int) -> LiftState:
-    """More slots for Gaussians (parameters, moments and statistics padded with free slots)."""
+def resize_state(state: LiftState, capacity: int) -> LiftState:
+    """The state with ``capacity`` slots for Gaussians (see ``gaussians.resize``)."""
     old = state.capacity
     return state.replace(
-        gaussians=grow(state.gaussians, old, capacity),
-        active=jnp.concatenate([state.active, jnp.zeros(capacity - old, bool)]),
-        stats=grow(state.stats, old, capacity),
-        opt_state=grow(state.opt_state, old, capacity),
+        gaussians=resize(state.gaussians, old, capacity),
+        active=resize(state.active, old, capacity),
+        stats=resize(state.stats, old, capacity),
+        opt_state=resize(state.opt_state, old, capacity),
     )
+
+
+def compact_state(state: LiftState) -> LiftState:
+    """Drops the free slots once the set of Gaussians is final (densification over): the active
+    Gaussians move to the front and the capacity shrinks to their count rounded up to 1024, so
+    the rest of the run does not render, differentiate and update empty slots. One re-trace."""
+    active = np.asarray(state.active)
+    ordered = state.replace(**active_first(
+        dict(gaussians=state.gaussians, active=state.active, stats=state.stats, opt_state=state.opt_state), active
+    ))
+    return resize_state(ordered, max(1024, -(-int(active.sum()) // 1024) * 1024))
 
 
 def render(state: LiftState, data: SceneArrays, index, decoder_dim: int, sh_degree, screen_offset=None):
@@ -214,20 +225,22 @@ def view_for_iteration(iteration: int, num_views: int, seed: int) -> int:
 def density_control_due(it: int, recipe: Recipe) -> bool:
     densify = recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0
     reset = recipe.opacity_reset_every and it % recipe.opacity_reset_every == 0 and it < recipe.iterations
-    return bool(densify or reset)
+    compact = it == recipe.densify_until < recipe.iterations
+    return bool(densify or reset or compact)
 
 
 def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key) -> LiftState:
     """The authors' schedule, after iteration ``it``: densify and prune every densify_every
     iterations in (densify_from, densify_until), then reset opacities every opacity_reset_every
-    iterations. Grows the capacity (a re-trace) when free slots run out."""
+    iterations. Grows the capacity (a re-trace) when free slots run out, and drops the free slots
+    at densify_until, when the Gaussians are final."""
     if recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0:
         plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
         needed, free = int(plan.needed), int(plan.free)
         if needed > free:
             active = int(state.active.sum())
             capacity = 1 << max(14, math.ceil(math.log2(1.5 * (active + needed))))
-            state = grow_state(state, capacity)
+            state = resize_state(state, capacity)
             plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
         max_screen = recipe.max_screen_size if it > recipe.size_prune_from else 0.0
         gaussians, active, opt_state, stats = density.densify_and_prune(
@@ -238,6 +251,8 @@ def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key
     if recipe.opacity_reset_every and it % recipe.opacity_reset_every == 0 and it < recipe.iterations:
         gaussians, opt_state = density.reset_opacity(state.gaussians, state.opt_state)
         state = state.replace(gaussians=gaussians, opt_state=opt_state)
+    if it == recipe.densify_until < recipe.iterations:
+        state = compact_state(state)
     return state
 
 
