@@ -216,21 +216,33 @@ def finetune(
     timings = {"host_wait": 0.0, "render_dispatch": 0.0, "step": 0.0}
     losses = []
     wall = time.time()
+    batched = NamedSharding(mesh, PartitionSpec("data"))
+    global_array = lambda parts, shape: jax.make_array_from_single_device_arrays(shape, batched, parts)
+
+    def next_inputs():
+        """The next host batch, its targets rendered and its arrays sent, as global arrays."""
+        t0 = time.time()
+        batch = prefetch.next()
+        t1 = time.time()
+        # One dispatching thread per device: a render waits on its device's stream while
+        # binning, and must not hold up the other devices' work.
+        shards = list(dispatchers.map(lambda k: device_shard(k, batch), range(len(local))))
+        shards_targets, shards_images, shards_weights = (list(parts) for parts in zip(*shards))
+        b = recipe.batch_size
+        inputs = (global_array(shards_images, (b, *model_size, 3)), global_array(shards_targets, (b, *grid, config.embed_dim)),
+                  global_array(shards_weights, (b, *grid)))
+        timings["host_wait"] += t1 - t0
+        timings["render_dispatch"] += time.time() - t1
+        return inputs
+
     try:
+        ahead = next_inputs() if start < total else None
         for step in range(start, total):
-            t0 = time.time()
-            batch = prefetch.next()
-            t1 = time.time()
-            # One dispatching thread per device: a render waits on its device's stream while
-            # binning, and must not hold up the other devices' work.
-            shards = list(dispatchers.map(lambda k: device_shard(k, batch), range(len(local))))
-            shards_targets, shards_images, shards_weights = (list(parts) for parts in zip(*shards))
-            batched = NamedSharding(mesh, PartitionSpec("data"))
-            global_array = lambda parts, shape: jax.make_array_from_single_device_arrays(shape, batched, parts)
-            b = recipe.batch_size
-            target = global_array(shards_targets, (b, *grid, config.embed_dim))
-            images = global_array(shards_images, (b, *model_size, 3))
-            weights = global_array(shards_weights, (b, *grid))
+            images, target, weights = ahead
+            # The next step's renders are queued before this step's model step: the devices
+            # render while the host launches the step, and the binning sync waits on the
+            # previous step rather than leaving the devices idle.
+            ahead = next_inputs() if step + 1 < total else None
             t2 = time.time()
             state, metrics = train_step(state, images, target, weights)
             it = step + 1
@@ -240,8 +252,6 @@ def finetune(
                 log.write(json.dumps(metrics | {"step": it}) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            timings["host_wait"] += t1 - t0
-            timings["render_dispatch"] += t2 - t1
             timings["step"] += time.time() - t2
             bar.update(1)
             if it % checkpoint_every == 0 or it == total:
