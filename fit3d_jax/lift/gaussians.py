@@ -93,7 +93,7 @@ def _per_slot(tree, old: int, fn):
 
 def resize(tree, old: int, capacity: int):
     """``capacity`` slots: more are padded with free slots (zero, quaternions kept valid); fewer
-    keep the first ``capacity`` (``compact`` first puts the active ones there)."""
+    keep the first ``capacity`` (restore templates; ``compact`` keeps the active ones)."""
 
     def fit(x):
         if capacity <= old:
@@ -106,9 +106,11 @@ def resize(tree, old: int, capacity: int):
     return resized
 
 
-def active_first(tree, active: np.ndarray):
-    """Reorders the slots so that the active ones come first, in their order (the rasterizer
-    breaks depth ties by index, so renders do not change)."""
+def compact(tree, active: np.ndarray, capacity: int):
+    """``capacity`` slots holding the active ones first, in their order (the rasterizer breaks
+    depth ties by index, so renders do not change), gathered in one pass."""
     active = np.asarray(active, bool)
-    order = jnp.asarray(np.argsort(~active, kind="stable"))
+    if not int(active.sum()) <= capacity <= len(active):
+        raise ValueError(f"cannot compact {int(active.sum())} active of {len(active)} slots into {capacity}")
+    order = jnp.asarray(np.argsort(~active, kind="stable")[:capacity])
     return _per_slot(tree, len(active), lambda x: x[order])

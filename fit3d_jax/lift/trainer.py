@@ -23,7 +23,7 @@ import optax
 from flax import struct
 
 from fit3d_jax.lift import density
-from fit3d_jax.lift.gaussians import Gaussians, activated, active_first, resize
+from fit3d_jax.lift.gaussians import Gaussians, activated, compact, resize
 from fit3d_jax.lift.losses import cosine_similarity, l1, psnr, ssim
 from fit3d_jax.render import Camera, rasterize
 
@@ -156,10 +156,9 @@ def compact_state(state: LiftState) -> LiftState:
     Gaussians move to the front and the capacity shrinks to their count rounded up to 1024, so
     the rest of the run does not render, differentiate and update empty slots. One re-trace."""
     active = np.asarray(state.active)
-    ordered = state.replace(**active_first(
-        dict(gaussians=state.gaussians, active=state.active, stats=state.stats, opt_state=state.opt_state), active
-    ))
-    return resize_state(ordered, max(1024, -(-int(active.sum()) // 1024) * 1024))
+    capacity = max(1024, -(-int(active.sum()) // 1024) * 1024)
+    per_slot = dict(gaussians=state.gaussians, active=state.active, stats=state.stats, opt_state=state.opt_state)
+    return state.replace(**compact(per_slot, active, min(capacity, len(active))))
 
 
 def render(state: LiftState, data: SceneArrays, index, decoder_dim: int, sh_degree, screen_offset=None):
@@ -233,7 +232,7 @@ def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key
     """The authors' schedule, after iteration ``it``: densify and prune every densify_every
     iterations in (densify_from, densify_until), then reset opacities every opacity_reset_every
     iterations. Grows the capacity (a re-trace) when free slots run out, and drops the free slots
-    at densify_until, when the Gaussians are final."""
+    at densify_until, when the Gaussians are final, if they are a quarter or more of them."""
     if recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0:
         plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
         needed, free = int(plan.needed), int(plan.free)
@@ -251,8 +250,8 @@ def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key
     if recipe.opacity_reset_every and it % recipe.opacity_reset_every == 0 and it < recipe.iterations:
         gaussians, opt_state = density.reset_opacity(state.gaussians, state.opt_state)
         state = state.replace(gaussians=gaussians, opt_state=opt_state)
-    if it == recipe.densify_until < recipe.iterations:
-        state = compact_state(state)
+    if it == recipe.densify_until < recipe.iterations and int(state.active.sum()) <= 0.75 * state.capacity:
+        state = compact_state(state)  # worth its re-trace when it frees a quarter of the slots or more
     return state
 
 
