@@ -1,0 +1,95 @@
+"""Stage II's model step alone (ViT-S/14 at 574x868, bfloat16, 2 views per device) over all
+devices, under XLA flag variants: the median step time and how long the jitted call takes to
+return (host launch time). Each variant runs in its own process (XLA reads its flags once).
+
+    python experiments/profile_finetune_step.py --out results/profile_finetune_step.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VARIANTS = {
+    "default": "",
+    "latency_hiding_scheduler": "--xla_gpu_enable_latency_hiding_scheduler=true",
+    "command_buffer_collectives": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,COLLECTIVES",
+    "no_command_buffer": "--xla_gpu_enable_command_buffer=",
+    # Smaller combined all-reduces, so that the scheduler can overlap them with the backward.
+    "combine_4mb": "--xla_gpu_all_reduce_combine_threshold_bytes=4194304",
+    "lhs_combine_4mb": "--xla_gpu_enable_latency_hiding_scheduler=true --xla_gpu_all_reduce_combine_threshold_bytes=4194304",
+}
+
+
+def child() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from fit3d_jax.finetune import train
+    from fit3d_jax.models.dinov2 import DinoV2, init_params, vit_config
+    from timing import median_ms
+
+    config = vit_config("vits14")
+    params = init_params(config)
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    batch = 2 * jax.device_count()
+    recipe = train.Recipe(batch_size=batch)
+    opt = train.optimizer(recipe)
+    step = train.make_train_step(DinoV2(config, dtype=jnp.bfloat16), opt, mesh, reduce_dtype=jnp.bfloat16)
+    batched = NamedSharding(mesh, PartitionSpec("data"))
+    rng = np.random.default_rng(0)
+    images = jax.device_put(rng.normal(size=(batch, 574, 868, 3)).astype(np.float32), batched)
+    target = jax.device_put(rng.normal(size=(batch, 41, 62, 384)).astype(np.float32), batched)
+    weights = jax.device_put(np.ones((batch, 41, 62), np.float32), batched)
+    holder = [jax.device_put(train.TrainState(jnp.int32(0), params, opt.init(params)), NamedSharding(mesh, PartitionSpec()))]
+
+    def run():
+        holder[0], metrics = step(holder[0], images, target, weights)
+        return metrics
+
+    step_ms = median_ms(run, jax.block_until_ready, warmup=3)
+    launches = []
+    for _ in range(20):  # back to back, synchronised only at the end: how long each call holds the host
+        t0 = time.perf_counter()
+        run()
+        launches.append((time.perf_counter() - t0) * 1e3)
+    jax.block_until_ready(holder[0])
+    return {"devices": jax.device_count(), "step_ms": step_ms, "launch_ms_median": sorted(launches)[10]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child()), flush=True)
+        return
+    results = {}
+    for name in args.variants:
+        env = os.environ | {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + VARIANTS[name]).strip(), "NCCL_DEBUG": "INFO"}
+        proc = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True, cwd=Path(__file__).parent)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]  # NCCL logs to stdout too
+        results[name] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": proc.stderr[-1500:]}
+        results[name]["xla_flags"] = VARIANTS[name]
+        # How NCCL connects the devices (P2P over NVLink, shared host memory, ...), from its log.
+        results[name]["nccl_transport"] = sorted({l.split("NCCL INFO", 1)[-1].strip() for l in (proc.stdout + proc.stderr).splitlines() if " via " in l})[:6]
+        print(name, json.dumps(results[name])[:300], flush=True)
+    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": results}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
