@@ -140,7 +140,7 @@ def main() -> None:
         own = jax.tree.map(jnp.array, params)
         holder = [jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, PartitionSpec()))]
 
-        def model_step():
+        def model_step(step_fn=step_fn, holder=holder):
             holder[0], metrics = step_fn(holder[0], images, target, weights_)  # the step donates its state
             return metrics
 

@@ -32,10 +32,10 @@ def child() -> dict:
     import jax.numpy as jnp
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from timing import median_ms
 
     from fit3d_jax.finetune import train
     from fit3d_jax.models.dinov2 import DinoV2, init_params, vit_config
-    from timing import median_ms
 
     config = vit_config("vits14")
     params = init_params(config)
@@ -77,14 +77,14 @@ def main() -> None:
     results = {}
     for name in args.variants:
         env = os.environ | {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + VARIANTS[name]).strip(), "NCCL_DEBUG": "INFO"}
-        proc = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True, cwd=Path(__file__).parent)
+        proc = subprocess.run([sys.executable, __file__, "--child"], env=env, capture_output=True, text=True, cwd=Path(__file__).parent, check=False)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]  # NCCL logs to stdout too
         results[name] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": proc.stderr[-1500:]}
         results[name]["xla_flags"] = VARIANTS[name]
         # How NCCL connects the devices (P2P over NVLink, shared host memory, ...), from its log.
         results[name]["nccl_transport"] = sorted({l.split("NCCL INFO", 1)[-1].strip() for l in (proc.stdout + proc.stderr).splitlines() if " via " in l})[:6]
         print(name, json.dumps(results[name])[:300], flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    report = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": results}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -157,7 +157,7 @@ def compact_state(state: LiftState) -> LiftState:
     the rest of the run does not render, differentiate and update empty slots. One re-trace."""
     active = np.asarray(state.active)
     capacity = max(1024, -(-int(active.sum()) // 1024) * 1024)
-    per_slot = dict(gaussians=state.gaussians, active=state.active, stats=state.stats, opt_state=state.opt_state)
+    per_slot = {"gaussians": state.gaussians, "active": state.active, "stats": state.stats, "opt_state": state.opt_state}
     return state.replace(**compact(per_slot, active, min(capacity, len(active))))
 
 
