@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -65,6 +66,28 @@ def synthetic_store(work: Path, scenes: int, gaussians: int, views: int, width: 
         decoder = rng.normal(0, 1 / np.sqrt(9 * 64), (3, 3, 64, dim)).astype(np.float32)
         out.append(StoredScene(f"scene_{s}", g.means, g.scales, g.quats, g.opacities, g.features, decoder, tuple(view_list)))
     return out
+
+
+def model_step(config, params, recipe: train.Recipe, model_size, grid, reduce_dtype) -> Callable[[], dict]:
+    """A call that runs stage II's model step once (ViT in bfloat16, the recipe's global batch
+    sharded over all devices) on a fixed random batch and returns its metrics unsynchronised."""
+    mesh = Mesh(np.asarray(jax.devices()), ("data",))
+    opt = train.optimizer(recipe)
+    step_fn = train.make_train_step(DinoV2(config, dtype=jnp.bfloat16), opt, mesh, reduce_dtype=reduce_dtype)
+    batched = NamedSharding(mesh, PartitionSpec("data"))
+    rng = np.random.default_rng(0)
+    b = recipe.batch_size
+    images = jax.device_put(rng.normal(size=(b, *model_size, 3)).astype(np.float32), batched)
+    target = jax.device_put(rng.normal(size=(b, *grid, config.embed_dim)).astype(np.float32), batched)
+    weights = jax.device_put(np.ones((b, *grid), np.float32), batched)
+    own = jax.tree.map(jnp.array, params)  # the step donates its state
+    holder = [jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, PartitionSpec()))]
+
+    def run():
+        holder[0], metrics = step_fn(holder[0], images, target, weights)
+        return metrics
+
+    return run
 
 
 def main() -> None:
@@ -127,24 +150,10 @@ def main() -> None:
 
     # The model step alone (forward, backward, AdamW) on a fixed batch, over all devices, with the
     # gradients summed in either dtype.
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    opt = train.optimizer(recipe)
-    batched = NamedSharding(mesh, PartitionSpec("data"))
-    rng = np.random.default_rng(0)
-    images = jax.device_put(rng.normal(size=(batch, *model_size, 3)).astype(np.float32), batched)
-    target = jax.device_put(rng.normal(size=(batch, *grid, config.embed_dim)).astype(np.float32), batched)
-    weights_ = jax.device_put(np.ones((batch, *grid), np.float32), batched)
-    model_step_ms = {}
-    for name in ("bfloat16", "float32"):
-        step_fn = train.make_train_step(DinoV2(config, dtype=jnp.bfloat16), opt, mesh, reduce_dtype=jnp.dtype(name))
-        own = jax.tree.map(jnp.array, params)
-        holder = [jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, PartitionSpec()))]
-
-        def model_step(step_fn=step_fn, holder=holder):
-            holder[0], metrics = step_fn(holder[0], images, target, weights_)  # the step donates its state
-            return metrics
-
-        model_step_ms[name] = median_ms(model_step, jax.block_until_ready)
+    model_step_ms = {
+        name: median_ms(model_step(config, params, recipe, model_size, grid, jnp.dtype(name)), jax.block_until_ready)
+        for name in ("bfloat16", "float32")
+    }
 
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -30,38 +30,22 @@ VARIANTS = {
 def child() -> dict:
     import jax
     import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from bench_finetune import model_step
     from timing import median_ms
 
     from fit3d_jax.finetune import train
-    from fit3d_jax.models.dinov2 import DinoV2, init_params, vit_config
+    from fit3d_jax.models.dinov2 import init_params, vit_config
 
     config = vit_config("vits14")
-    params = init_params(config)
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    batch = 2 * jax.device_count()
-    recipe = train.Recipe(batch_size=batch)
-    opt = train.optimizer(recipe)
-    step = train.make_train_step(DinoV2(config, dtype=jnp.bfloat16), opt, mesh, reduce_dtype=jnp.bfloat16)
-    batched = NamedSharding(mesh, PartitionSpec("data"))
-    rng = np.random.default_rng(0)
-    images = jax.device_put(rng.normal(size=(batch, 574, 868, 3)).astype(np.float32), batched)
-    target = jax.device_put(rng.normal(size=(batch, 41, 62, 384)).astype(np.float32), batched)
-    weights = jax.device_put(np.ones((batch, 41, 62), np.float32), batched)
-    holder = [jax.device_put(train.TrainState(jnp.int32(0), params, opt.init(params)), NamedSharding(mesh, PartitionSpec()))]
-
-    def run():
-        holder[0], metrics = step(holder[0], images, target, weights)
-        return metrics
-
+    recipe = train.Recipe(batch_size=2 * jax.device_count())
+    run = model_step(config, init_params(config), recipe, (574, 868), (41, 62), jnp.bfloat16)
     step_ms = median_ms(run, jax.block_until_ready, warmup=3)
     launches = []
     for _ in range(20):  # back to back, synchronised only at the end: how long each call holds the host
         t0 = time.perf_counter()
-        run()
+        metrics = run()
         launches.append((time.perf_counter() - t0) * 1e3)
-    jax.block_until_ready(holder[0])
+    jax.block_until_ready(metrics)
     return {"devices": jax.device_count(), "step_ms": step_ms, "launch_ms_median": sorted(launches)[10]}
 
 

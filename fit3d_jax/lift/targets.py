@@ -41,9 +41,10 @@ def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32
     out = []
     try:
         for start in range(0, len(views), BATCH):
-            batch = np.stack([images.next() for _ in range(min(BATCH, len(views) - start))])
-            padded = np.concatenate([batch, np.repeat(batch[-1:], BATCH - len(batch), axis=0)])
-            out.append(extract(weights.params, padded)[: len(batch)])  # stays on the device: no sync per batch
+            count = min(BATCH, len(views) - start)
+            batch = [images.next() for _ in range(count)]
+            batch += batch[-1:] * (BATCH - count)  # the last batch repeats its last image
+            out.append(extract(weights.params, np.stack(batch))[:count])  # stays on the device: no sync per batch
     finally:
         images.close()
     return np.concatenate([np.asarray(tokens) for tokens in out])
