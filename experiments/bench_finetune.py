@@ -77,7 +77,7 @@ def model_step(config, params, recipe: train.Recipe, model_size, grid, reduce_dt
     batched = NamedSharding(mesh, PartitionSpec("data"))
     rng = np.random.default_rng(0)
     b = recipe.batch_size
-    images = jax.device_put(rng.normal(size=(b, *model_size, 3)).astype(np.float32), batched)
+    images = jax.device_put(rng.integers(0, 256, size=(b, *model_size, 3), dtype=np.uint8), batched)
     target = jax.device_put(rng.normal(size=(b, *grid, config.embed_dim)).astype(np.float32), batched)
     weights = jax.device_put(np.ones((b, *grid), np.float32), batched)
     own = jax.tree.map(jnp.array, params)  # the step donates its state
@@ -173,7 +173,7 @@ def main() -> None:
             "model_step_ms_per_view": model_step_ms[args.grad_reduce_dtype] / batch,
             "model_step_ms_per_batch_by_reduce_dtype": model_step_ms,
             "host_prepare_ms_per_view_one_thread": host_ms_per_view,
-            "note": "each part alone: render on device 0; the model step (global batch, all devices) on a fixed batch; host preparation in one thread (the loop uses 8)",
+            "note": "each part alone: render on device 0; the model step (global batch, all devices) on a fixed batch; host preparation in one thread (the loop uses min(32, CPU count) threads)",
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,25 @@ def test_sampler_covers_every_view_once_per_epoch():
     assert seen != [(s.scene, s.view) for step in range(3, 6) for s in sampler.batch(step)]
 
 
+def test_batches_carry_uint8_images_flipped_as_sampled(lifted):
+    """The host sends uint8 (the step normalises on the device); a flipped sample's image is the
+    mirrored resize of its photograph."""
+    import cv2
+
+    from fit3d_jax.images import load_image
+
+    scenes = store.load_store(lifted)
+    _, model_size, grid = data.image_size(scenes, CONFIG.patch_size)
+    make = data.BatchMaker(scenes, data.Sampler(scenes, 2, seed=0, flip_probability=1.0), model_size, grid, workers=2)
+    batch = make(0)
+    make.close()
+    assert batch.images.dtype == np.uint8 and batch.images.shape == (2, *model_size, 3)
+    for image, sample in zip(batch.images, batch.samples):
+        assert sample.flip
+        photo = load_image(scenes[sample.scene].views[sample.view].image)
+        np.testing.assert_array_equal(image, cv2.resize(photo, model_size[::-1], interpolation=cv2.INTER_AREA)[:, ::-1])
+
+
 def store_like(views):
     fake_view = store.StoredView(Path("x.png"), None, 8, 8, (1, 1, 1, 1), np.eye(4))
     return [store.StoredScene(f"s{i}", *(np.zeros(1) for _ in range(6)), views=(fake_view,) * n) for i, n in enumerate(views)]
@@ -167,7 +186,7 @@ def test_finetune_job_from_the_command_line(lifted, vit, tmp_path):
 
 MESH_STEP = """
 import sys
-import jax, jax.numpy as jnp, numpy as np
+import jax, jax.flatten_util, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from fit3d_jax.finetune import train
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
@@ -175,7 +194,7 @@ from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 config = ViTConfig(embed_dim=64, depth=2, num_heads=1)
 params = init_params(config, seed=1)
 rng = np.random.default_rng(0)
-images = rng.normal(size=(4, 28, 42, 3)).astype(np.float32)
+images = rng.integers(0, 256, size=(4, 28, 42, 3), dtype=np.uint8)
 target = rng.normal(size=(4, 2, 3, 64)).astype(np.float32)
 weights = rng.uniform(size=(4, 2, 3)).astype(np.float32)  # unequal per device: the global divisor matters
 recipe = train.Recipe(learning_rate=1e-3)
@@ -188,7 +207,8 @@ for devices, reduce in ((1, "float32"), (2, "float32"), (2, "bfloat16")):
     state = jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, P()))
     batch = [jax.device_put(x, NamedSharding(mesh, P("data"))) for x in (images, target, weights)]
     state, metrics = step(state, *batch)
-    out[f"{devices}_{reduce}"] = dict(metrics, **{"/".join(map(str, k)): v for k, v in jax.tree_util.tree_leaves_with_path(state.opt_state[1][0].mu)})
+    mu = jax.flatten_util.ravel_pytree(params)[1](state.opt_state[1][0].mu)  # the optimiser's flat vector, per tensor
+    out[f"{devices}_{reduce}"] = dict(metrics, **{"/".join(map(str, k)): v for k, v in jax.tree_util.tree_leaves_with_path(mu)})
 np.savez(sys.argv[1], **{f"{run}|{k}": np.asarray(v) for run, d in out.items() for k, v in d.items()})
 """
 

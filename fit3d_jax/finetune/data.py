@@ -1,6 +1,7 @@
 """Stage II samples: random training views uniformly over all views of all scenes, prepared on
-the host (image read, resized to a multiple of 14, normalised; mask reduced to token weights;
-random horizontal flip) by worker threads one batch ahead of the training step.
+the host (image read and resized to a multiple of 14, mask reduced to token weights, random
+horizontal flip) by worker threads ahead of the training step. Images stay uint8: the step
+normalises them on the device (a quarter of the host work and of the transfer).
 
 The order is a function of (seed, step): a permutation of all views per epoch, so a resumed run
 draws exactly the batches the uninterrupted one would have.
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
 
 import cv2
 import numpy as np
 
 from fit3d_jax.finetune.store import StoredScene
-from fit3d_jax.images import load_image, normalize, patch_multiple_size
+from fit3d_jax.images import load_image, patch_multiple_size
 from fit3d_jax.scenes import SceneError
 
 
@@ -30,7 +32,7 @@ class Sample:
 class HostBatch:
     step: int  # 0-based index of the training step this batch is for
     samples: list[Sample]
-    images: np.ndarray  # (B, h14, w14, 3) float32, normalised, flipped where the sample says
+    images: np.ndarray  # (B, h14, w14, 3) uint8 RGB, flipped where the sample says
     token_weights: np.ndarray  # (B, h, w) float32: fraction of unmasked pixels under each token
 
 
@@ -76,16 +78,17 @@ def prepare(scenes: list[StoredScene], sample: Sample, model_size: tuple[int, in
         weights = np.ones(grid, np.float32)
     if sample.flip:
         image, weights = image[:, ::-1], weights[:, ::-1]
-    return normalize(np.ascontiguousarray(image)), np.ascontiguousarray(weights)
+    return np.ascontiguousarray(image), np.ascontiguousarray(weights)
 
 
 class BatchMaker:
     """``make(step)`` -> the HostBatch of that step, its samples prepared by worker threads (for
     ``fit3d_jax.prefetch.Prefetcher``)."""
 
-    def __init__(self, scenes, sampler: Sampler, model_size, grid, *, workers: int = 8):
+    def __init__(self, scenes, sampler: Sampler, model_size, grid, *, workers: int | None = None):
         self.scenes, self.sampler, self.model_size, self.grid = scenes, sampler, model_size, grid
-        self.pool = concurrent.futures.ThreadPoolExecutor(workers)  # cv2 releases the GIL
+        # cv2 releases the GIL, so decoding scales with cores; several GPUs need them all.
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers or min(32, os.cpu_count() or 8))
 
     def __call__(self, step: int) -> HostBatch:
         samples = self.sampler.batch(step)
