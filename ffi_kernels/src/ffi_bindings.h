@@ -73,6 +73,19 @@ auto rasterize_backward(B b) {
 
 inline int64_t rows(const F32& b) { return b.dimensions().size() ? b.dimensions()[0] : 0; }
 
+// The Gaussian operands of both project bindings (the first five) as kernel inputs.
+inline GaussianInputs gaussian_inputs(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh) {
+  GaussianInputs in;
+  in.num_gaussians = rows(means);
+  in.sh_coeffs = int(sh.dimensions()[1]);
+  in.means = means.typed_data();
+  in.scales = scales.typed_data();
+  in.quats = quats.typed_data();
+  in.opacities = opacities.typed_data();
+  in.sh = sh.typed_data();
+  return in;
+}
+
 // The rasterizer operands (the first seven of both rasterize bindings) as kernel inputs.
 inline RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
                                   F32 features, F32 extents, int32_t width, int32_t height) {

@@ -13,18 +13,10 @@ using namespace bind;  // NOLINT: F32, S32, F32Out, S32Out, ffi
 
 cpu::ProjectArgs project_args(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh,
                               S32 sh_degree, F32 camera, int32_t width, int32_t height) {
-  cpu::ProjectArgs a;
-  a.num_gaussians = rows(means);
-  a.sh_coeffs = int(sh.dimensions()[1]);
-  const int max_degree = int(std::lround(std::sqrt(double(a.sh_coeffs)))) - 1;
-  a.sh_degree = std::clamp(int(sh_degree.typed_data()[0]), 0, max_degree);
-  a.camera = Camera::from_params(camera.typed_data(), width, height);
-  a.means = means.typed_data();
-  a.scales = scales.typed_data();
-  a.quats = quats.typed_data();
-  a.opacities = opacities.typed_data();
-  a.sh = sh.typed_data();
-  return a;
+  const GaussianInputs gaussians = gaussian_inputs(means, scales, quats, opacities, sh);
+  const int max_degree = int(std::lround(std::sqrt(double(gaussians.sh_coeffs)))) - 1;
+  return {gaussians, std::clamp(int(sh_degree.typed_data()[0]), 0, max_degree),
+          Camera::from_params(camera.typed_data(), width, height)};
 }
 
 ffi::Error ProjectForward(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh, S32 sh_degree,

@@ -16,19 +16,8 @@ ffi::Error status(const std::string& err) {
 
 cuda::ProjectArgs project_args(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh,
                                S32 sh_degree, F32 camera, int32_t width, int32_t height) {
-  cuda::ProjectArgs a;
-  a.num_gaussians = rows(means);
-  a.sh_coeffs = int(sh.dimensions()[1]);
-  a.sh_degree = sh_degree.typed_data();
-  a.camera = camera.typed_data();
-  a.width = width;
-  a.height = height;
-  a.means = means.typed_data();
-  a.scales = scales.typed_data();
-  a.quats = quats.typed_data();
-  a.opacities = opacities.typed_data();
-  a.sh = sh.typed_data();
-  return a;
+  return {gaussian_inputs(means, scales, quats, opacities, sh), sh_degree.typed_data(),
+          camera.typed_data(), width, height};
 }
 
 ffi::Error ProjectForward(cudaStream_t stream, F32 means, F32 scales, F32 quats, F32 opacities,

@@ -6,6 +6,17 @@
 
 namespace fit3d {
 
+// The Gaussians' parameters: what the projection stage reads in both builds.
+struct GaussianInputs {
+  int64_t num_gaussians;
+  int sh_coeffs;           // K
+  const float* means;      // (N, 3)
+  const float* scales;     // (N, 3)
+  const float* quats;      // (N, 4) w x y z, any norm
+  const float* opacities;  // (N,)
+  const float* sh;         // (N, K, 3)
+};
+
 struct RasterInputs {
   int64_t num_gaussians;
   int channels;  // feature channels C

@@ -11,16 +11,9 @@
 
 namespace fit3d::cpu {
 
-struct ProjectArgs {
-  int64_t num_gaussians;
-  int sh_coeffs;   // K
-  int sh_degree;   // active degree, already clamped to what K allows
+struct ProjectArgs : GaussianInputs {
+  int sh_degree;  // active degree, already clamped to what K allows
   Camera camera;
-  const float* means;      // (N, 3)
-  const float* scales;     // (N, 3)
-  const float* quats;      // (N, 4) w x y z, any norm
-  const float* opacities;  // (N,)
-  const float* sh;         // (N, K, 3)
 };
 
 struct ProjectOutputs {

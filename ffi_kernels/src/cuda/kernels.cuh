@@ -14,17 +14,10 @@ namespace fit3d::cuda {
 // A CUDA error turned into a message (empty when fine), checked after every launch.
 std::string last_error(const char* where);
 
-struct ProjectArgs {
-  int64_t num_gaussians;
-  int sh_coeffs;
+struct ProjectArgs : GaussianInputs {
   const int32_t* sh_degree;  // device scalar
   const float* camera;       // device, kCameraParams floats
   int width, height;
-  const float* means;
-  const float* scales;
-  const float* quats;
-  const float* opacities;
-  const float* sh;
 };
 
 void project_forward(cudaStream_t stream, const ProjectArgs& a, float* means2d, float* conics,
