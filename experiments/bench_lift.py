@@ -99,7 +99,8 @@ def main() -> None:
     metrics = fit_scene(scene, weights, recipe, args.work / "out", checkpoint_every=10_000, log_every=1000, progress=False)
 
     # Per-iteration breakdown on the final state, restored from the last checkpoint.
-    from fit3d_jax.lift.fit import Checkpoints, initial_capacity, scene_arrays
+    from fit3d_jax.checkpointing import Checkpoints
+    from fit3d_jax.lift.fit import initial_capacity, restore_latest, scene_arrays
     from fit3d_jax.lift import targets as target_cache
     from fit3d_jax.lift.gaussians import init_from_points
 
@@ -108,7 +109,9 @@ def main() -> None:
     extent = trainer.scene_extent([v.camera_center for v in scene.train])
     g, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
     fresh = trainer.init_state(g, active, recipe, extent, all_targets.shape[-1], jax.random.key(0))
-    state = Checkpoints(args.work / "out" / scene.name / "checkpoints").restore_latest(fresh)
+    checkpoints = Checkpoints(args.work / "out" / scene.name / "checkpoints")
+    state = restore_latest(checkpoints, fresh)
+    checkpoints.close()
     breakdown = step_breakdown(state, data, recipe, extent, all_targets.shape[-1])
     # The loop's own mean: fitting time less density control, per iteration (includes the step's
     # compilations, one per capacity, and the Orbax checkpoints).

@@ -26,6 +26,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from fit3d_jax.checkpointing import Checkpoints
 from fit3d_jax.finetune import data, targets
 from fit3d_jax.finetune.store import StoredScene
 from fit3d_jax.images import normalize
@@ -128,36 +129,25 @@ def make_train_step(model: DinoV2, opt: optax.GradientTransformation, mesh: Mesh
     )
 
 
-class Checkpoints:
-    """CheckpointManager steps with items ``params`` and ``model_config`` (what
-    ``fit3d_jax.weights.load_params`` and the convert_torch job read) plus the optimiser state."""
+def save_checkpoint(checkpoints: Checkpoints, state: TrainState, config: ViTConfig) -> None:
+    """Items ``params`` and ``model_config`` (what ``fit3d_jax.weights.load_params`` and the
+    convert_torch job read) plus the optimiser state."""
+    checkpoints.save(int(state.step), **{
+        PARAMS_ITEM: ocp.args.StandardSave(state.params),
+        CONFIG_ITEM: ocp.args.JsonSave(config.to_dict()),
+        "opt_state": ocp.args.StandardSave(state.opt_state),
+    })
 
-    def __init__(self, directory: Path, keep: int = 2):
-        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
-    def save(self, state: TrainState, config: ViTConfig) -> None:
-        self.manager.save(
-            int(state.step),
-            args=ocp.args.Composite(**{
-                PARAMS_ITEM: ocp.args.StandardSave(state.params),
-                CONFIG_ITEM: ocp.args.JsonSave(config.to_dict()),
-                "opt_state": ocp.args.StandardSave(state.opt_state),
-            }),
-        )
-
-    def restore_latest(self, template: TrainState) -> TrainState | None:
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        restored = self.manager.restore(step, args=ocp.args.Composite(**{
-            PARAMS_ITEM: ocp.args.StandardRestore(template.params),
-            "opt_state": ocp.args.StandardRestore(template.opt_state),
-        }))
-        return TrainState(jnp.int32(step), restored[PARAMS_ITEM], restored["opt_state"])
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+def restore_latest(checkpoints: Checkpoints, template: TrainState) -> TrainState | None:
+    step = checkpoints.latest_step()
+    if step is None:
+        return None
+    restored = checkpoints.restore(step, **{
+        PARAMS_ITEM: ocp.args.StandardRestore(template.params),
+        "opt_state": ocp.args.StandardRestore(template.opt_state),
+    })
+    return TrainState(jnp.int32(step), restored[PARAMS_ITEM], restored["opt_state"])
 
 
 def finetune(
@@ -198,7 +188,7 @@ def finetune(
     params = jax.tree.map(jnp.array, params)  # own copies: the step donates its state, never the caller's arrays
     state = jax.device_put(TrainState(jnp.int32(0), params, opt.init(params)), replicated)
     checkpoints = Checkpoints(Path(output_dir) / "checkpoints")
-    resumed = checkpoints.restore_latest(state)
+    resumed = restore_latest(checkpoints, state)
     if resumed is not None:
         state = jax.device_put(resumed, replicated)
         print(f"finetune: resuming from step {int(state.step)}")
@@ -274,7 +264,7 @@ def finetune(
             timings["step"] += time.time() - t2
             bar.update(1)
             if it % checkpoint_every == 0 or it == total:
-                checkpoints.save(state, config)
+                save_checkpoint(checkpoints, state, config)
     finally:
         prefetch.close()
         make_batch.close()

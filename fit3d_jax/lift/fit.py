@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
+from fit3d_jax.checkpointing import Checkpoints
 from fit3d_jax.lift import export, targets, trainer
 from fit3d_jax.lift.gaussians import init_from_points
 from fit3d_jax.scenes import SceneData, SceneError, View, read_image, read_mask
@@ -53,33 +54,15 @@ def initial_capacity(num_points: int) -> int:
     return 1 << max(14, int(np.ceil(np.log2(2 * num_points))))
 
 
-class Checkpoints:
-    """Orbax checkpoints of the whole LiftState; the capacity goes alongside as JSON so that a
-    restore can build a template of the right size."""
-
-    def __init__(self, directory: Path, keep: int = 2):
-        self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        )
-
-    def save(self, state: trainer.LiftState) -> None:
-        meta = {"capacity": state.capacity, "iteration": int(state.iteration)}
-        self.manager.save(
-            int(state.iteration), args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        )
-
-    def restore_latest(self, fresh: trainer.LiftState) -> trainer.LiftState | None:
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        template = trainer.resize_state(fresh, meta["capacity"])  # shapes only: growth and compaction change them
-        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template)))
-        return restored["state"]
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+def restore_latest(checkpoints: Checkpoints, fresh: trainer.LiftState) -> trainer.LiftState | None:
+    """The newest saved LiftState. Its capacity is saved beside it (item ``meta``): growth and
+    compaction change the buffers' shapes, and the restore template must have the saved ones."""
+    step = checkpoints.latest_step()
+    if step is None:
+        return None
+    meta = checkpoints.restore(step, meta=ocp.args.JsonRestore())["meta"]
+    template = trainer.resize_state(fresh, meta["capacity"])
+    return checkpoints.restore(step, state=ocp.args.StandardRestore(template))["state"]
 
 
 def peak_memory() -> dict:
@@ -117,7 +100,7 @@ def fit_scene(
     gaussians, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
     state = trainer.init_state(gaussians, active, recipe, extent, all_targets.shape[-1], key)
     checkpoints = Checkpoints(out / "checkpoints")
-    resumed = checkpoints.restore_latest(state)
+    resumed = restore_latest(checkpoints, state)
     if resumed is not None:
         state = resumed
         print(f"{scene.name}: resuming from iteration {int(state.iteration)}")
@@ -143,7 +126,8 @@ def fit_scene(
                 log.flush()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", feat=f"{record['feature_l1']:.4f}", n=record["gaussians"])
             if it % checkpoint_every == 0 or it == recipe.iterations:
-                checkpoints.save(state)
+                meta = {"capacity": state.capacity, "iteration": it}
+                checkpoints.save(it, state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     finally:
         bar.close()
         log.close()

@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from fit3d_jax import viz
+from fit3d_jax.checkpointing import Checkpoints
 from fit3d_jax.images import normalize
 from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.probe import augment, inference
@@ -193,25 +194,6 @@ def make_train_step(task, backbones: Backbones | None, placement: Placement, opt
                    donate_argnums=0)
 
 
-class Checkpoints:
-    def __init__(self, directory: Path, keep: int = 2):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self.manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
-
-    def save(self, state: TrainState) -> None:
-        self.manager.save(int(state.step), args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
-
-    def restore_latest(self, template: TrainState) -> TrainState | None:
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template)))["state"]
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
 def _global(local: np.ndarray, mesh: Mesh, global_batch: int) -> jax.Array:
     sharding = NamedSharding(mesh, PartitionSpec("data"))
     return jax.make_array_from_process_local_data(sharding, local, (global_batch, *local.shape[1:]))
@@ -240,9 +222,8 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
     params = variables["params"]
     state = TrainState(jnp.int32(0), params, variables.get("batch_stats", {}), opt.init(params))
     checkpoints = Checkpoints(output_dir / "checkpoints")
-    resumed = checkpoints.restore_latest(state)
-    if resumed is not None:
-        state = resumed
+    if (saved := checkpoints.latest_step()) is not None:
+        state = checkpoints.restore(saved, state=ocp.args.StandardRestore(state))["state"]
         print(f"probe: resuming from step {int(state.step)}")
     state = jax.device_put(state, replicated)
     # Cached mode never runs the backbones in the step: do not hand it their parameters.
@@ -273,7 +254,7 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             bar.update(1)
             if it % checkpoint_every == 0 or it == s.iterations:
-                checkpoints.save(state)
+                checkpoints.save(it, state=ocp.args.StandardSave(state))
     finally:
         prefetch.close()
         batches.close()
