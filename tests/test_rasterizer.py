@@ -50,7 +50,12 @@ def assert_outputs_match(out, ref, tol=1e-5, what=""):
             a, b = a * ref.alpha, b * ref.alpha
         err = rel_err(a, b)
         assert err < tol, f"{what}{name}: relative error {err:.2e}"
-    np.testing.assert_array_equal(out.radii, ref.radii)
+    # radius = ceil(3 sqrt(lambda_max)). Past ~4k px, float32 rounding moves 3 sqrt(lambda) by
+    # ~1e-3 px between implementations, enough to cross an integer now and then (seen: 41675 vs
+    # 41676 for a 1e3-scale Gaussian); below that the radii must agree exactly.
+    radii, ref_radii = np.asarray(out.radii), np.asarray(ref.radii)
+    allowed = np.where(ref_radii >= 4096, 1, 0)
+    assert np.all(np.abs(radii - ref_radii) <= allowed), f"{what}radii: {radii} vs {ref_radii}"
     np.testing.assert_array_equal(out.visible, ref.visible)
 
 
