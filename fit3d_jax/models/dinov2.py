@@ -131,6 +131,10 @@ class ViTOutput:
 
 
 class PatchEmbed(nn.Module):
+    """The official stride-p p x p convolution, computed as one matmul over the flattened patches
+    (a reshape and a transpose; the GPU runs it faster than cuDNN's convolution). Its parameters
+    are the convolution's: kernel (p, p, C, D) and bias (D,)."""
+
     embed_dim: int
     patch_size: int
     dtype: Any
@@ -138,8 +142,10 @@ class PatchEmbed(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         p = self.patch_size
-        x = nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="proj")(images)
-        return x.reshape(x.shape[0], -1, self.embed_dim)
+        batch, height, width, channels = images.shape
+        patches = images.reshape(batch, height // p, p, width // p, p, channels).transpose(0, 1, 3, 2, 4, 5)
+        x = nn.DenseGeneral(self.embed_dim, axis=(-3, -2, -1), dtype=self.dtype, name="proj")(patches)
+        return x.reshape(batch, -1, self.embed_dim)
 
 
 # Above this many bytes of attention scores per call, the XLA path computes attention in query
@@ -160,9 +166,7 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     return jnp.moveaxis(out, 0, 1).reshape(batch, chunks * chunk, *q.shape[2:])[:, :tokens]
 
 
-def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-    """cuDNN flash attention on (B, T, N, H) inputs. Its backward needs sequence lengths that are
-    multiples of 64, so tokens are padded and the padding masked out through sequence lengths."""
+def _cudnn_padded(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     batch, tokens = q.shape[:2]
     padded = -(-tokens // 64) * 64
     if padded == tokens:
@@ -173,6 +177,21 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         pad(q), pad(k), pad(v), query_seq_lengths=lengths, key_value_seq_lengths=lengths, implementation="cudnn"
     )
     return out[:, :tokens]
+
+
+@jax.custom_vjp
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """cuDNN flash attention on (B, T, N, H) inputs. Its forward takes any length, its backward
+    only multiples of 64: under differentiation the tokens are padded and the padding masked out
+    through sequence lengths, while a plain call (inference) skips the padding and its copies."""
+    return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+
+
+def _cudnn_attention_fwd(q, k, v):
+    return jax.vjp(_cudnn_padded, q, k, v)  # (output, the padded call's vjp as residual)
+
+
+cudnn_attention.defvjp(_cudnn_attention_fwd, lambda vjp, g: vjp(g))
 
 
 class Attention(nn.Module):
