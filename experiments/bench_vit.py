@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fp32-precision", default="float32", help="jax_default_matmul_precision for JAX float32")
     parser.add_argument("--attention", default=None, choices=["cudnn", "xla"], help="JAX attention (default: auto)")
     parser.add_argument("--remat", action="store_true", help="JAX: recompute blocks in the backward pass")
+    parser.add_argument("--no-attention", action="store_true",
+                        help="both models: attention returns its values v (what everything but attention costs)")
     return parser.parse_args()
 
 
@@ -124,11 +126,23 @@ def relative_error(got: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(got - reference).max() / np.abs(reference).max())
 
 
+def drop_attention() -> None:
+    """Softmax attention -> its values, in both models (for the split of time, not for outputs)."""
+    from fit3d_jax.models import dinov2
+
+    dinov2.xla_attention = dinov2.cudnn_attention = lambda q, k, v: v
+    torch.nn.functional.scaled_dot_product_attention = lambda q, k, v, **_: v  # timm calls F.<this>
+
+
 def main() -> None:
     args = parse_args()
+    if args.no_attention:
+        drop_attention()
     torch.backends.cuda.matmul.allow_tf32 = False  # timm float32 = true fp32, like JAX's default
     torch.backends.cudnn.allow_tf32 = False
     model = timm_model().train()  # no dropout / drop-path in these models; train() only matters for autograd
+    if args.no_attention and not all(block.attn.fused_attn for block in model.blocks):
+        raise SystemExit("--no-attention: timm is not calling F.scaled_dot_product_attention here")
     with tempfile.TemporaryDirectory() as tmp:  # timm's random weights, through our importer
         path = Path(tmp) / "timm.safetensors"
         from safetensors.torch import save_file
