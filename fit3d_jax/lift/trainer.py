@@ -221,11 +221,16 @@ def view_for_iteration(iteration: int, num_views: int, seed: int) -> int:
     return int(np.random.default_rng([seed, epoch]).permutation(num_views)[position])
 
 
-def density_control_due(it: int, recipe: Recipe) -> bool:
+def _density_schedule(it: int, recipe: Recipe) -> tuple[bool, bool, bool]:
+    """What follows iteration ``it``: (densify and prune, opacity reset, compaction)."""
     densify = recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0
-    reset = recipe.opacity_reset_every and it % recipe.opacity_reset_every == 0 and it < recipe.iterations
-    compact = it == recipe.densify_until < recipe.iterations
-    return bool(densify or reset or compact)
+    reset = bool(recipe.opacity_reset_every) and it % recipe.opacity_reset_every == 0 and it < recipe.iterations
+    compaction = it == recipe.densify_until < recipe.iterations
+    return densify, reset, compaction
+
+
+def density_control_due(it: int, recipe: Recipe) -> bool:
+    return any(_density_schedule(it, recipe))
 
 
 def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key) -> LiftState:
@@ -233,7 +238,8 @@ def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key
     iterations in (densify_from, densify_until), then reset opacities every opacity_reset_every
     iterations. Grows the capacity (a re-trace) when free slots run out, and drops the free slots
     at densify_until, when the Gaussians are final, if they are a quarter or more of them."""
-    if recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0:
+    densify, reset, compaction = _density_schedule(it, recipe)
+    if densify:
         plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
         needed, free = int(plan.needed), int(plan.free)
         if needed > free:
@@ -247,10 +253,10 @@ def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key
             jax.random.fold_in(key, it), recipe.min_opacity, extent, max_screen,
         )
         state = state.replace(gaussians=gaussians, active=active, opt_state=opt_state, stats=stats)
-    if recipe.opacity_reset_every and it % recipe.opacity_reset_every == 0 and it < recipe.iterations:
+    if reset:
         gaussians, opt_state = density.reset_opacity(state.gaussians, state.opt_state)
         state = state.replace(gaussians=gaussians, opt_state=opt_state)
-    if it == recipe.densify_until < recipe.iterations and int(state.active.sum()) <= 0.75 * state.capacity:
+    if compaction and int(state.active.sum()) <= 0.75 * state.capacity:
         state = compact_state(state)  # worth its re-trace when it frees a quarter of the slots or more
     return state
 
