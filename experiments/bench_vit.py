@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--fp32-precision", default="float32", help="jax_default_matmul_precision for JAX float32")
-    parser.add_argument("--attention", default=None, choices=["cudnn", "xla"], help="JAX attention (default: auto)")
+    parser.add_argument("--attention", default=None, choices=["cudnn", "fused", "xla"], help="JAX attention (default: auto)")
     parser.add_argument("--remat", action="store_true", help="JAX: recompute blocks in the backward pass")
     parser.add_argument("--no-attention", action="store_true",
                         help="both models: attention returns its values v (what everything but attention costs)")

@@ -1,4 +1,5 @@
-"""Finding, checking, registering and building the rasterizer's FFI kernel libraries.
+"""Finding, checking, registering, calling and building the FFI kernel libraries (the
+rasterizer's stages and the fused attention).
 
 ``pip install`` compiles ``libfit3d_ffi_cpu.so`` into ``fit3d_jax/_lib``. The CUDA library is
 built on the GPU machine, against that machine's own jaxlib, with::
@@ -28,7 +29,10 @@ import jax
 import jaxlib
 
 PLATFORMS = {"cpu": "cpu", "cuda": "CUDA"}  # library suffix -> XLA platform name
-TARGETS = ("project_forward", "project_backward", "rasterize_forward", "rasterize_backward")
+TARGETS = (
+    "project_forward", "project_backward", "rasterize_forward", "rasterize_backward",
+    "attention_forward", "attention_backward",
+)
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "ffi_kernels"
 
 
@@ -121,6 +125,13 @@ def load_all() -> set[str]:
     except RuntimeError:
         pass
     return {s for s in suffixes if available(s)}
+
+
+def call(name: str, out_shapes, *args, **attrs):
+    """Calls custom call ``fit3d_<name>`` (registering the libraries on first use); under vmap
+    the calls run one after another."""
+    load_all()
+    return jax.ffi.ffi_call(f"fit3d_{name}", out_shapes, vmap_method="sequential")(*args, **attrs)
 
 
 def build(cuda: bool, out_dir: Path, cuda_arch: str = "90", jobs: int | None = None) -> Path:

@@ -196,3 +196,19 @@ def test_chunked_xla_attention_matches_full(monkeypatch):
     full = jax.nn.dot_product_attention(q, k, v, implementation="xla")
     monkeypatch.setattr(dinov2, "ATTENTION_SCORES_BUDGET", 2 * 3 * 300 * 4 * 70)  # 70-query chunks
     np.testing.assert_allclose(dinov2.xla_attention(q, k, v), full, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_attention_gives_the_same_outputs_and_gradients(tiny):
+    """The model with the fused FFI attention (its CPU build here) against XLA attention."""
+    config, params = tiny
+    x = images((56, 70))
+
+    def loss(p, attention):
+        return jnp.mean(DinoV2(config, attention=attention).apply({"params": p}, x).patch_tokens ** 2)
+
+    grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    (v0, g0), (v1, g1) = grad_fn(params, "xla"), grad_fn(params, "fused")
+    np.testing.assert_allclose(v1, v0, rtol=1e-6)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g1), jax.tree.leaves(g0)):
+        # <=: the unused mask token's gradient must stay exactly zero
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), jax.tree_util.keystr(path)

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "fit3d/attention.h"
 #include "fit3d/raster_args.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -71,6 +72,23 @@ auto rasterize_backward(B b) {
       .template Attr<bool>("feature_geometry");
 }
 
+// q, k, v (B,T,N,H) -> out (B,T,N,H), lse (B,N,T)
+template <typename B>
+auto attention_forward(B b) {
+  return std::move(b).template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Ret<F32>().template Ret<F32>()
+      .template Attr<float>("scale");
+}
+
+// q, k, v, d_out (B,T,N,H), lse, delta (B,N,T) -> dq, dk, dv (B,T,N,H)
+template <typename B>
+auto attention_backward(B b) {
+  return std::move(b).template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Arg<F32>().template Arg<F32>().template Arg<F32>()
+      .template Ret<F32>().template Ret<F32>().template Ret<F32>()
+      .template Attr<float>("scale");
+}
+
 inline int64_t rows(const F32& b) { return b.dimensions().size() ? b.dimensions()[0] : 0; }
 
 // The Gaussian operands of both project bindings (the first five) as kernel inputs.
@@ -108,6 +126,25 @@ inline ffi::Error invalid(const std::string& msg) {
   return ffi::Error::InvalidArgument("fit3d_jax rasterizer: " + msg);
 }
 
+// The (batch, tokens, heads, head_dim) shape that q, k and v share, or an error naming the
+// operand that breaks it.
+inline ffi::Error attention_shape(F32 q, F32 k, F32 v, float scale, AttentionShape* s) {
+  const auto dims = q.dimensions();
+  if (dims.size() != 4 || dims[1] < 1)
+    return ffi::Error::InvalidArgument(
+        "fit3d_jax attention: q must be (batch, tokens >= 1, heads, head_dim)");
+  for (auto [name, x] : {std::pair{"k", &k}, std::pair{"v", &v}}) {
+    const auto other = x->dimensions();
+    bool same = other.size() == dims.size();
+    for (size_t i = 0; same && i < dims.size(); ++i) same = other[i] == dims[i];
+    if (!same)
+      return ffi::Error::InvalidArgument(std::string("fit3d_jax attention: ") + name +
+                                         " must have q's shape (self-attention)");
+  }
+  *s = {dims[0], dims[1], dims[2], dims[3], scale};
+  return ffi::Error::Success();
+}
+
 inline ffi::Error nonfinite_error(long long index) {
   return invalid("Gaussian " + std::to_string(index) +
                  " has a non-finite rasterizer input (NaN/Inf in its mean, scale, rotation, "
@@ -124,10 +161,10 @@ inline ffi::Error too_many_intersections(long long n) {
 }  // namespace fit3d::bind
 
 // Defines an exported handler symbol; declared first with default visibility because the
-// libraries are built with -fvisibility=hidden.
-#define FIT3D_HANDLER(symbol, impl, binding)                                              \
+// libraries are built with -fvisibility=hidden. Optional last argument: the handler's traits.
+#define FIT3D_HANDLER(symbol, impl, ...)                                                  \
   FIT3D_EXPORT XLA_FFI_Error* symbol(XLA_FFI_CallFrame* call_frame);                      \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, impl, binding)
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(symbol, impl, __VA_ARGS__)
 
 // ABI tag checked by fit3d_jax/kernels.py against the running jaxlib before registration.
 #define FIT3D_DEFINE_ABI_QUERY(platform_name)                                               \

@@ -89,6 +89,24 @@ ffi::Error RasterizeBackward(F32 means2d, F32 conics, F32 opacities, F32 colors,
   return ffi::Error::Success();
 }
 
+ffi::Error AttentionForward(F32 q, F32 k, F32 v, F32Out out, F32Out lse, float scale) {
+  AttentionShape s;
+  if (ffi::Error e = attention_shape(q, k, v, scale, &s); e.failure()) return e;
+  cpu::attention_forward(s, q.typed_data(), k.typed_data(), v.typed_data(), out->typed_data(),
+                         lse->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error AttentionBackward(F32 q, F32 k, F32 v, F32 dout, F32 lse, F32 delta, F32Out dq,
+                             F32Out dk, F32Out dv, float scale) {
+  AttentionShape s;
+  if (ffi::Error e = attention_shape(q, k, v, scale, &s); e.failure()) return e;
+  cpu::attention_backward(s, q.typed_data(), k.typed_data(), v.typed_data(), dout.typed_data(),
+                          lse.typed_data(), delta.typed_data(), dq->typed_data(),
+                          dk->typed_data(), dv->typed_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace fit3d
 
@@ -100,5 +118,10 @@ FIT3D_HANDLER(fit3d_rasterize_forward_cpu, fit3d::RasterizeForward,
                               fit3d::bind::rasterize_forward(xla::ffi::Ffi::Bind()));
 FIT3D_HANDLER(fit3d_rasterize_backward_cpu, fit3d::RasterizeBackward,
                               fit3d::bind::rasterize_backward(xla::ffi::Ffi::Bind()));
+
+FIT3D_HANDLER(fit3d_attention_forward_cpu, fit3d::AttentionForward,
+              fit3d::bind::attention_forward(xla::ffi::Ffi::Bind()));
+FIT3D_HANDLER(fit3d_attention_backward_cpu, fit3d::AttentionBackward,
+              fit3d::bind::attention_backward(xla::ffi::Ffi::Bind()));
 
 FIT3D_DEFINE_ABI_QUERY("cpu")

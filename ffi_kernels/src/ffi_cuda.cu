@@ -1,6 +1,6 @@
 // XLA FFI handlers of the CUDA build. Work is launched on XLA's stream; temporary memory comes
 // from XLA's scratch allocator. The rasterizer synchronises once per call to read the number of
-// tile intersections, so these handlers are not declared CUDA-graph compatible.
+// tile intersections, so its handlers are not declared CUDA-graph compatible; attention's are.
 #include "cuda/kernels.cuh"
 #include "ffi_bindings.h"
 
@@ -9,6 +9,9 @@ namespace {
 
 using namespace bind;  // NOLINT: F32, S32, F32Out, S32Out, ffi
 using Stream = ffi::PlatformStream<cudaStream_t>;
+
+constexpr const char* kHeadDimError =
+    "fit3d_jax attention: the CUDA kernel takes head_dim 64 (every DINOv2 ViT); use XLA attention";
 
 ffi::Error status(const std::string& err) {
   return err.empty() ? ffi::Error::Success() : ffi::Error::Internal("fit3d_jax CUDA: " + err);
@@ -118,6 +121,25 @@ ffi::Error RasterizeBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
   return status(cuda::last_error("rasterize_backward"));
 }
 
+ffi::Error AttentionForward(cudaStream_t stream, F32 q, F32 k, F32 v, F32Out out, F32Out lse,
+                            float scale) {
+  AttentionShape s;
+  if (ffi::Error e = attention_shape(q, k, v, scale, &s); e.failure()) return e;
+  if (s.head_dim != 64) return ffi::Error::InvalidArgument(kHeadDimError);
+  return status(cuda::attention_forward(stream, s, q.typed_data(), k.typed_data(), v.typed_data(),
+                                        out->typed_data(), lse->typed_data()));
+}
+
+ffi::Error AttentionBackward(cudaStream_t stream, F32 q, F32 k, F32 v, F32 dout, F32 lse,
+                             F32 delta, F32Out dq, F32Out dk, F32Out dv, float scale) {
+  AttentionShape s;
+  if (ffi::Error e = attention_shape(q, k, v, scale, &s); e.failure()) return e;
+  if (s.head_dim != 64) return ffi::Error::InvalidArgument(kHeadDimError);
+  return status(cuda::attention_backward(stream, s, q.typed_data(), k.typed_data(), v.typed_data(),
+                                         dout.typed_data(), lse.typed_data(), delta.typed_data(),
+                                         dq->typed_data(), dk->typed_data(), dv->typed_data()));
+}
+
 }  // namespace
 }  // namespace fit3d
 
@@ -133,5 +155,12 @@ FIT3D_HANDLER(fit3d_rasterize_backward_cuda, fit3d::RasterizeBackward,
               fit3d::bind::rasterize_backward(xla::ffi::Ffi::Bind()
                                                   .Ctx<fit3d::Stream>()
                                                   .Ctx<xla::ffi::ScratchAllocator>()));
+
+FIT3D_HANDLER(fit3d_attention_forward_cuda, fit3d::AttentionForward,
+              fit3d::bind::attention_forward(xla::ffi::Ffi::Bind().Ctx<fit3d::Stream>()),
+              {xla::ffi::Traits::kCmdBufferCompatible});
+FIT3D_HANDLER(fit3d_attention_backward_cuda, fit3d::AttentionBackward,
+              fit3d::bind::attention_backward(xla::ffi::Ffi::Bind().Ctx<fit3d::Stream>()),
+              {xla::ffi::Traits::kCmdBufferCompatible});
 
 FIT3D_DEFINE_ABI_QUERY("cuda")

@@ -7,7 +7,8 @@ width multiples of the patch size.
 
 Precision: parameters are float32. ``dtype`` is the compute dtype of matmuls and attention;
 the residual stream between blocks stays float32 (as under ``torch.autocast``). With float32
-compute every matmul runs at ``matmul_precision`` (default ``"float32"``: true fp32, not TF32).
+compute every matmul runs at ``matmul_precision`` (default ``"float32"``: true fp32, not TF32),
+and attention on a GPU is the fused FFI kernel (3xTF32 tensor cores, float32 accuracy).
 
 Typical calls::
 
@@ -31,6 +32,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from fit3d_jax import kernels
+from fit3d_jax.models.fused_attention import CUDA_HEAD_DIM, fused_attention
 from fit3d_jax.models.resample import resize_bicubic
 
 # width, depth, heads, feed-forward type of the official models.
@@ -194,10 +197,26 @@ def _cudnn_attention_fwd(q, k, v):
 cudnn_attention.defvjp(_cudnn_attention_fwd, lambda vjp, g: vjp(g))
 
 
+def default_attention(dtype: Any, head_dim: int) -> str:
+    """The fastest attention for a compute dtype on this backend: cuDNN's flash attention for
+    16-bit compute on a GPU, the fused FFI kernel for float32 on a GPU (head_dim 64, with the CUDA
+    kernel library built), XLA otherwise."""
+    if jax.default_backend() != "gpu":
+        return "xla"
+    if jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    if head_dim == CUDA_HEAD_DIM and kernels.available("cuda"):
+        return "fused"
+    return "xla"
+
+
+ATTENTION = {"xla": xla_attention, "cudnn": cudnn_attention, "fused": fused_attention}
+
+
 class Attention(nn.Module):
     num_heads: int
     dtype: Any
-    implementation: str | None = None  # "cudnn" | "xla"; None: cuDNN for 16-bit compute on GPU
+    implementation: str | None = None  # a key of ATTENTION; None: default_attention
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -205,11 +224,8 @@ class Attention(nn.Module):
         qkv = nn.Dense(3 * width, dtype=self.dtype, name="qkv")(x)
         # Official layout of the fused projection: [q | k | v], each head-major.
         q, k, v = jnp.unstack(qkv.reshape(batch, tokens, 3, self.num_heads, width // self.num_heads), axis=2)
-        implementation = self.implementation
-        if implementation is None:  # cuDNN's fused kernel needs 16-bit inputs and a GPU
-            fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-            implementation = "cudnn" if fused else "xla"
-        out = xla_attention(q, k, v) if implementation == "xla" else cudnn_attention(q, k, v)
+        implementation = self.implementation or default_attention(q.dtype, q.shape[-1])
+        out = ATTENTION[implementation](q, k, v)
         return nn.Dense(width, dtype=self.dtype, name="proj")(out.reshape(batch, tokens, width))
 
 
@@ -270,7 +286,7 @@ class DinoV2(nn.Module):
       remat: recompute each block in the backward pass (saves activation memory).
       matmul_precision: a ``jax_default_matmul_precision`` value for float32 compute; None means
         "float32" (true fp32; e.g. "TF32_TF32_F32_X3" trades a little accuracy for speed).
-      attention: "cudnn" or "xla" attention; None picks cuDNN for 16-bit compute on GPU.
+      attention: "cudnn", "fused" or "xla" attention; None: :func:`default_attention`.
     """
 
     config: ViTConfig

@@ -17,11 +17,6 @@ _f32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
 _i32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.int32)
 
 
-def _call(name: str, out_shapes, *args, **attrs):
-    kernels.load_all()  # registers the targets on first use (cached)
-    return jax.ffi.ffi_call(f"fit3d_{name}", out_shapes, vmap_method="sequential")(*args, **attrs)
-
-
 def _size_attrs(width: int, height: int) -> dict:
     return {"width": np.int32(width), "height": np.int32(height)}
 
@@ -33,7 +28,7 @@ def _size_attrs(width: int, height: int) -> dict:
 def project(means, scales, quats, opacities, sh, sh_degree, cam_params, width: int, height: int) -> Projection:
     n = means.shape[0]
     out = (_f32((n, 2)), _f32((n, 3)), _f32((n,)), _f32((n, 3)), _f32((n, 2)), _i32((n,)))
-    return Projection(*_call("project_forward", out, means, scales, quats, opacities, sh, sh_degree, cam_params, **_size_attrs(width, height)))
+    return Projection(*kernels.call("project_forward", out, means, scales, quats, opacities, sh, sh_degree, cam_params, **_size_attrs(width, height)))
 
 
 def _project_fwd(means, scales, quats, opacities, sh, sh_degree, cam_params, width, height):
@@ -44,7 +39,7 @@ def _project_fwd(means, scales, quats, opacities, sh, sh_degree, cam_params, wid
 def _project_bwd(width, height, res, cot: Projection):
     means, scales, quats, opacities, sh, sh_degree, cam_params = res
     out = (_f32(means.shape), _f32(scales.shape), _f32(quats.shape), _f32(sh.shape))
-    d_means, d_scales, d_quats, d_sh = _call(
+    d_means, d_scales, d_quats, d_sh = kernels.call(
         "project_backward", out, *res, cot.means2d, cot.conics, cot.depths, cot.colors, **_size_attrs(width, height)
     )
     # Opacity only sets the binning extent (not differentiable); no gradients for the camera.
@@ -70,7 +65,7 @@ def _raster_call(means2d, conics, opacities, colors, depths, features, extents, 
         _i32((capacity,)),
         _i32((1,)),
     )
-    return _call("rasterize_forward", out, means2d, conics, opacities, colors, depths, features, extents, **_size_attrs(width, height))
+    return kernels.call("rasterize_forward", out, means2d, conics, opacities, colors, depths, features, extents, **_size_attrs(width, height))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
@@ -98,7 +93,7 @@ def _rasterize_bwd(width, height, capacity, feature_geometry, res, cot):
     raster_cot, _ = cot
     inputs = res[:7]
     out = tuple(_f32(x.shape) for x in inputs[:6])
-    grads = _call(
+    grads = kernels.call(
         "rasterize_backward",
         out,
         *res,

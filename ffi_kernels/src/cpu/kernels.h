@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fit3d/attention.h"
 #include "fit3d/common.h"
 #include "fit3d/raster_args.h"
 
@@ -56,5 +57,12 @@ void rasterize_forward(const RasterInputs& in, const int32_t* tile_offsets, cons
 void rasterize_backward(const RasterInputs& in, const int32_t* tile_offsets, const int32_t* gids,
                         const float* trans, const int32_t* last, const RasterCotangents& cot,
                         bool feature_geometry, const RasterGrads& grads);
+
+// Fused attention, any head_dim: the same outputs as the CUDA build (which computes in 3xTF32).
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                       float* out, float* lse);
+void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                        const float* dout, const float* lse, const float* delta, float* dq,
+                        float* dk, float* dv);
 
 }  // namespace fit3d::cpu

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "fit3d/attention.h"
 #include "fit3d/common.h"
 #include "fit3d/raster_args.h"
 
@@ -46,5 +47,12 @@ void rasterize_backward(cudaStream_t stream, const RasterInputs& in, const int32
                         const int32_t* gids, const float* trans, const int32_t* last,
                         const RasterCotangents& cot, bool feature_geometry,
                         const RasterGrads& grads);
+
+// Fused float32 attention (3xTF32 tensor cores) for head_dim 64; each returns an error or "".
+std::string attention_forward(cudaStream_t stream, const AttentionShape& s, const float* q,
+                              const float* k, const float* v, float* out, float* lse);
+std::string attention_backward(cudaStream_t stream, const AttentionShape& s, const float* q,
+                               const float* k, const float* v, const float* dout, const float* lse,
+                               const float* delta, float* dq, float* dk, float* dv);
 
 }  // namespace fit3d::cuda
