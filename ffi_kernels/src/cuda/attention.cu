@@ -434,9 +434,15 @@ __global__ void __launch_bounds__(kThreads, 2)
       if (row >= s.tokens) continue;
       float* dst = dq_h + int64_t(row) * s.heads * kDim + 2 * t;
 #pragma unroll
-      for (int d = 0; d < 8; ++d)
-        atomicAdd(reinterpret_cast<float2*>(dst + 8 * d),
-                  make_float2(dq_part[0][d][2 * half] * kLn2, dq_part[0][d][2 * half + 1] * kLn2));
+      for (int d = 0; d < 8; ++d) {
+        const float x = dq_part[0][d][2 * half] * kLn2, y = dq_part[0][d][2 * half + 1] * kLn2;
+#if __CUDA_ARCH__ >= 900  // vector atomics: one instruction for both
+        atomicAdd(reinterpret_cast<float2*>(dst + 8 * d), make_float2(x, y));
+#else
+        atomicAdd(dst + 8 * d, x);
+        atomicAdd(dst + 8 * d + 1, y);
+#endif
+      }
     }
     if (next) wait_current(false);  // the next query and d_out tiles
     else __syncthreads();
