@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from timing import median_ms
 
 from fit3d_jax.models.dinov2 import xla_attention
 from fit3d_jax.models.fused_attention import fused_attention
-from timing import median_ms
 
 
 def parse_args() -> argparse.Namespace:
@@ -70,6 +70,23 @@ def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
+def run_torch(inputs: list[np.ndarray], backward: bool, runs: int) -> tuple[float, list[np.ndarray]]:
+    """(median ms, outputs on batch element 0 as (N, T, H))."""
+    tq, tk, tv, tg = (torch.from_numpy(x).cuda().transpose(1, 2).contiguous() for x in inputs)
+    ms = median_ms(lambda: torch_step(tq, tk, tv, tg, backward), lambda _: torch.cuda.synchronize(),
+                   warmup=3, runs=runs)
+    out = torch_step(tq[:1], tk[:1], tv[:1], tg[:1], backward)
+    return ms, [o[0].cpu().numpy() for o in out] if backward else [out[0].cpu().numpy()]
+
+
+def run_jax(name: str, inputs: list[np.ndarray], backward: bool, runs: int) -> tuple[float, list[np.ndarray]]:
+    fn = jax_fn(name, backward)
+    dev = [jax.device_put(x) for x in (inputs if backward else inputs[:3])]
+    ms = median_ms(lambda: fn(*dev), jax.block_until_ready, warmup=3, runs=runs)
+    out = fn(*(x[:1] for x in dev))
+    return ms, [np.asarray(o[0]).transpose(1, 0, 2) for o in (out if backward else [out])]
+
+
 def main() -> None:
     args = parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -78,32 +95,23 @@ def main() -> None:
     for mode, batch in (("forward", args.forward_batch), ("fwd+bwd", args.backward_batch)):
         backward = mode == "fwd+bwd"
         shape = (batch, args.tokens, args.heads, 64)
-        q, k, v, g = (rng.normal(size=shape).astype(np.float32) for _ in range(4))
+        inputs = [rng.normal(size=shape).astype(np.float32) for _ in range(4)]  # q, k, v, g
         # float64 reference on batch element 0 (outputs; gradients under fwd+bwd), (N, T, H).
-        ref_in = [torch.from_numpy(x[0]).cuda().double().transpose(0, 1) for x in (q, k, v, g)]
-        reference = [r.cpu().numpy() for r in torch_step(*ref_in, backward)] if backward else [
-            torch_step(*ref_in, False).cpu().numpy()]
+        ref_in = [torch.from_numpy(x[0]).cuda().double().transpose(0, 1) for x in inputs]
+        ref_out = torch_step(*ref_in, backward)
+        reference = [r.cpu().numpy() for r in ref_out] if backward else [ref_out.cpu().numpy()]
         for name in args.implementations.split(","):
             if name == "torch":
-                tq, tk, tv, tg = (torch.from_numpy(x).cuda().transpose(1, 2).contiguous() for x in (q, k, v, g))
-                ms = median_ms(lambda: torch_step(tq, tk, tv, tg, backward), lambda _: torch.cuda.synchronize(),
-                               warmup=3, runs=args.runs)
-                out = torch_step(tq[:1], tk[:1], tv[:1], tg[:1], backward)
-                got = [o[0].cpu().numpy() for o in out] if backward else [out[0].cpu().numpy()]
+                ms, got = run_torch(inputs, backward, args.runs)
             else:
-                fn = jax_fn(name, backward)
-                dev = [jax.device_put(x) for x in (q, k, v, g)]
-                call = (lambda: fn(*dev)) if backward else (lambda: fn(*dev[:3]))
-                ms = median_ms(call, jax.block_until_ready, warmup=3, runs=args.runs)
-                out = fn(*(x[:1] for x in dev)) if backward else [fn(*(x[:1] for x in dev[:3]))]
-                got = [np.asarray(o[0]).transpose(1, 0, 2) for o in out]
+                ms, got = run_jax(name, inputs, backward, args.runs)
             errors = [relative_error(a, b) for a, b in zip(got, reference)]
             row = {"implementation": name, "mode": mode, "batch": batch, "ms": ms,
                    "error_vs_float64": max(errors), "errors": errors}
             print(json.dumps(row), flush=True)
             results.append(row)
     record = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv),
         "device": torch.cuda.get_device_name(),
         "versions": {"python": platform.python_version(), "jax": jax.__version__, "torch": torch.__version__},

@@ -16,7 +16,7 @@ from fit3d_jax.models.fused_attention import fused_attention
 def main() -> None:
     for shape in [(1, 130, 2, 64), (1, 1, 1, 64), (2, 64, 1, 64)]:
         q, k, v, w = (jnp.asarray(np.random.default_rng(i).normal(size=shape), jnp.float32) for i in range(4))
-        grads = jax.grad(lambda q, k, v: jnp.sum(fused_attention(q, k, v) * w), argnums=(0, 1, 2))(q, k, v)
+        grads = jax.grad(lambda q, k, v, w: jnp.sum(fused_attention(q, k, v) * w), argnums=(0, 1, 2))(q, k, v, w)
         print(shape, "max |grad|:", [float(jnp.abs(g).max()) for g in grads], flush=True)
 
 
