@@ -160,17 +160,22 @@ def test_bfloat16_compute_is_close_to_float32_and_keeps_float32_params(tiny):
     assert {leaf.dtype for leaf in jax.tree.leaves(init)} == {jnp.dtype(jnp.float32)}
 
 
-def test_remat_gives_the_same_outputs_and_gradients(tiny):
+@pytest.mark.parametrize("variant", [{"remat": True}, {"attention": "fused"}], ids=["remat", "fused_attention"])
+def test_variant_gives_the_same_outputs_and_gradients(tiny, variant):
+    """Recomputing blocks in the backward, or the fused FFI attention (its CPU build here),
+    against the plain model with XLA attention."""
     config, params = tiny
     x = images((56, 70))
 
-    def loss(p, remat):
-        return jnp.mean(DinoV2(config, remat=remat).apply({"params": p}, x).patch_tokens ** 2)
+    def loss(p, variant):
+        return jnp.mean(DinoV2(config, **dict(variant)).apply({"params": p}, x).patch_tokens ** 2)
 
     grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=1)
-    (v0, g0), (v1, g1) = grad_fn(params, False), grad_fn(params, True)
+    (v0, g0), (v1, g1) = grad_fn(params, (("attention", "xla"),)), grad_fn(params, tuple(variant.items()))
     np.testing.assert_allclose(v1, v0, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9), g1, g0)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g1), jax.tree.leaves(g0)):
+        # <=: the unused mask token's gradient must stay exactly zero
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), jax.tree_util.keystr(path)
 
 
 def test_masks_replace_patch_embeddings_by_mask_token(tiny):
@@ -196,19 +201,3 @@ def test_chunked_xla_attention_matches_full(monkeypatch):
     full = jax.nn.dot_product_attention(q, k, v, implementation="xla")
     monkeypatch.setattr(dinov2, "ATTENTION_SCORES_BUDGET", 2 * 3 * 300 * 4 * 70)  # 70-query chunks
     np.testing.assert_allclose(dinov2.xla_attention(q, k, v), full, rtol=1e-5, atol=1e-6)
-
-
-def test_fused_attention_gives_the_same_outputs_and_gradients(tiny):
-    """The model with the fused FFI attention (its CPU build here) against XLA attention."""
-    config, params = tiny
-    x = images((56, 70))
-
-    def loss(p, attention):
-        return jnp.mean(DinoV2(config, attention=attention).apply({"params": p}, x).patch_tokens ** 2)
-
-    grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=1)
-    (v0, g0), (v1, g1) = grad_fn(params, "xla"), grad_fn(params, "fused")
-    np.testing.assert_allclose(v1, v0, rtol=1e-6)
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g1), jax.tree.leaves(g0)):
-        # <=: the unused mask token's gradient must stay exactly zero
-        assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max(), jax.tree_util.keystr(path)
