@@ -43,12 +43,37 @@ def render(scene: Scene, camera: Camera, backend: str, **kw):
     return rasterize(*scene, camera, jnp.array([0.2, 0.3, 0.4]), backend=backend, **kw)
 
 
-def assert_outputs_match(out, ref, tol=1e-5, what=""):
+# A pixel where a Gaussian's alpha lies at the 1/255 cutoff (or the transmittance at the 1e-4
+# stop) is blended with or without it depending on float32 rounding, so two implementations can
+# differ there by a whole contribution (seen: seed 517060941, alpha 2.7e-3 apart at one pixel of
+# 2745). Comparisons on random scenes set such pixels aside, but only a few.
+MAX_THRESHOLD_FLIPS = 2
+
+
+def image_outputs(out, ref):
+    """(name, out's image, ref's image) per output, as float64 (H, W, channels) arrays."""
     for name in IMAGE_OUTPUTS:
-        a, b = getattr(out, name), getattr(ref, name)
+        a, b = np.asarray(getattr(out, name), np.float64), np.asarray(getattr(ref, name), np.float64)
         if name == "depth":  # sum(w z) / alpha: alpha = 1 - T cancels where it is small
-            a, b = a * ref.alpha, b * ref.alpha
-        err = rel_err(a, b)
+            a, b = a * np.asarray(ref.alpha), b * np.asarray(ref.alpha)
+        yield name, a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)
+
+
+def threshold_flips(out, ref, what="") -> np.ndarray:
+    """(H, W): pixels where an image output differs by over 1e-4 of its range (a rounding error
+    is ~1e-7), asserted to be at most MAX_THRESHOLD_FLIPS."""
+    flips = np.zeros(np.shape(ref.alpha), bool)
+    for _, a, b in image_outputs(out, ref):
+        flips |= np.abs(a - b).max(-1) > 1e-4 * np.abs(b).max()
+    assert flips.sum() <= MAX_THRESHOLD_FLIPS, f"{what}{flips.sum()} pixels differ by more than rounding"
+    return flips
+
+
+def assert_outputs_match(out, ref, tol=1e-5, what="", skip=None):
+    """Images within tol (max-normalised) outside the pixels `skip`; radii and visibility."""
+    keep = np.ones(np.shape(ref.alpha), bool) if skip is None else ~skip
+    for name, a, b in image_outputs(out, ref):
+        err = rel_err(a[keep], b[keep])
         assert err < tol, f"{what}{name}: relative error {err:.2e}"
     # radius = ceil(3 sqrt(lambda_max)). Past ~4k px, float32 rounding moves 3 sqrt(lambda) by
     # ~1e-3 px between implementations, enough to cross an integer now and then (seen: 41675 vs
@@ -87,7 +112,7 @@ def test_forward_matches_reference(seed, channels, sh_coeffs):
     out, ref = render(scene, camera, "ffi"), render(scene, camera, "reference")
     assert int(out.visible.sum()) > 50, "scene should have visible Gaussians"
     assert float(ref.alpha.max()) > 0.9, "scene should have opaque pixels"
-    assert_outputs_match(out, ref, what=f"seed {seed}: ")
+    assert_outputs_match(out, ref, what=f"seed {seed}: ", skip=threshold_flips(out, ref, f"seed {seed}: "))
 
 
 def test_tiled_jax_backend_matches_reference(seed):
@@ -122,7 +147,9 @@ def _projected_args(scene, camera):
 @pytest.mark.parametrize("channels", [8, 64])
 def test_gradients_match_reference_autodiff(seed, channels):
     scene, camera = small_scene(seed, channels=channels)
-    weights = random_weights(np.random.default_rng(seed), scene, camera)
+    flips = threshold_flips(render(scene, camera, "ffi"), render(scene, camera, "reference"), f"seed {seed}: ")
+    weights = {k: jnp.where(flips.reshape(*flips.shape, *(1,) * (w.ndim - 2)), 0.0, w)
+               for k, w in random_weights(np.random.default_rng(seed), scene, camera).items()}
     offset = jnp.zeros((scene.means.shape[0], 2), jnp.float32)
     argnums = tuple(range(6))
     grads = {}
