@@ -149,6 +149,12 @@ def test_rejects_bad_image_shapes_naming_them(tiny, shape):
         jax.eval_shape(DinoV2(config).apply, {"params": params}, np.zeros(shape, np.float32))
 
 
+def test_unknown_attention_is_an_error_naming_it(tiny):
+    config, params = tiny
+    with pytest.raises(ValueError, match=r"attention='flash': expected one of \['cudnn', 'fused', 'xla'\]"):
+        jax.eval_shape(DinoV2(config, attention="flash").apply, {"params": params}, images((56, 70)))
+
+
 def test_bfloat16_compute_is_close_to_float32_and_keeps_float32_params(tiny):
     config, params = tiny
     x = images((112, 154))

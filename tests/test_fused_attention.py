@@ -118,3 +118,11 @@ def test_rejects_other_dtypes_and_mismatched_shapes(rng):
         fused_attention(q, k.astype(jnp.bfloat16), v)
     with pytest.raises(ValueError, match=r"got q \(1, 8, 2, 64\), v \(1, 9, 2, 64\)"):
         fused_attention(q, k, jnp.zeros((1, 9, 2, 64), jnp.float32))
+
+
+def test_empty_batch_gives_empty_outputs_and_gradients():
+    q = jnp.zeros((0, 5, 2, 64), jnp.float32)
+    out, lse = fused_attention_with_lse(q, q, q)
+    assert out.shape == (0, 5, 2, 64) and lse.shape == (0, 2, 5)
+    grads = jax.grad(lambda q, k, v: jnp.sum(fused_attention(q, k, v)), argnums=(0, 1, 2))(q, q, q)
+    assert all(g.shape == q.shape for g in grads)

@@ -55,6 +55,12 @@ def test_cuda_matches_cpu_build(shape):
     assert all(errors[n] < tol for n, tol in tolerances.items()), (seed, errors)
 
 
+def test_cuda_kernel_takes_an_empty_batch():
+    q = jnp.zeros((0, 5, 2, 64), jnp.float32)
+    grads = jax.grad(lambda q, k, v: jnp.sum(fused_attention(q, k, v)), argnums=(0, 1, 2))(q, q, q)
+    assert fused_attention(q, q, q).shape == q.shape and all(g.shape == q.shape for g in grads)
+
+
 def test_cuda_kernel_rejects_other_head_dims():
     q = jnp.zeros((1, 8, 2, 32), jnp.float32)
     with pytest.raises(Exception, match="head_dim 64"):

@@ -127,12 +127,17 @@ inline ffi::Error invalid(const std::string& msg) {
 }
 
 // The (batch, tokens, heads, head_dim) shape that q, k and v share, or an error naming the
-// operand that breaks it.
-inline ffi::Error attention_shape(F32 q, F32 k, F32 v, float scale, AttentionShape* s) {
+// operand that breaks it; a build that takes one head_dim only passes it as `only_head_dim`.
+inline ffi::Error attention_shape(F32 q, F32 k, F32 v, float scale, AttentionShape* s,
+                                  int64_t only_head_dim = 0) {
   const auto dims = q.dimensions();
   if (dims.size() != 4 || dims[1] < 1)
     return ffi::Error::InvalidArgument(
         "fit3d_jax attention: q must be (batch, tokens >= 1, heads, head_dim)");
+  if (only_head_dim && dims[3] != only_head_dim)
+    return ffi::Error::InvalidArgument(
+        "fit3d_jax attention: the CUDA kernel takes head_dim " + std::to_string(only_head_dim) +
+        " (every DINOv2 ViT), q has " + std::to_string(dims[3]) + "; use XLA attention");
   for (auto [name, x] : {std::pair{"k", &k}, std::pair{"v", &v}}) {
     const auto other = x->dimensions();
     bool same = other.size() == dims.size();

@@ -10,8 +10,7 @@ namespace {
 using namespace bind;  // NOLINT: F32, S32, F32Out, S32Out, ffi
 using Stream = ffi::PlatformStream<cudaStream_t>;
 
-constexpr const char* kHeadDimError =
-    "fit3d_jax attention: the CUDA kernel takes head_dim 64 (every DINOv2 ViT); use XLA attention";
+constexpr int64_t kAttentionHeadDim = 64;
 
 ffi::Error status(const std::string& err) {
   return err.empty() ? ffi::Error::Success() : ffi::Error::Internal("fit3d_jax CUDA: " + err);
@@ -124,8 +123,7 @@ ffi::Error RasterizeBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
 ffi::Error AttentionForward(cudaStream_t stream, F32 q, F32 k, F32 v, F32Out out, F32Out lse,
                             float scale) {
   AttentionShape s;
-  if (ffi::Error e = attention_shape(q, k, v, scale, &s); e.failure()) return e;
-  if (s.head_dim != 64) return ffi::Error::InvalidArgument(kHeadDimError);
+  if (ffi::Error e = attention_shape(q, k, v, scale, &s, kAttentionHeadDim); e.failure()) return e;
   return status(cuda::attention_forward(stream, s, q.typed_data(), k.typed_data(), v.typed_data(),
                                         out->typed_data(), lse->typed_data()));
 }
@@ -133,8 +131,7 @@ ffi::Error AttentionForward(cudaStream_t stream, F32 q, F32 k, F32 v, F32Out out
 ffi::Error AttentionBackward(cudaStream_t stream, F32 q, F32 k, F32 v, F32 dout, F32 lse,
                              F32 delta, F32Out dq, F32Out dk, F32Out dv, float scale) {
   AttentionShape s;
-  if (ffi::Error e = attention_shape(q, k, v, scale, &s); e.failure()) return e;
-  if (s.head_dim != 64) return ffi::Error::InvalidArgument(kHeadDimError);
+  if (ffi::Error e = attention_shape(q, k, v, scale, &s, kAttentionHeadDim); e.failure()) return e;
   return status(cuda::attention_backward(stream, s, q.typed_data(), k.typed_data(), v.typed_data(),
                                          dout.typed_data(), lse.typed_data(), delta.typed_data(),
                                          dq->typed_data(), dk->typed_data(), dv->typed_data()));

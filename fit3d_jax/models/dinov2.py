@@ -225,6 +225,8 @@ class Attention(nn.Module):
         # Official layout of the fused projection: [q | k | v], each head-major.
         q, k, v = jnp.unstack(qkv.reshape(batch, tokens, 3, self.num_heads, width // self.num_heads), axis=2)
         implementation = self.implementation or default_attention(q.dtype, q.shape[-1])
+        if implementation not in ATTENTION:
+            raise ValueError(f"attention={implementation!r}: expected one of {sorted(ATTENTION)} or None")
         out = ATTENTION[implementation](q, k, v)
         return nn.Dense(width, dtype=self.dtype, name="proj")(out.reshape(batch, tokens, width))
 

@@ -456,6 +456,7 @@ __global__ void __launch_bounds__(kThreads, 2)
 template <typename... Params, typename... Args>
 std::string launch(cudaStream_t stream, void (*kernel)(AttentionShape, Params...), unsigned ctas,
                    int smem_tiles, const AttentionShape& s, const char* name, Args... args) {
+  if (ctas == 0 || s.heads == 0 || s.batch == 0) return "";  // empty: nothing to launch
   const int bytes = smem_tiles * kTileFloats * int(sizeof(float));
   // Over 48 KiB of dynamic shared memory needs opting in; a host-side call, not stream work.
   if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
