@@ -3,9 +3,11 @@
 python -m fit3d_jax.main --config=configs/lift.py                       # built-in synthetic room
 python -m fit3d_jax.main --config=configs/lift.py --config.scenes=/data/scannetpp/0a5c013435,/data/other
 python -m fit3d_jax.main --config=configs/lift.py --config.scenes=/data/scannetpp   # every scene inside
+python -m fit3d_jax.main --config=configs/lift.py --config.scenes=outputs/scannetpp --config.split=nvs_sem_train
 
-Scenes: the ScanNet++/nerfstudio layout (transforms_train.json, transforms_test.json, images/,
-points3D.txt) or a COLMAP model (sparse/0 + images/). Budget 'auto' runs the authors' 30k
+Scenes: FiT3D's ScanNet++ scene folders (transforms_train.json with frames and test_frames, images/,
+masks/, points3D.txt; configs/prepare_scannetpp.py makes them from the raw download), undistorted
+ScanNet++ dslr/ folders, or a COLMAP model (sparse/0 + images/). Budget 'auto' runs the authors' 30k
 iterations on accelerators and the short `quick` schedule on CPUs: minutes, for the built-in
 room. It compresses the 3DGS schedule without opacity resets (they need thousands of iterations
 to recover from) and raises the feature and decoder learning rates, because the authors' 6.25e-5
@@ -25,7 +27,10 @@ from fit3d_jax.lift.trainer import Recipe
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.job = "lift"
-    c.scenes = ""  # '' = the built-in room below; else comma-separated scene folders or folders of scenes
+    # '' = the built-in room below; else comma-separated scene folders (FiT3D's, ScanNet++ dslr/ folders, COLMAP),
+    # folders of scenes, FiT3D's data root (prepare_scannetpp's output) or a ScanNet++ download with its scenes undistorted
+    c.scenes = ""
+    c.split = ""  # with a data root: its split(s), e.g. nvs_sem_train (FiT3D's 230 scenes); '' = all of a FiT3D root
     c.output_dir = "outputs/lift"
     c.room = ml_collections.ConfigDict(
         dict(output_dir="outputs/rooms", seed=0, width=160, height=108, num_train=20, num_test=4)

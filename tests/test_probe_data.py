@@ -208,7 +208,7 @@ def test_scene_dataset_depth_and_errors(rooms, tmp_path):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "depth", max_depth=10.0)
     depth = dataset.test[2].target
     assert depth.dtype == np.float32 and 0 < depth[depth > 0].min() and depth.max() < 10
-    with pytest.raises(DatasetError, match="neither a scene .* nor a folder of scenes"):
+    with pytest.raises(DatasetError, match="neither a scene .* a folder of scenes"):
         files.scenes(str(tmp_path), str(rooms / "test"), "depth")
     with pytest.raises(DatasetError, match="data.train: no scenes named"):
         files.scenes("", str(rooms / "test"), "depth")

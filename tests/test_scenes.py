@@ -1,5 +1,6 @@
-"""Scene loading: hand-written nerfstudio-style and COLMAP (text and binary) scenes, every bad input
-raising a SceneError that names the file and field, and the per-view pixel readers."""
+"""Scene loading: hand-written FiT3D scene folders (the ScanNet++ toolkit's JSON convention), the
+legacy two-file and nerfstudio readings, COLMAP (text and binary) scenes, every bad input raising a
+SceneError that names the file and field, the points-seen check, and the per-view pixel readers."""
 
 import json
 import shutil
@@ -10,16 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from fit3d_jax.scenes import SceneError, is_scene_dir, load_scene, read_depth, read_image, read_labels, read_mask
-from fit3d_jax.scenes import colmap
+from fit3d_jax.scenes import SceneError, colmap, is_scene_dir, load_scene, read_depth, read_image, read_labels, read_mask
 
 W, H = 48, 32
 FX, FY, CX, CY = 40.0, 42.0, 23.5, 16.25
 
-# Camera-to-world in the OpenGL convention for a camera at CENTRE looking along world +x with world
-# +z up: its right is world -y, its up world +z, its back world -x (columns).
+# A camera at CENTRE looking along world +x with world +z up, as a COLMAP world-to-camera (OpenCV
+# axes: x right = world -y, y down = world -z, z forward = world +x).
 CENTRE = np.array([1.0, 2.0, 0.5])
-LOOK_ALONG_X = np.array([[0.0, 0.0, -1.0, CENTRE[0]], [-1.0, 0.0, 0.0, CENTRE[1]], [0.0, 1.0, 0.0, CENTRE[2]], [0, 0, 0, 1]])
+ALONG_X = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 
 
 def write_image(path: Path, width: int = W, height: int = H, seed: int = 0) -> Path:
@@ -35,37 +35,47 @@ def project(view, world_point) -> tuple[float, float, float]:
     return view.fx * p[0] / p[2] + view.cx, view.fy * p[1] / p[2] + view.cy, p[2]
 
 
-# ---------------------------------------------------------------------------------------------
-# nerfstudio-style scenes
-
-
-def turned(c2w: np.ndarray, angle: float) -> np.ndarray:
-    """``c2w`` rotated about world z (a different, still valid pose)."""
+def world_to_camera(angle: float = 0.0, centre=CENTRE) -> np.ndarray:
+    """The camera at ``centre`` turned by ``angle`` about world z (left for positive angles)."""
     c, s = np.cos(angle), np.sin(angle)
-    rz = np.eye(4)
-    rz[:2, :2] = [[c, -s], [s, c]]
-    return rz @ c2w
+    rotation = ALONG_X @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = rotation, -rotation @ centre
+    return w2c
 
 
-def nerfstudio_metas() -> dict[str, dict]:
-    train = {
-        "camera_model": "OPENCV", "fl_x": FX, "fl_y": FY, "cx": CX, "cy": CY, "w": W, "h": H,
-        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
-        "frames": [
-            {"file_path": "images/a.png", "transform_matrix": LOOK_ALONG_X.tolist(), "mask_path": "masks/a.png"},
-            {"file_path": "images/b.jpg", "transform_matrix": turned(LOOK_ALONG_X, 0.3).tolist(), "fl_x": 50.0, "cx": 20.0},
-        ],
+def toolkit_transform(w2c: np.ndarray) -> np.ndarray:
+    """``transform_matrix`` as the ScanNet++ toolkit writes it (common/utils/nerfstudio.py, convert_frames)."""
+    c2w = np.linalg.inv(w2c)
+    c2w[0:3, 1:3] *= -1
+    c2w = c2w[np.array([1, 0, 2, 3]), :]
+    c2w[2, :] *= -1
+    return c2w
+
+
+def plain_transform(w2c: np.ndarray) -> np.ndarray:
+    """OpenGL camera-to-world in the points' own frame (nerfstudio without the toolkit's permutation)."""
+    return np.linalg.inv(w2c) @ np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+# Six points 2 m ahead of the cameras (all views see them; too few for the colour check).
+POINTS = CENTRE + np.array([[2.0, dy, dz] for dy in (-0.2, 0.0, 0.2) for dz in (-0.1, 0.1)])
+POINT_COLOURS = np.arange(18).reshape(6, 3) * 10
+POINTS_TXT = "# 3D point list with one line of data per point:\n#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n" + "".join(
+    f"{i + 1} {float(p[0])!r} {float(p[1])!r} {float(p[2])!r} {c[0]} {c[1]} {c[2]} 0.7{' 1 3 2 8' if i == 0 else ''}\n" for i, (p, c) in enumerate(zip(POINTS, POINT_COLOURS)))
+POSES = {"a": world_to_camera(), "b": world_to_camera(0.2), "c": world_to_camera(-0.2)}
+
+
+def fit3d_meta(transform=toolkit_transform) -> dict:
+    """FiT3D's transforms_train.json as the toolkit writes it (undistorted: PINHOLE, k's zeroed),
+    with a per-frame intrinsics override."""
+    frame = lambda name, file, **extra: {"file_path": file, "transform_matrix": transform(POSES[name]).tolist(), **extra}
+    return {
+        "fl_x": FX, "fl_y": FY, "cx": CX, "cy": CY, "w": W, "h": H, "k1": 0.0, "k2": 0.0, "k3": 0.0, "k4": 0.0,
+        "camera_model": "PINHOLE", "has_mask": True,
+        "frames": [frame("a", "a.png", mask_path="a.png", is_bad=False), frame("b", "b.jpg", fl_x=50.0, cx=20.0)],
+        "test_frames": [frame("c", "c.png")],
     }
-    test = {"fl_x": FX, "fl_y": FY, "cx": CX, "cy": CY, "w": W, "h": H,
-            "frames": [{"file_path": "images/c.png", "transform_matrix": turned(LOOK_ALONG_X, -0.4).tolist()}]}
-    return {"transforms_train.json": train, "transforms_test.json": test}
-
-
-POINTS_TXT = """# 3D point list with one line of data per point:
-#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)
-1 0.5 1.0 1.5 255 0 10 0.7 1 3 2 8
-2 -1.0 2.0 0.25 1 2 3 0.1
-"""
 
 
 def write_metas(root: Path, metas: dict) -> None:
@@ -74,26 +84,29 @@ def write_metas(root: Path, metas: dict) -> None:
         (root / name).write_text(meta if isinstance(meta, str) else json.dumps(meta))
 
 
-def write_nerfstudio(root: Path, metas: dict | None = None) -> Path:
+def write_fit3d(root: Path, metas: dict | None = None) -> Path:
     for name in ("a.png", "b.jpg", "c.png"):
         write_image(root / "images" / name)
     mask = np.zeros((H, W), np.uint8)
     mask[:, : W // 2] = 255
     (root / "masks").mkdir(exist_ok=True)
     cv2.imwrite(str(root / "masks" / "a.png"), mask)
-    write_metas(root, metas or nerfstudio_metas())
+    write_metas(root, metas or {"transforms_train.json": fit3d_meta()})
     (root / "points3D.txt").write_text(POINTS_TXT)
     return root
 
 
-def test_nerfstudio_scene_loads_with_opencv_poses(tmp_path):
-    assert is_scene_dir(write_nerfstudio(tmp_path))
+def test_fit3d_scene_folder_loads_in_the_colmap_frame(tmp_path):
+    assert is_scene_dir(write_fit3d(tmp_path))
     scene = load_scene(tmp_path)
     assert [v.name for v in scene.train] == ["a", "b"] and [v.name for v in scene.test] == ["c"]
     a, b = scene.train
     assert (a.fx, a.fy, a.cx, a.cy, a.width, a.height) == (FX, FY, CX, CY, W, H)
     assert (b.fx, b.fy, b.cx, b.cy) == (50.0, FY, 20.0, CY)  # per-frame values win
-    assert a.mask_path == tmp_path / "masks" / "a.png" and b.mask_path is None
+    assert a.image_path == tmp_path / "images" / "a.png" and a.mask_path == tmp_path / "masks" / "a.png"
+    assert b.mask_path is None and scene.notes == ()
+    for view in scene.train + scene.test:  # the toolkit's permutation inverted exactly
+        np.testing.assert_allclose(view.world_to_camera, POSES[view.name], atol=1e-12)
     np.testing.assert_allclose(a.camera_center, CENTRE, atol=1e-12)
     # 2 m straight ahead lands on the principal point; up in the world is up in the image (smaller
     # v, OpenCV y down); world -y is the camera's right (larger u).
@@ -102,32 +115,45 @@ def test_nerfstudio_scene_loads_with_opencv_poses(tmp_path):
     np.testing.assert_allclose(project(a, CENTRE + [2, -0.5, 0]), (CX + FX * 0.25, CY, 2.0), atol=1e-12)
     for view in scene.train + scene.test:
         assert view.world_to_camera.dtype == np.float64 and view.world_to_camera.shape == (4, 4)
-        np.testing.assert_allclose(view.world_to_camera[:3, :3] @ view.world_to_camera[:3, :3].T, np.eye(3), atol=1e-12)
-    np.testing.assert_array_equal(scene.points, [[0.5, 1.0, 1.5], [-1.0, 2.0, 0.25]])
-    np.testing.assert_array_equal(scene.point_colors, [[255, 0, 10], [1, 2, 3]])
+    np.testing.assert_array_equal(scene.points, POINTS)
+    np.testing.assert_array_equal(scene.point_colors, POINT_COLOURS)
     assert scene.point_colors.dtype == np.uint8 and scene.classes is None and scene.name == tmp_path.name
 
 
-def test_scannetpp_bare_file_names_resolve_in_images_and_masks(tmp_path):
-    metas = nerfstudio_metas()
-    metas["transforms_train.json"]["frames"][0].update(file_path="a.png", mask_path="a.png")
-    del metas["transforms_test.json"]
-    scene = load_scene(write_nerfstudio(tmp_path, metas))
-    assert scene.train[0].image_path == tmp_path / "images" / "a.png"
-    assert scene.train[0].mask_path == tmp_path / "masks" / "a.png"
-    assert scene.test == ()  # no transforms_test.json: no test views
+def test_bad_frames_are_left_out_and_doubled_test_frames_held_out(tmp_path):
+    meta = fit3d_meta()
+    meta["frames"][1]["is_bad"] = True
+    meta["frames"].append(dict(meta["test_frames"][0]))  # the toolkit's downscale step appends the test frames
+    scene = load_scene(write_fit3d(tmp_path, {"transforms_train.json": meta}))
+    assert [v.name for v in scene.train] == ["a"] and [v.name for v in scene.test] == ["c"]
+    assert any("1 frame(s) marked is_bad" in n for n in scene.notes)
+    assert any("1 test frame(s) also listed in 'frames'" in n for n in scene.notes)
+
+
+def test_legacy_two_file_layout_reads_plain_poses(tmp_path):
+    meta = fit3d_meta(plain_transform)
+    test = {key: meta[key] for key in ("fl_x", "fl_y", "cx", "cy", "w", "h")} | {"frames": meta.pop("test_frames")}
+    scene = load_scene(write_fit3d(tmp_path, {"transforms_train.json": meta, "transforms_test.json": test}))
+    assert [v.name for v in scene.test] == ["c"]
+    for view in scene.train + scene.test:
+        np.testing.assert_allclose(view.world_to_camera, POSES[view.name], atol=1e-12)
 
 
 def test_applied_transform_takes_colmap_points_into_the_frames_world(tmp_path):
-    metas = nerfstudio_metas()
-    swap = [[0.0, 1.0, 0.0, 0.5], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0]]  # as ns-process-data writes
-    metas["transforms_train.json"]["applied_transform"] = swap
-    scene = load_scene(write_nerfstudio(tmp_path, metas))
-    np.testing.assert_allclose(scene.points, [[1.5, 0.5, -1.5], [2.5, -1.0, -0.25]])
+    swap = np.array([[0.0, 1.0, 0.0, 0.5], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0]])  # as ns-process-data writes
+    meta = fit3d_meta(plain_transform)
+    meta["applied_transform"] = swap.tolist()
+    (tmp_path / "colmap").mkdir()
+    write_fit3d(tmp_path, {"transforms_train.json": meta})
+    # points3D.txt holds COLMAP's frame: the points that, transformed by swap, lie ahead of the cameras
+    colmap_points = (POINTS - swap[:, 3]) @ swap[:, :3]
+    colmap.write_points3d_text(tmp_path / "points3D.txt", colmap_points, POINT_COLOURS)
+    scene = load_scene(tmp_path)
+    np.testing.assert_allclose(scene.points, POINTS, atol=1e-12)
 
 
 def test_pixel_readers(tmp_path):
-    scene = load_scene(write_nerfstudio(tmp_path))
+    scene = load_scene(write_fit3d(tmp_path))
     a = scene.train[0]
     bgr = cv2.imread(str(a.image_path))
     image = read_image(a)
@@ -139,9 +165,9 @@ def test_pixel_readers(tmp_path):
 
 
 def test_depth_and_label_readers(tmp_path):
-    metas = nerfstudio_metas()
-    metas["transforms_train.json"]["frames"][0].update(depth_path="depth/a.png", label_path="labels/a.png")
-    root = write_nerfstudio(tmp_path, metas)
+    meta = fit3d_meta()
+    meta["frames"][0].update(depth_path="a.png", label_path="labels/a.png")  # bare, or relative to the scene
+    root = write_fit3d(tmp_path, {"transforms_train.json": meta})
     millimetres = np.random.default_rng(1).integers(0, 2 ** 16, (H, W), dtype=np.uint16)
     labels = np.random.default_rng(2).integers(0, 12, (H, W), dtype=np.uint8)
     for sub, pixels in (("depth", millimetres), ("labels", labels)):
@@ -156,20 +182,20 @@ def test_depth_and_label_readers(tmp_path):
     assert scene.classes == ("void", "wall")
 
 
-# Bad-input cases: edit(metas, root) breaks a valid scene (its files are written before, its JSONs after).
+# Bad-input cases: edit(meta, root) breaks a valid scene (its files are written before, its JSON after).
 
 
-def _json_text(split: str, text: str):
+def _json_text(text: str):
     def edit(metas, root):
-        metas[f"transforms_{split}.json"] = text
+        metas["transforms_train.json"] = text
     return edit
 
 
-def _set(split: str, key, value, frame: int | None = None):
+def _set(key, value, frame: int | None = None, split: str = "frames"):
     def edit(metas, root):
-        target = metas[f"transforms_{split}.json"]
+        target = metas["transforms_train.json"]
         if frame is not None:
-            target = target["frames"][frame]
+            target = target[split][frame]
         if value is KeyError:
             del target[key]
         else:
@@ -188,50 +214,60 @@ def _remove(relative: str):
     return lambda metas, root: (root / relative).unlink()
 
 
-SCALED = (LOOK_ALONG_X * [[1.1], [1.1], [1.1], [1]]).tolist()
-MIRRORED = (LOOK_ALONG_X @ np.diag([-1.0, 1, 1, 1])).tolist()
-NAN_POSE = np.where(np.eye(4) == 1, np.nan, LOOK_ALONG_X).tolist()
+A_GL = toolkit_transform(POSES["a"])
+SCALED = (A_GL * [[1.1], [1.1], [1.1], [1]]).tolist()
+MIRRORED = (A_GL @ np.diag([-1.0, 1, 1, 1])).tolist()
+NAN_POSE = np.where(np.eye(4) == 1, np.nan, A_GL).tolist()
+BEHIND = toolkit_transform(world_to_camera(np.pi))  # looking away from every point
 
 NERFSTUDIO_ERRORS = {
-    "malformed JSON": (_json_text("train", '{"frames": [}'), r"transforms_train\.json: malformed JSON: .* line 1, column 13"),
-    "top level not an object": (_json_text("test", "[]"), r"transforms_test\.json: expected a JSON object"),
-    "no frames": (_set("train", "frames", KeyError), r"transforms_train\.json: missing 'frames'"),
-    "empty train split": (_set("train", "frames", []), r"transforms_train\.json: frames: empty train split"),
-    "missing intrinsic": (_set("test", "fl_y", KeyError), r"transforms_test\.json: frames\[0\]: missing 'fl_y'"),
-    "missing file_path": (_set("train", "file_path", KeyError, frame=1), r"transforms_train\.json: frames\[1\]: missing 'file_path'"),
-    "missing pose": (_set("train", "transform_matrix", KeyError, frame=0), r"frames\[0\]: missing 'transform_matrix'"),
-    "missing image": (_remove("images/b.jpg"), r"frames\[1\]\.file_path: 'images/b\.jpg': no such file"),
-    "unreadable image": (_write("images/c.png", b"not a png"), r"transforms_test\.json: frames\[0\] \(image\): .*c\.png: not a readable image"),
+    "malformed JSON": (_json_text('{"frames": [}'), r"transforms_train\.json: malformed JSON: .* line 1, column 13"),
+    "top level not an object": (_json_text("[]"), r"transforms_train\.json: expected a JSON object"),
+    "no frames": (_set("frames", KeyError), r"transforms_train\.json: missing 'frames'"),
+    "test_frames not a list": (_set("test_frames", {}), r"transforms_train\.json: 'test_frames' is not a list"),
+    "empty train split": (_set("frames", []), r"transforms_train\.json: frames: no training views"),
+    "every frame bad": (_set("frames", [{"file_path": "a.png", "transform_matrix": A_GL.tolist(), "is_bad": True}]),
+                        r"frames: no training views \(1 frame\(s\) marked is_bad left out\)"),
+    "is_bad not a flag": (_set("is_bad", "yes", frame=0), r"frames\[0\]\.is_bad: 'yes' is not true or false"),
+    "missing intrinsic": (_set("fl_y", KeyError), r"transforms_train\.json: frames\[0\]: missing 'fl_y'"),
+    "missing file_path": (_set("file_path", KeyError, frame=1), r"transforms_train\.json: frames\[1\]: missing 'file_path'"),
+    "missing pose": (_set("transform_matrix", KeyError, frame=0), r"frames\[0\]: missing 'transform_matrix'"),
+    "missing image": (_remove("images/b.jpg"), r"frames\[1\]\.file_path: 'b\.jpg': no such file"),
+    "unreadable image": (_write("images/c.png", b"not a png"), r"test_frames\[0\] \(image\): .*c\.png: not a readable image"),
     "image size": (lambda m, r: write_image(r / "images" / "b.jpg", 40, 30), r"frames\[1\] \(image\): .*b\.jpg is 40x30 pixels, but w=48, h=32"),
     "mask size": (lambda m, r: write_image(r / "masks" / "a.png", 24, 32), r"frames\[0\] \(mask\): .*a\.png is 24x32 pixels"),
-    "missing mask": (_remove("masks/a.png"), r"frames\[0\]\.mask_path: 'masks/a\.png': no such file"),
-    "fractional width": (_set("train", "w", 48.5), r"transforms_train\.json: w: 48\.5 is not a positive integer"),
-    "negative focal": (_set("train", "fl_x", -3.0, frame=1), r"frames\[1\]\.fl_x: -3\.0 must be > 0"),
-    "text focal": (_set("test", "fl_x", "40"), r"transforms_test\.json: fl_x: '40' is not a finite number"),
-    "fisheye model": (_set("train", "camera_model", "OPENCV_FISHEYE"), r"transforms_train\.json: camera_model: camera model 'OPENCV_FISHEYE' is not supported: use undistorted"),
-    "distortion": (_set("train", "k1", 0.01, frame=0), r"frames\[0\]\.k1: distortion coefficient k1=0\.01 is not zero"),
-    "scaled rotation": (_set("train", "transform_matrix", SCALED, frame=0), r"frames\[0\]\.transform_matrix: rotation is not a proper rotation"),
-    "reflection": (_set("test", "transform_matrix", MIRRORED, frame=0), r"transforms_test\.json: frames\[0\]\.transform_matrix: rotation is not a proper"),
-    "non-finite pose": (_set("train", "transform_matrix", NAN_POSE, frame=1), r"frames\[1\]\.transform_matrix: non-finite values"),
-    "pose shape": (_set("train", "transform_matrix", [[1, 0, 0], [0, 1, 0]], frame=0), r"frames\[0\]\.transform_matrix: expected a 4x4"),
-    "projective last row": (_set("train", "transform_matrix", (LOOK_ALONG_X + [[0], [0], [0], [0.5]]).tolist(), frame=0),
-                            r"frames\[0\]\.transform_matrix: last row"),
-    "no points file": (_remove("points3D.txt"), r"no points3D\.txt"),
+    "missing mask": (_remove("masks/a.png"), r"frames\[0\]\.mask_path: 'a\.png': no such file"),
+    "fractional width": (_set("w", 48.5), r"transforms_train\.json: w: 48\.5 is not a positive integer"),
+    "negative focal": (_set("fl_x", -3.0, frame=1), r"frames\[1\]\.fl_x: -3\.0 must be > 0"),
+    "text focal": (_set("fl_x", "40"), r"transforms_train\.json: fl_x: '40' is not a finite number"),
+    "unknown model": (_set("camera_model", "EQUIRECTANGULAR"), r"camera_model: camera model 'EQUIRECTANGULAR' is not supported"),
+    "fisheye, not prepared": (lambda m, r: m["transforms_train.json"].update(camera_model="OPENCV_FISHEYE", k1=0.02),
+                              r"transforms_train\.json: k1: the images are distorted \(.*camera_model: OPENCV_FISHEYE, k1=0\.02\); "
+                              r"run `python -m fit3d_jax\.main --config=configs/prepare_scannetpp\.py"),
+    "distortion": (_set("k1", 0.01, frame=0), r"frames\[0\]\.k1: the images are distorted .*undistort the images first"),
+    "scaled rotation": (_set("transform_matrix", SCALED, frame=0), r"frames\[0\]\.transform_matrix: rotation is not a proper rotation"),
+    "reflection": (_set("transform_matrix", MIRRORED, frame=0, split="test_frames"), r"test_frames\[0\]\.transform_matrix: rotation is not a proper"),
+    "non-finite pose": (_set("transform_matrix", NAN_POSE, frame=1), r"frames\[1\]\.transform_matrix: non-finite values"),
+    "pose shape": (_set("transform_matrix", [[1, 0, 0], [0, 1, 0]], frame=0), r"frames\[0\]\.transform_matrix: expected a 4x4"),
+    "projective last row": (_set("transform_matrix", (A_GL + [[0], [0], [0], [0.5]]).tolist(), frame=0), r"frames\[0\]\.transform_matrix: last row"),
+    "points not seen": (lambda m, r: [f.update(transform_matrix=BEHIND.tolist()) for f in m["transforms_train.json"]["frames"] + m["transforms_train.json"]["test_frames"]],
+                        r"points3D\.txt against the views of .*transforms_train\.json: the sparse points are not seen by the cameras: 0 of 3 views"),
+    "no points file": (_remove("points3D.txt"), r"no .*points3D\.txt"),
     "no points": (_write("points3D.txt", "# only a comment\n\n"), r"points3D\.txt: no points"),
-    "unparsable point": (_write("points3D.txt", POINTS_TXT + "3 1.0 abc 2.0 1 1 1 0\n"), r"points3D\.txt:5: Y: 'abc' is not a number"),
-    "short point line": (_write("points3D.txt", POINTS_TXT + "3 1.0 2.0\n"), r"points3D\.txt:5: expected POINT3D_ID X Y Z"),
+    "unparsable point": (_write("points3D.txt", POINTS_TXT + "7 1.0 abc 2.0 1 1 1 0\n"), r"points3D\.txt:9: Y: 'abc' is not a number"),
+    "short point line": (_write("points3D.txt", POINTS_TXT + "7 1.0 2.0\n"), r"points3D\.txt:9: expected POINT3D_ID X Y Z"),
     "colour range": (_write("points3D.txt", "1 0 0 0 256 0 0 0\n"), r"points3D\.txt:1: colour \[256, 0, 0\] is outside"),
-    "duplicate view": (_set("test", "frames", [{"file_path": "images/a.png", "transform_matrix": LOOK_ALONG_X.tolist()}]),
-                       r"two views are named 'a'"),
+    "duplicate view": (lambda m, r: (write_image(r / "images" / "a.jpg"), m["transforms_train.json"].update(
+        test_frames=[{"file_path": "a.jpg", "transform_matrix": A_GL.tolist()}])), r"two views are named 'a'"),
     "bad classes": (_write("classes.json", '{"0": "void"}'), r"classes\.json: expected a JSON list"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(NERFSTUDIO_ERRORS))
-def test_bad_nerfstudio_scene_names_file_and_field(tmp_path, case):
+def test_bad_fit3d_scene_names_file_and_field(tmp_path, case):
     edit, message = NERFSTUDIO_ERRORS[case]
-    metas = nerfstudio_metas()
-    write_nerfstudio(tmp_path, metas)
+    metas = {"transforms_train.json": fit3d_meta()}
+    write_fit3d(tmp_path, metas)
     edit(metas, tmp_path)
     write_metas(tmp_path, metas)
     with pytest.raises(SceneError, match=message):
@@ -242,7 +278,7 @@ def test_not_a_scene(tmp_path):
     assert not is_scene_dir(tmp_path) and not is_scene_dir(tmp_path / "missing")
     with pytest.raises(SceneError, match="no such scene folder"):
         load_scene(tmp_path / "missing")
-    with pytest.raises(SceneError, match=r"not a scene: neither transforms_train\.json nor a COLMAP model"):
+    with pytest.raises(SceneError, match=r"not a scene: neither transforms_train\.json, a ScanNet\+\+ dslr/ folder .* nor a COLMAP model"):
         load_scene(tmp_path)
     with pytest.raises(ValueError, match="test_every"):
         load_scene(tmp_path, test_every=-1)
@@ -264,14 +300,17 @@ def axis_angle_rotation(rng) -> tuple[np.ndarray, np.ndarray]:
 def colmap_fixture(rng, count: int = 10):
     """cameras (id, model, w, h, params), images (id, q, t, camera id, name), points (xyz, rgb)."""
     cameras = [(1, "PINHOLE", W, H, [FX, FY, CX, CY]), (3, "SIMPLE_PINHOLE", 36, 24, [30.0, 18.0, 12.0])]
-    images, rotations = [], {}
+    images, rotations, xyz = [], {}, []
     for k in range(count):
         rotation, qvec = axis_angle_rotation(rng)
         name = f"img_{(k * 7) % count:02d}.png"  # listed out of name order
         rotations[name] = rotation
-        images.append((k + 1, qvec, rng.normal(size=3), 1 if k % 3 else 3, name))
-    xyz = rng.normal(size=(5, 3))
-    rgb = rng.integers(0, 256, (5, 3))
+        tvec = rng.normal(size=3)
+        images.append((k + 1, qvec, tvec, 1 if k % 3 else 3, name))
+        # three points ahead of each camera, so that the points-seen check passes
+        xyz += [rotation.T @ (np.array([x, 0.1, 2.0]) - tvec) for x in (-0.2, 0.0, 0.2)]
+    xyz = np.array(xyz)
+    rgb = rng.integers(0, 256, (len(xyz), 3))
     return cameras, images, (xyz, rgb), rotations
 
 

@@ -163,8 +163,7 @@ def test_poses_round_trip_through_both_writers(room, tmp_path):
     nerfstudio.write_scene(original)
     again = load_scene(copy)
     colmap.write_text_model(copy / "sparse" / "0", original.train + original.test, copy / "images", original.points, original.point_colors)
-    for name in nerfstudio.TRANSFORMS.values():
-        (copy / name).unlink()
+    (copy / nerfstudio.TRANSFORMS).unlink()
     as_colmap = load_scene(copy, test_every=0)
     for other, atol in ((again, 1e-12), (as_colmap, 1e-9)):
         views = {v.name: v for v in other.train + other.test}

@@ -44,7 +44,7 @@ def scene_paths(config: ml_collections.ConfigDict) -> list[Path]:
         except (RoomParameterError, FileExistsError) as e:
             raise ConfigError(f"config.room: {e}") from None
     try:
-        return find_scenes(config.scenes)
+        return find_scenes(config.scenes, config.split)
     except SceneError as e:
         raise ConfigError(f"config.scenes: {e}") from None
 
@@ -57,6 +57,9 @@ def run(config: ml_collections.ConfigDict) -> None:
         scenes = [load_scene(p, test_every=config.test_every) for p in paths]
     except SceneError as e:
         raise ConfigError(f"config.scenes: {e}") from None
+    for scene in scenes:
+        for note in scene.notes:
+            print(f"{scene.name}: {note}")
     weights = load_configured_weights(config)
     budget = config.budget if config.budget != "auto" else ("quick" if jax.default_backend() == "cpu" else "paper")
     print(f"lifting {len(scenes)} scene(s), {recipe.iterations} iterations each ({budget} budget)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d_jax.scenes import validation
+from fit3d_jax.scenes import pixels, validation
 from fit3d_jax.scenes.types import SceneData, SceneError, View
 
 # COLMAP's camera models by id: (name, number of parameters).
@@ -227,10 +227,13 @@ def _number(x) -> str:
     return repr(float(x))  # shortest text that reads back to the same float
 
 
-def write_cameras_text(path: Path, cameras: Sequence[PinholeCamera]) -> None:
+def write_cameras_text(path: Path, cameras: Sequence[tuple[int, str, int, int, Sequence[float]]]) -> None:
+    """One line per (CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS)."""
     lines = ["# Camera list with one line of data per camera:", "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]"]
-    for c in cameras:
-        lines.append(f"{c.camera_id} PINHOLE {c.width} {c.height} {' '.join(map(_number, (c.fx, c.fy, c.cx, c.cy)))}")
+    for camera_id, model, width, height, params in cameras:
+        if len(params) != MODEL_PARAMS[model]:
+            raise ValueError(f"camera {camera_id}: {model} takes {MODEL_PARAMS[model]} parameters, got {len(params)}")
+        lines.append(f"{camera_id} {model} {width} {height} {' '.join(map(_number, params))}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -407,6 +410,9 @@ def read_scene(root: Path, *, test_every: int = 8) -> SceneData:
     train = tuple(v for i, v in enumerate(views) if not (test_every and i % test_every == 0))
     if not train:
         raise SceneError(f"{folder}: empty train split: test_every={test_every} makes all {len(views)} images test views")
+    ext = model_format(folder)
+    validation.check_points_seen(views, xyz, rgb, points_file=folder / f"points3D.{ext}", poses_file=folder / f"images.{ext}",
+                                 read_image=pixels.read_image)
     return SceneData(name=root.absolute().name, root=root, train=train, test=test, points=xyz, point_colors=rgb)
 
 
@@ -422,6 +428,7 @@ def write_text_model(folder: Path, views: Sequence[View], image_dir: Path, xyz: 
         rotation, translation = view.world_to_camera[:3, :3], view.world_to_camera[:3, 3]
         name = view.image_path.relative_to(image_dir).as_posix()
         images.append(ColmapImage(image_id, rotation_to_qvec(rotation), translation, camera.camera_id, name))
-    write_cameras_text(folder / "cameras.txt", list(cameras.values()))
+    write_cameras_text(folder / "cameras.txt", [(c.camera_id, "PINHOLE", c.width, c.height, (c.fx, c.fy, c.cx, c.cy))
+                                                for c in cameras.values()])
     write_images_text(folder / "images.txt", images)
     write_points3d_text(folder / "points3D.txt", xyz, rgb)

@@ -45,3 +45,4 @@ class SceneData:
     points: np.ndarray  # (P, 3) float64 sparse points (initialisation)
     point_colors: np.ndarray  # (P, 3) uint8
     classes: tuple[str, ...] | None = None  # label names by id, where labels exist
+    notes: tuple[str, ...] = ()  # what the reader left out or changed, for the job to report

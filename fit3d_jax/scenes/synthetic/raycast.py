@@ -75,12 +75,19 @@ class Renderer:
             return None
         return slice(i0, i1), slice(j0, j1)
 
-    def render(self, view: View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(H, W, 3) uint8 RGB, (H, W) float32 depth (camera z, metres), (H, W) uint8 labels."""
+    def render(self, view: View, rays: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 RGB, (H, W) float32 depth (camera z, metres), (H, W) uint8 labels.
+        ``rays``: (H, W, 2) camera-space x/z and y/z of every pixel's ray, for cameras that are not
+        pinhole (fisheye); by default the view's pinhole rays through the pixel centres."""
         rotation = view.world_to_camera[:3, :3]
         origin = view.camera_center
-        xs = ((np.arange(view.width) + 0.5 - view.cx) / view.fx)[None, :]
-        ys = ((np.arange(view.height) + 0.5 - view.cy) / view.fy)[:, None]
+        if rays is None:
+            xs = ((np.arange(view.width) + 0.5 - view.cx) / view.fx)[None, :]
+            ys = ((np.arange(view.height) + 0.5 - view.cy) / view.fy)[:, None]
+            whole = None
+        else:
+            xs, ys = rays[..., 0], rays[..., 1]
+            whole = (slice(None), slice(None))  # a box's pixels are no rectangle: test them all
         # World ray directions scaled to camera z = 1, so that the ray parameter is the depth.
         d = [(rotation[0, a] * xs + rotation[1, a] * ys + rotation[2, a]).astype(np.float32) for a in range(3)]
         o = origin.astype(np.float32)
@@ -94,7 +101,7 @@ class Renderer:
             code = (2 * axis + (np.take_along_axis(np.stack(d), axis[None], 0)[0] < 0)).astype(np.int8)
             prim = np.zeros(depth.shape, np.int32)
             for k in range(1, len(self.centre)):
-                rect = self._pixel_rect(k, rotation, origin, view.fx, view.fy, view.cx, view.cy, view.width, view.height)
+                rect = whole or self._pixel_rect(k, rotation, origin, view.fx, view.fy, view.cx, view.cy, view.width, view.height)
                 if rect is not None:
                     self._slab_test(k, rect, d, o, depth, code, prim)
         return self._shade(view, d, o, depth, code, prim), depth, self.face_label[prim, code]
@@ -198,3 +205,28 @@ def _sample(atlases: list[np.ndarray], material: np.ndarray, u: np.ndarray, v: n
         bottom = flat[row_b + xa] * (1 - wx) + flat[row_b + xb] * wx
         out[sel] = (top * (1 - wy) + bottom * wy) / 255.0
     return out
+
+
+def box_mesh(renderer: Renderer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The room as a triangle mesh: vertices (V, 3) float64, faces (F, 3) int32, and each vertex's
+    primitive (0 = the room) and face code. Every box face has its own 4 vertices (so a vertex has one
+    face's label, as the room's walls, floor and ceiling need)."""
+    vertices, faces, prims, codes = [], [], [], []
+    for k in range(len(renderer.centre)):
+        c, s = float(renderer.cos[k]), float(renderer.sin[k])
+        rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        half = renderer.half[k].astype(np.float64)
+        for code in range(6):
+            # the room's codes (seen from inside): 2a the +a face, 2a + 1 the -a face (a box's faces share one label)
+            axis, side = code // 2, 1.0 if code % 2 == 0 else -1.0
+            u, v = [a for a in range(3) if a != axis]
+            corners = np.zeros((4, 3))
+            corners[:, axis] = side * half[axis]
+            corners[:, u] = np.array([-1, 1, 1, -1]) * half[u]
+            corners[:, v] = np.array([-1, -1, 1, 1]) * half[v]
+            base = len(vertices) * 4
+            vertices.append(corners @ rotation.T + renderer.centre[k].astype(np.float64))
+            faces += [[base, base + 1, base + 2], [base, base + 2, base + 3]]
+            prims.append(np.full(4, k))
+            codes.append(np.full(4, code))
+    return np.concatenate(vertices), np.array(faces, np.int32), np.concatenate(prims), np.concatenate(codes)

@@ -18,7 +18,7 @@ from fit3d_jax.scenes.synthetic.raycast import Renderer
 from fit3d_jax.scenes.synthetic.textures import Palette
 from fit3d_jax.scenes.types import SceneData, View
 
-GENERATOR_VERSION = 1  # bump when the same parameters would give a different room
+GENERATOR_VERSION = 2  # bump when the same parameters would give a different room
 GENERATOR_FILE = "generator.json"
 
 
@@ -60,20 +60,37 @@ def recorded_parameters(room_dir: str | os.PathLike) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _test_indices(count: int, num_test: int) -> set[int]:
-    return {int((k + 0.5) * count / num_test) for k in range(num_test)}
+def test_indices(count: int, num_test: int) -> set[int]:
+    """Test views interleaved along the camera path."""
+    return {int((k + 0.5) * count / num_test) for k in range(num_test)} if num_test else set()
 
 
-def _sparse_points(rng, views, renders, num_points: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """Points on the surfaces the training views see, with their rendered colours, jittered."""
+def build_room(seed: int, count: int) -> tuple[Renderer, list[np.ndarray]]:
+    """Room ``seed`` ready to render, and ``count`` world-to-camera poses along its camera path."""
+    palette = Palette(np.random.default_rng([seed, 0]))
+    layout = furnish(palette.rng, palette)
+    renderer = Renderer(layout, palette)
+    return renderer, camera_path(np.random.default_rng([seed, 1]), renderer, count)
+
+
+def pinhole_rays(view: View) -> np.ndarray:
+    """(H, W, 2) camera-space x/z, y/z through the view's pixel centres."""
+    xs = (np.arange(view.width) + 0.5 - view.cx) / view.fx
+    ys = (np.arange(view.height) + 0.5 - view.cy) / view.fy
+    return np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), -1)
+
+
+def sparse_points(rng, views, renders, rays, num_points: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the surfaces the views see (``renders``: image and depth, ``rays``: each view's
+    pixel rays), with their rendered colours, jittered."""
     per_view = np.full(len(views), num_points // len(views))
     per_view[: num_points % len(views)] += 1
     xyz, rgb = [], []
-    for view, (image, depth), count in zip(views, renders, per_view):
+    for view, (image, depth), ray, count in zip(views, renders, rays, per_view):
         flat = rng.choice(view.width * view.height, size=count, replace=count > view.width * view.height)
         i, j = np.divmod(flat, view.width)
         z = depth[i, j].astype(np.float64)
-        camera = np.stack([(j + 0.5 - view.cx) / view.fx * z, (i + 0.5 - view.cy) / view.fy * z, z], -1)
+        camera = np.concatenate([ray[i, j] * z[:, None], z[:, None]], -1)
         rotation, translation = view.world_to_camera[:3, :3], view.world_to_camera[:3, 3]
         xyz.append((camera - translation) @ rotation)
         rgb.append(image[i, j])
@@ -81,18 +98,27 @@ def _sparse_points(rng, views, renders, num_points: int, noise: float) -> tuple[
     return xyz + rng.normal(0, noise, xyz.shape), np.concatenate(rgb)
 
 
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), pixels):
+        raise OSError(f"{path}: cannot write")
+
+
+def depth_millimetres(depth: np.ndarray) -> np.ndarray:
+    millimetres = np.rint(depth * 1000)
+    if millimetres.max() >= 2 ** 16:
+        raise RuntimeError(f"depth {depth.max():.1f} m does not fit a uint16 millimetre PNG (a generator bug)")
+    return millimetres.astype(np.uint16)
+
+
 def _write_room(folder: Path, params: dict) -> None:
     seed = params["seed"]
-    palette = Palette(np.random.default_rng([seed, 0]))
-    layout = furnish(palette.rng, palette)
-    renderer = Renderer(layout, palette)
     count = params["num_train"] + params["num_test"]
-    poses = camera_path(np.random.default_rng([seed, 1]), renderer, count)
+    renderer, poses = build_room(seed, count)
     width, height = params["width"], params["height"]
     focal = width / 2 / math.tan(math.radians(params["fov_x_deg"]) / 2)
     for sub in ("images", "depth", "labels"):
         (folder / sub).mkdir(parents=True)
-    test_indices = _test_indices(count, params["num_test"]) if params["num_test"] else set()
+    held_out = test_indices(count, params["num_test"])
     train, test, train_renders = [], [], []
     for k, pose in enumerate(poses):
         name = f"frame_{k:05d}.png"
@@ -100,19 +126,16 @@ def _write_room(folder: Path, params: dict) -> None:
                     cx=width / 2, cy=height / 2, world_to_camera=pose, depth_path=folder / "depth" / name,
                     label_path=folder / "labels" / name)
         image, depth, labels = renderer.render(view)
-        millimetres = np.rint(depth * 1000)
-        if millimetres.max() >= 2 ** 16:
-            raise RuntimeError(f"depth {depth.max():.1f} m does not fit a uint16 millimetre PNG (a generator bug)")
-        for path, pixels in ((view.image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), (view.depth_path, millimetres.astype(np.uint16)),
-                             (view.label_path, labels)):
-            if not cv2.imwrite(str(path), pixels):
-                raise OSError(f"{path}: cannot write")
-        if k in test_indices:
+        write_png(view.image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        write_png(view.depth_path, depth_millimetres(depth))
+        write_png(view.label_path, labels)
+        if k in held_out:
             test.append(view)
         else:
             train.append(view)
             train_renders.append((image, depth))
-    points, colours = _sparse_points(np.random.default_rng([seed, 2]), train, train_renders, params["num_points"], params["point_noise"])
+    points, colours = sparse_points(np.random.default_rng([seed, 2]), train, train_renders, [pinhole_rays(v) for v in train],
+                                    params["num_points"], params["point_noise"])
     nerfstudio.write_scene(SceneData(name=folder.name, root=folder, train=tuple(train), test=tuple(test), points=points,
                                      point_colors=colours, classes=CLASSES))
     (folder / GENERATOR_FILE).write_text(json.dumps(params, indent=1) + "\n")
