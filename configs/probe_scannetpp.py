@@ -1,16 +1,25 @@
-"""Linear probes on ScanNet++ scenes in the lifting layout (frames with label_path / depth_path,
-classes.json); training scenes and held-out scenes are folders of scenes (or scene lists).
+"""Linear probes on ScanNet++ in FiT3D's evaluation layout, as configs/prepare_scannetpp.py writes it
+(probe_data=True) and as FiT3D's published evaluation data has it:
 
-python -m fit3d_jax.main --config=configs/probe_scannetpp.py --config.data.train=/data/scannetpp/train \
-    --config.data.test=/data/scannetpp/val --config.finetuned=outputs/finetune/checkpoints
-python -m fit3d_jax.main --config=configs/probe_scannetpp.py:depth --config.data.train=... --config.data.test=...
+    <data_dir>/images/{training,validation}/*.JPG
+    <data_dir>/annotations/{training,validation}/*.png     0 = unlabelled, 1..100 = top100.txt's classes
+    <data_dir>/scannetpp_train.txt, scannetpp_val.txt      '<image> <depth>' lines; depth: uint16 mm PNGs
 
-Segmentation follows the ADE20K protocol, depth the NYUv2 one with the paper's 20 m range.
+python -m fit3d_jax.main --config=configs/probe_scannetpp.py --config.data.data_dir=outputs/scannetpp/eval \
+    --config.finetuned=outputs/finetune/checkpoints
+python -m fit3d_jax.main --config=configs/probe_scannetpp.py:depth --config.data.data_dir=outputs/scannetpp/eval
+
+Segmentation: 100 classes with mmseg's reduce_zero_label, the ADE20K protocol. Depth: 0.001-20 m, no
+crop, the NYUv2 protocol's crops of 416x544. The paper (Tables 1 and 2, ViT-S): mIoU 30.19 -> 32.76,
+RMSE 0.3742 -> 0.3361 with FiT3D.
 """
 
 from fit3d_jax.probe import defaults
 
 
 def get_config(task: str = "segmentation"):
-    data = dict(name="scenes", train="", test="", min_depth=1e-3, max_depth=20.0, ignore_ids=(0,))
-    return defaults.depth(data, crop=(416, 544)) if task == "depth" else defaults.segmentation(data)
+    if task == "depth":
+        data = dict(name="scannetpp_depth", data_dir="", train_split="scannetpp_train.txt", test_split="scannetpp_val.txt",
+                    min_depth=1e-3, max_depth=20.0)
+        return defaults.depth(data, crop=(416, 544))
+    return defaults.segmentation(dict(name="scannetpp", data_dir=""))

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-from fit3d_jax.lift import export, fit, trainer
-from fit3d_jax.models.dinov2 import ViTConfig, init_params
+from conftest import short_fit
+from fit3d_jax.lift import export, trainer
 from fit3d_jax.scenes import load_scene
 from fit3d_jax.scenes.synthetic import generate_room
-from fit3d_jax.weights import load_weights, save_params
+from fit3d_jax.weights import load_weights
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,29 +27,9 @@ def room(tmp_path_factory):
     return load_scene(path)
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    """A random 2-block ViT (D = 32) as an Orbax checkpoint: fast targets for tests."""
-    config = ViTConfig(embed_dim=32, depth=2, num_heads=2)
-    path = tmp_path_factory.mktemp("vit") / "tiny"
-    save_params(path, init_params(config, seed=0), config)
-    return path
-
-
-def _fit(room, weights, out, iterations, **kw):
-    """A short schedule: densification every 10 iterations over the middle of the run, and feature
-    and decoder learning rates large enough to move features that start at zero."""
-    recipe = trainer.Recipe(
-        iterations=iterations, feature_dim=8, sh_every=iterations // 4, densify_from=iterations // 10,
-        densify_until=3 * iterations // 4, densify_every=10, opacity_reset_every=0, size_prune_from=iterations // 2,
-        lr_features=1e-2, lr_decoder=1e-3,
-    )
-    return fit.fit_scene(room, weights, recipe, out, progress=False, **kw)
-
-
 def test_short_fit_lowers_both_losses(room, tiny_vit, tmp_path):
     weights = load_weights(str(tiny_vit), announce=False)
-    metrics = _fit(room, weights, tmp_path, 120, log_every=1)
+    metrics = short_fit(room, weights, tmp_path, 120, log_every=1)
     log = [json.loads(l) for l in (tmp_path / room.name / "train_log.jsonl").read_text().splitlines()]
     first, last = log[:20], log[-20:]
     mean = lambda rows, k: np.mean([r[k] for r in rows])
@@ -64,7 +43,7 @@ def test_short_fit_lowers_both_losses(room, tiny_vit, tmp_path):
 
 def test_outputs_are_written(room, tiny_vit, tmp_path):
     weights = load_weights(str(tiny_vit), announce=False)
-    metrics = _fit(room, weights, tmp_path, 20)
+    metrics = short_fit(room, weights, tmp_path, 20)
     out = tmp_path / room.name
     cols = export.read_ply(out / "point_cloud.ply")
     assert len(cols["x"]) == metrics["gaussians"] and "feat_7" in cols and "f_rest_44" in cols
@@ -81,7 +60,7 @@ def test_outputs_are_written(room, tiny_vit, tmp_path):
 @pytest.fixture(scope="module")
 def straight_run(room, tiny_vit, tmp_path_factory):
     out = tmp_path_factory.mktemp("straight")
-    _fit(room, load_weights(str(tiny_vit), announce=False), out, 40, checkpoint_every=15)
+    short_fit(room, load_weights(str(tiny_vit), announce=False), out, 40, checkpoint_every=15)
     return out
 
 
@@ -99,9 +78,9 @@ def test_killed_run_resumes_to_the_same_result(room, tiny_vit, straight_run, kil
 
     monkeypatch.setattr(trainer, "view_for_iteration", killed)
     with pytest.raises(KeyboardInterrupt):
-        _fit(room, weights, resumed, 40, checkpoint_every=15)  # checkpoints at 15 and 30
+        short_fit(room, weights, resumed, 40, checkpoint_every=15)  # checkpoints at 15 and 30
     monkeypatch.setattr(trainer, "view_for_iteration", real)
-    _fit(room, weights, resumed, 40, checkpoint_every=15)
+    short_fit(room, weights, resumed, 40, checkpoint_every=15)
 
     a = np.load(straight / "store" / f"{room.name}.npz")
     b = np.load(resumed / "store" / f"{room.name}.npz")

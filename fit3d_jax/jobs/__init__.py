@@ -7,5 +7,6 @@ JOBS = {
     "convert_torch": "fit3d_jax.jobs.convert_torch",
     "import_weights": "fit3d_jax.jobs.import_weights",
     "generate_rooms": "fit3d_jax.jobs.generate_rooms",
+    "prepare_scannetpp": "fit3d_jax.jobs.prepare_scannetpp",
     "probe": "fit3d_jax.jobs.probe",
 }

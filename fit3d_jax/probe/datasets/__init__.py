@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from fit3d_jax.probe.datasets.files import kitti, scenes, voc
+from fit3d_jax.probe.datasets.files import kitti, scannetpp_depth, scannetpp_segmentation, scenes, voc
 from fit3d_jax.probe.datasets.tfds_sets import ade20k, nyu_depth
 from fit3d_jax.probe.datasets.types import (
     DEPTH,
@@ -21,6 +21,8 @@ LOADERS = {
     "voc": (voc, SEGMENTATION),
     "nyu_depth": (nyu_depth, DEPTH),
     "kitti": (kitti, DEPTH),
+    "scannetpp": (scannetpp_segmentation, SEGMENTATION),
+    "scannetpp_depth": (scannetpp_depth, DEPTH),
     "scenes": (scenes, None),  # both tasks
 }
 

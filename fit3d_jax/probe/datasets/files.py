@@ -7,13 +7,20 @@ Pascal VOC 2012 segmentation (tfds's ``voc`` has boxes only, no masks)::
     VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt
     optional, the usual augmented set: SegmentationClassAug/<id>.png + ImageSets/Segmentation/trainaug.txt
 
-KITTI depth (the BTS / DINOv2 split files; one line per frame ``<image> <depth> [focal]``, paths
-relative to ``data_dir``; depth PNGs are uint16 with metres x 256, 0 = no LiDAR point; frames
-whose depth is ``None`` are skipped by those split files and here too).
+Segmentation folders as mmsegmentation's CustomDataset reads them (FiT3D's ScanNet++, ScanNet,
+NYUv2 and ADE20K layouts)::
 
-Scenes (ScanNet++ in the lifting issue's layout, and the built-in synthetic rooms): every view of
-every scene in the listed folders, with the frames' ``label_path`` (class ids named by
-``classes.json``) or ``depth_path``.
+    <data_dir>/images/{training,validation}/<name><img_suffix>
+    <data_dir>/annotations/{training,validation}/<name>.png      class ids; with reduce_zero_label
+                                                                0 = unlabelled (ignored), k = class k - 1
+
+Depth split files as FiT3D's depth toolbox and BTS read them: one line per frame
+``<image> <depth> [focal]``, paths relative to ``data_dir`` (a leading "/" is dropped), lines whose
+depth is ``None`` skipped; depth PNGs are uint16, metres x ``depth_scale`` (ScanNet++, ScanNet, NYUv2:
+1000; KITTI: 256), 0 = no measurement. KITTI frames are KB-cropped to 352x1216.
+
+Scenes (the built-in synthetic rooms): every view of every scene in the listed folders, with the
+frames' ``label_path`` (class ids named by ``classes.json``) or ``depth_path``.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from fit3d_jax.scenes import (
     read_image,
     read_labels,
 )
+from fit3d_jax.scenes.scannetpp import TOP100
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -111,37 +119,108 @@ def kb_crop(array: np.ndarray) -> np.ndarray:
     return array[top:, left : left + KITTI_KB_CROP[1]]
 
 
-def kitti(data_dir: str, train_split: str, test_split: str, image_root: str = "", depth_root: str = "",
-          min_depth: float = 1e-3, max_depth: float = 80.0) -> Dataset:
-    """Frames are KB-cropped to 352x1216; the metrics use the Garg crop (as DINOv2)."""
-    root = Path(data_dir)
-    how_to = ("Give the split files of the Eigen split as BTS/DINOv2 use them (config fields data.train_split / "
-              "data.test_split), with paths relative to data.data_dir, data.image_root or data.depth_root.")
+def _depth_png(path: Path, image: np.ndarray, scale: float) -> np.ndarray:
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
+        raise DatasetError(f"{path}: missing, unreadable or not a one-channel uint16 depth PNG")
+    if raw.shape != image.shape[:2]:
+        raise DatasetError(f"{path}: depth {raw.shape} does not match its image {image.shape[:2]}")
+    return raw.astype(np.float32) / scale
 
-    def split(name: str) -> Split:
-        path = Path(name) if Path(name).is_absolute() else root / name
+
+def depth_splits(data_dir: str, train_split: str, test_split: str, *, depth_scale: float, min_depth: float,
+                 max_depth: float, image_root: str = "", depth_root: str = "", crop=None, eval_crop=None,
+                 name: str = "depth") -> Dataset:
+    """Depth frames listed in split files (see the module docstring); ``crop`` applies to image and
+    depth as they are read (KITTI's KB crop)."""
+    root = Path(data_dir)
+    how_to = (f"Give the split files (config fields data.train_split / data.test_split), with lines '<image> <depth>' "
+              f"relative to data.data_dir={str(root)!r}.")
+    if not root.is_dir():
+        raise DatasetError(f"config.data.data_dir={str(root)!r}: no such folder. {how_to}")
+
+    def split(split_name: str) -> Split:
+        path = Path(split_name) if Path(split_name).is_absolute() else root / split_name
         rows = []
         for number, line in enumerate(_lines(path, how_to), 1):
             fields = line.split()
             if len(fields) < 2:
                 raise DatasetError(f"{path}:{number}: expected '<image> <depth> [focal]', got {line!r}")
             if fields[1] != "None":
-                rows.append((root / image_root / fields[0], root / depth_root / fields[1]))
+                rows.append((root / image_root / fields[0].lstrip("/"), root / depth_root / fields[1].lstrip("/")))
 
         def read(i: int) -> Example:
             image_path, depth_path = rows[i]
-            image = _image(image_path, f"KITTI {path.name}")
-            raw = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
-            if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
-                raise DatasetError(f"{depth_path}: missing, unreadable or not a one-channel uint16 depth PNG")
-            if raw.shape != image.shape[:2]:
-                raise DatasetError(f"{depth_path}: depth {raw.shape} does not match its image {image.shape[:2]}")
-            return Example(str(image_path), kb_crop(image), kb_crop(raw).astype(np.float32) / 256.0)
+            image = _image(image_path, f"{name} {path.name}")
+            depth = _depth_png(depth_path, image, depth_scale)
+            if crop is not None:
+                image, depth = crop(image), crop(depth)
+            return Example(str(image_path), image, depth)
 
-        return Split(f"kitti[{path.name}]", len(rows), read)
+        return Split(f"{name}[{path.name}]", len(rows), read)
 
-    return Dataset("kitti", DEPTH, split(train_split), split(test_split), min_depth=min_depth, max_depth=max_depth,
-                   eval_crop=GARG_CROP)
+    return Dataset(name, DEPTH, split(train_split), split(test_split), min_depth=min_depth, max_depth=max_depth,
+                   eval_crop=eval_crop)
+
+
+def kitti(data_dir: str, train_split: str, test_split: str, image_root: str = "", depth_root: str = "",
+          min_depth: float = 1e-3, max_depth: float = 80.0) -> Dataset:
+    """The Eigen split files as BTS / DINOv2 use them; frames are KB-cropped to 352x1216 and the
+    metrics use the Garg crop (as DINOv2)."""
+    return depth_splits(data_dir, train_split, test_split, depth_scale=256.0, min_depth=min_depth, max_depth=max_depth,
+                        image_root=image_root, depth_root=depth_root, crop=kb_crop, eval_crop=GARG_CROP, name="kitti")
+
+
+def scannetpp_depth(data_dir: str, train_split: str = "scannetpp_train.txt", test_split: str = "scannetpp_val.txt",
+                    min_depth: float = 1e-3, max_depth: float = 20.0) -> Dataset:
+    """FiT3D's ScanNet++ depth: millimetre PNGs, 0.001-20 m, no crop (prepare_scannetpp writes them)."""
+    return depth_splits(data_dir, train_split, test_split, depth_scale=1000.0, min_depth=min_depth, max_depth=max_depth,
+                        name="scannetpp")
+
+
+def segmentation_folders(data_dir: str, *, classes: tuple[str, ...], img_suffix: str, seg_suffix: str = ".png",
+                         reduce_zero_label: bool = True, train_dirs=("images/training", "annotations/training"),
+                         test_dirs=("images/validation", "annotations/validation"), name: str = "segmentation") -> Dataset:
+    """mmseg's CustomDataset layout: every ``<img_suffix>`` file below the image folder (sorted), its
+    label the same name with ``seg_suffix`` below the annotation folder."""
+    from PIL import Image  # label PNGs read as stored (mmseg reads them with pillow, 'unchanged')
+
+    root = Path(data_dir)
+    how_to = (f"Expected {root}/{train_dirs[0]}/*{img_suffix} with labels in {root}/{train_dirs[1]}/*{seg_suffix} (and "
+              f"{test_dirs[0]}, {test_dirs[1]}), as FiT3D's evaluation reads them (config field data.data_dir).")
+
+    def split(images: str, annotations: str) -> Split:
+        folder = root / images
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: no such folder. {how_to}")
+        files = sorted(p for p in folder.rglob(f"*{img_suffix}") if p.is_file())
+        if not files:
+            raise DatasetError(f"{folder}: no *{img_suffix} images. {how_to}")
+
+        def read(i: int) -> Example:
+            image = _image(files[i], name)
+            path = root / annotations / files[i].relative_to(folder).with_suffix(seg_suffix)
+            try:
+                label = np.asarray(Image.open(path)).astype(np.int32)
+            except (OSError, ValueError):
+                raise DatasetError(f"{path}: missing or unreadable label of {files[i]}") from None
+            if label.shape != image.shape[:2]:
+                raise DatasetError(f"{path}: label {label.shape} does not match its image {image.shape[:2]}")
+            if reduce_zero_label:  # mmseg: 0 -> ignore, k -> k - 1
+                label = np.where(label == 0, IGNORE_INDEX, label - 1)
+            if (bad := np.setdiff1d(np.unique(label), [*range(len(classes)), IGNORE_INDEX])).size:
+                raise DatasetError(f"{path}: label values {bad.tolist()} are outside the {len(classes)} classes"
+                                   + (" (after reduce_zero_label)" if reduce_zero_label else ""))
+            return Example(f"{name}/{files[i].stem}", image, label)
+
+        return Split(f"{name}[{images}]", len(files), read)
+
+    return Dataset(name, SEGMENTATION, split(*train_dirs), split(*test_dirs), class_names=tuple(classes))
+
+
+def scannetpp_segmentation(data_dir: str) -> Dataset:
+    """FiT3D's ScanNet++ segmentation: 100 classes (top100.txt), .JPG images, reduce_zero_label."""
+    return segmentation_folders(data_dir, classes=TOP100, img_suffix=".JPG", name="scannetpp")
 
 
 def scenes(train: str, test: str, task: str, min_depth: float = 1e-3, max_depth: float = 20.0,

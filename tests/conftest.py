@@ -1,0 +1,32 @@
+"""Fixtures shared by the stage I tests: a tiny random ViT and a short lifting schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from fit3d_jax.lift import fit, trainer
+from fit3d_jax.models.dinov2 import ViTConfig, init_params
+from fit3d_jax.weights import save_params
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    """A random 2-block ViT (D = 32) as an Orbax checkpoint: fast targets for tests."""
+    config = ViTConfig(embed_dim=32, depth=2, num_heads=2)
+    path = tmp_path_factory.mktemp("vit") / "tiny"
+    save_params(path, init_params(config, seed=0), config)
+    return path
+
+
+def short_recipe(iterations: int) -> trainer.Recipe:
+    """Densification every 10 iterations over the middle of the run, and feature and decoder
+    learning rates large enough to move features that start at zero."""
+    return trainer.Recipe(
+        iterations=iterations, feature_dim=8, sh_every=iterations // 4, densify_from=iterations // 10,
+        densify_until=3 * iterations // 4, densify_every=10, opacity_reset_every=0, size_prune_from=iterations // 2,
+        lr_features=1e-2, lr_decoder=1e-3,
+    )
+
+
+def short_fit(scene, weights, out, iterations, **kw) -> dict:
+    return fit.fit_scene(scene, weights, short_recipe(iterations), out, progress=False, **kw)
