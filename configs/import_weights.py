@@ -14,5 +14,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.weights_format = ""  # '' = detect; official | timm | hf
     config.arch = ""  # '' = from the weights; vits14 | vitb14 | vitl14 | vitg14 (checked)
     config.interpolation = ""  # '' = as the format's library; official | timm | hf
-    config.output = "outputs/weights/dinov2"  # Orbax checkpoint directory (replaced if it exists)
+    config.output = "outputs/weights/dinov2"  # Orbax checkpoint directory
+    config.overwrite = False  # True: replace a checkpoint this job wrote there before (never anything else)
     return config

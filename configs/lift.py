@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     # folders of scenes, FiT3D's data root (prepare_scannetpp's output) or a ScanNet++ download with its scenes undistorted
     c.scenes = ""
     c.split = ""  # with a data root: its split(s), e.g. nvs_sem_train (FiT3D's 230 scenes); '' = all of a FiT3D root
+    c.skip_non_scenes = False  # a folder of scenes with other folders in it: an error naming them, or (True) skip them
     c.output_dir = "outputs/lift"
     c.room = ml_collections.ConfigDict(
         dict(output_dir="outputs/rooms", seed=0, width=160, height=108, num_train=20, num_test=4)

@@ -72,8 +72,8 @@ def model_step(config, params, recipe: train.Recipe, model_size, grid, reduce_dt
     """A call that runs stage II's model step once (ViT in bfloat16, the recipe's global batch
     sharded over all devices) on a fixed random batch and returns its metrics unsynchronised."""
     mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    opt = train.optimizer(recipe)
-    step_fn = train.make_train_step(DinoV2(config, dtype=jnp.bfloat16), opt, mesh, reduce_dtype=reduce_dtype)
+    model = DinoV2(config, dtype=jnp.bfloat16)
+    step_fn = train.make_train_step(model, mesh, reduce_dtype=reduce_dtype)
     batched = NamedSharding(mesh, PartitionSpec("data"))
     rng = np.random.default_rng(0)
     b = recipe.batch_size
@@ -81,7 +81,7 @@ def model_step(config, params, recipe: train.Recipe, model_size, grid, reduce_dt
     target = jax.device_put(rng.normal(size=(b, *grid, config.embed_dim)).astype(np.float32), batched)
     weights = jax.device_put(np.ones((b, *grid), np.float32), batched)
     own = jax.tree.map(jnp.array, params)  # the step donates its state
-    holder = [jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, PartitionSpec()))]
+    holder = [jax.device_put(train.initial_state(model, own, recipe), NamedSharding(mesh, PartitionSpec()))]
 
     def run():
         holder[0], metrics = step_fn(holder[0], images, target, weights)

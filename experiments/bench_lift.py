@@ -99,18 +99,21 @@ def main() -> None:
     metrics = fit_scene(scene, weights, recipe, args.work / "out", checkpoint_every=10_000, log_every=1000, progress=False)
 
     # Per-iteration breakdown on the final state, restored from the last checkpoint.
-    from fit3d_jax.checkpointing import Checkpoints
-    from fit3d_jax.lift.fit import initial_capacity, restore_latest, scene_arrays
+    from fit3d_jax.harness.checkpoints import Checkpoints
+    from fit3d_jax.lift.fit import identity, initial_capacity, restore, scene_arrays
     from fit3d_jax.lift import targets as target_cache
     from fit3d_jax.lift.gaussians import init_from_points
+    from fit3d_jax.scenes import verify_pixels
 
-    all_targets = target_cache.cached_targets(args.work / "out" / scene.name / "cache", list(scene.train) + list(scene.test), weights)
+    fingerprint = verify_pixels(scene)
+    all_targets = target_cache.cached_targets(args.work / "out" / scene.name / "cache", list(scene.train) + list(scene.test),
+                                              weights, fingerprint)
     data = scene_arrays(list(scene.train), all_targets[: len(scene.train)])
     extent = trainer.scene_extent([v.camera_center for v in scene.train])
     g, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
     fresh = trainer.init_state(g, active, recipe, extent, all_targets.shape[-1], jax.random.key(0))
-    checkpoints = Checkpoints(args.work / "out" / scene.name / "checkpoints")
-    state = restore_latest(checkpoints, fresh)
+    checkpoints = Checkpoints(args.work / "out" / scene.name / "checkpoints", identity(scene, fingerprint, recipe, weights, 0))
+    state = restore(checkpoints, fresh)
     checkpoints.close()
     breakdown = step_breakdown(state, data, recipe, extent, all_targets.shape[-1])
     # The loop's own mean: fitting time less density control, per iteration (includes the step's

@@ -12,10 +12,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from absl import app
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax import jobs
+from fit3d_jax.errors import ConfigError, RunError
 from fit3d_jax.jobs import JOBS
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -60,16 +61,19 @@ def _check_overrides(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS["verbosity"].present:  # libraries' INFO lines (Orbax, absl, JAX) only on request
+        logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config=configs/<job>.py is required (see README.md).")
     job = config.get("job")
     if job not in JOBS:
         raise app.UsageError(f"config.job={job!r} is not one of {sorted(JOBS)}")
+    jobs.set_overridden(config_flags.get_override_values(flags.FLAGS["config"]))
     module = importlib.import_module(JOBS[job])
     try:
         module.run(config)
-    except ConfigError as e:
+    except (ConfigError, RunError) as e:
         raise SystemExit(f"error: {e}") from None
 
 

@@ -198,13 +198,13 @@ images = rng.integers(0, 256, size=(4, 28, 42, 3), dtype=np.uint8)
 target = rng.normal(size=(4, 2, 3, 64)).astype(np.float32)
 weights = rng.uniform(size=(4, 2, 3)).astype(np.float32)  # unequal per device: the global divisor matters
 recipe = train.Recipe(learning_rate=1e-3)
-opt = train.optimizer(recipe)
 out = {}
 for devices, reduce in ((1, "float32"), (2, "float32"), (2, "bfloat16")):
     mesh = Mesh(np.asarray(jax.devices()[:devices]), ("data",))
-    step = train.make_train_step(DinoV2(config, dtype=jnp.float32), opt, mesh, reduce_dtype=jnp.dtype(reduce))
+    model = DinoV2(config, dtype=jnp.float32)
+    step = train.make_train_step(model, mesh, reduce_dtype=jnp.dtype(reduce))
     own = jax.tree.map(jnp.array, params)
-    state = jax.device_put(train.TrainState(jnp.int32(0), own, opt.init(own)), NamedSharding(mesh, P()))
+    state = jax.device_put(train.initial_state(model, own, recipe), NamedSharding(mesh, P()))
     batch = [jax.device_put(x, NamedSharding(mesh, P("data"))) for x in (images, target, weights)]
     state, metrics = step(state, *batch)
     mu = jax.flatten_util.ravel_pytree(params)[1](state.opt_state[1][0].mu)  # the optimiser's flat vector, per tensor

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from dinov2_checkpoints import random_params
 from fit3d_jax import images
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import convert_torch, features, import_weights
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 from fit3d_jax.weights import export_official, export_timm, load_params, load_weights, params_equal, save_params

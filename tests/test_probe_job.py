@@ -13,9 +13,11 @@ import configs_loader
 import jax
 import numpy as np
 import pytest
+
+from fit3d_jax.harness.guard import NonFiniteError
 import tensorflow_datasets as tfds
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import probe as probe_job
 from fit3d_jax.main import _check_overrides
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
@@ -135,6 +137,17 @@ def test_every_probe_config_loads_and_overrides_are_checked():
     assert configs_loader.load("probe_scannetpp.py", "depth").schedule.clip_norm == 35.0
     with pytest.raises(SystemExit, match="no field 'schedule.iters'"):
         _check_overrides(["main", "--config=configs/probe_ade20k.py", "--config.schedule.iters=5"])
+
+
+def test_a_probe_that_goes_nan_stops_naming_the_step(rooms, tmp_path):
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
+    backbones = Backbones(DinoV2(CONFIG), "original")
+    settings = probe_train.ProbeSettings(schedule=probe_train.Schedule(
+        learning_rate=1e38, iterations=8, warmup_iterations=0, batch_size=4), cache_features=True)
+    with pytest.raises(NonFiniteError, match=r"probe segmentation: .*not finite at step \d"):
+        probe_train.train(dataset, backbones, {"original": init_params(CONFIG, seed=1)}, settings, tmp_path,
+                          log_every=100, checkpoint_every=100, progress=False)
+    assert not [p for p in (tmp_path / "checkpoints").glob("*") if p.name.isdigit()]
 
 
 def test_killed_run_resumes_to_the_same_head(rooms, vits, tmp_path, monkeypatch):

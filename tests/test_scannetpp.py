@@ -20,7 +20,7 @@ import pytest
 
 import configs_loader
 from conftest import short_recipe
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import prepare_scannetpp
 from fit3d_jax.lift import export
 from fit3d_jax.lift.fit import fit_scene

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import generate_rooms
 import configs_loader
 from fit3d_jax.scenes import SceneData, colmap, load_scene, nerfstudio, read_depth, read_image, read_labels, synthetic

@@ -5,7 +5,9 @@ written by ``fit3d_jax.lift.export.write_store_entry``). All of it stays in host
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +77,18 @@ def load_store(store_dir: str | Path) -> list[StoredScene]:
         json_path = npz_path.with_suffix(".json")
         if not json_path.exists():
             raise SceneError(f"{json_path}: missing (every store .npz has a .json with its views)")
-        with np.load(npz_path) as data:
-            missing = [k for k in ARRAYS if k not in data.files]
-            if missing:
-                raise SceneError(f"{npz_path}: missing arrays {missing}")
-            arrays = {k: np.asarray(data[k], np.float32) for k in ARRAYS}
+        try:
+            with np.load(npz_path) as data:
+                missing = [k for k in ARRAYS if k not in data.files]
+                if missing:
+                    raise SceneError(f"{npz_path}: missing arrays {missing}")
+                arrays = {k: np.asarray(data[k], np.float32) for k in ARRAYS}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise SceneError(f"{npz_path}: damaged or truncated store entry ({type(e).__name__}: {e}); lift the scene again") from None
+        for name, array in arrays.items():
+            if not np.isfinite(array).all():
+                raise SceneError(f"{npz_path}: scene {npz_path.stem!r} holds {int((~np.isfinite(array)).sum())} non-finite "
+                                 f"values in {name!r}; its lift diverged: lift it again")
         try:
             entry = json.loads(json_path.read_text())
             views = tuple(_view(e, f"{json_path} views[{i}]") for i, e in enumerate(entry["views"]))
@@ -97,3 +106,14 @@ def load_store(store_dir: str | Path) -> list[StoredScene]:
     if len(dims) > 1:
         raise SceneError(f"{store_dir}: scenes decode to different feature dimensions {sorted(dims)}")
     return scenes
+
+
+def store_fingerprint(store_dir: str | Path) -> str:
+    """What a fine-tuning run's checkpoints record of its store: every entry's name, its views
+    (the .json) and its arrays' file size; a re-lifted scene changes it."""
+    digest = hashlib.sha256()
+    for npz_path in sorted(Path(store_dir).glob("*.npz")):
+        if ".tmp" not in npz_path.name:
+            digest.update(f"{npz_path.name}:{npz_path.stat().st_size}:".encode())
+            digest.update(npz_path.with_suffix(".json").read_bytes())
+    return digest.hexdigest()[:24]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -22,11 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import struct
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tqdm import tqdm
+from flax.training import train_state
+from jax.sharding import Mesh, PartitionSpec
 
-from fit3d_jax.checkpointing import Checkpoints
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness import guard
+from fit3d_jax.harness import mesh as harness_mesh
+from fit3d_jax.harness.checkpoints import Checkpoints
+from fit3d_jax.harness.loop import TrainLoop
 from fit3d_jax.finetune import data, targets
 from fit3d_jax.finetune.store import StoredScene
 from fit3d_jax.images import normalize
@@ -45,11 +47,11 @@ class Recipe:
     flip_probability: float = 0.5
 
 
-@struct.dataclass
-class TrainState:
-    step: jnp.ndarray
-    params: dict
-    opt_state: optax.OptState
+class TrainState(train_state.TrainState):
+    nonfinite: guard.NonFinite  # the first step whose loss or gradients were not finite
+
+
+GUARDED = ("loss", "gradients")
 
 
 def optimizer(recipe: Recipe) -> optax.GradientTransformation:
@@ -85,15 +87,14 @@ def psum_gradients(grads, reduce_dtype, axis: str = "data"):
     return jax.tree.unflatten(treedef, summed)
 
 
-def make_train_step(model: DinoV2, opt: optax.GradientTransformation, mesh: Mesh, reduce_dtype=jnp.float32):
+def make_train_step(model: DinoV2, mesh: Mesh, reduce_dtype=jnp.float32):
     """The jitted step over ``mesh``: each device differentiates the loss of its own samples and
     the gradients are summed across devices explicitly (``psum_gradients``), in ``reduce_dtype``
     for the large tensors (as FSDP's ``reduce_dtype``): with bfloat16 compute the weight
     gradients are bfloat16 values already, and summing them in bfloat16 halves the all-reduce
     traffic. One device sums nothing. Images arrive as uint8 and are normalised here, on the
     device."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batched = NamedSharding(mesh, PartitionSpec("data"))
+    replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
 
     def local_loss_and_grads(params, images, target, weights):
         # The global loss is sum(per-token L1 x weight) / sum(weight) over the whole batch, so
@@ -117,9 +118,10 @@ def make_train_step(model: DinoV2, opt: optax.GradientTransformation, mesh: Mesh
 
     def step(state: TrainState, images, target, weights):
         loss, grads = loss_and_grads(state.params, images, target, weights)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
-        return new, {"loss": loss, "grad_norm": jnp.linalg.norm(jax.flatten_util.ravel_pytree(grads)[0])}
+        flat = jax.flatten_util.ravel_pytree(grads)[0]  # one vector: a few kernels, not a few per tensor
+        watched = {"loss": loss, "gradients": guard.all_finite(flat)}
+        new = state.apply_gradients(grads=grads, nonfinite=state.nonfinite.record(state.step + 1, watched, GUARDED))
+        return new, {"loss": loss, "grad_norm": jnp.linalg.norm(flat)}
 
     return jax.jit(
         step,
@@ -127,6 +129,10 @@ def make_train_step(model: DinoV2, opt: optax.GradientTransformation, mesh: Mesh
         out_shardings=(replicated, replicated),
         donate_argnums=0,
     )
+
+
+def initial_state(model: DinoV2, params: dict, recipe: Recipe) -> TrainState:
+    return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer(recipe), nonfinite=guard.NonFinite.none())
 
 
 def save_checkpoint(checkpoints: Checkpoints, state: TrainState, config: ViTConfig) -> None:
@@ -139,15 +145,16 @@ def save_checkpoint(checkpoints: Checkpoints, state: TrainState, config: ViTConf
     })
 
 
-def restore_latest(checkpoints: Checkpoints, template: TrainState) -> TrainState | None:
-    step = checkpoints.latest_step()
-    if step is None:
-        return None
-    restored = checkpoints.restore(step, **{
-        PARAMS_ITEM: ocp.args.StandardRestore(template.params),
-        "opt_state": ocp.args.StandardRestore(template.opt_state),
-    })
-    return TrainState(jnp.int32(step), restored[PARAMS_ITEM], restored["opt_state"])
+def restore(checkpoints: Checkpoints, template: TrainState) -> TrainState | None:
+    def read(step: int) -> TrainState:
+        restored = checkpoints.restore(step, **{
+            PARAMS_ITEM: ocp.args.StandardRestore(template.params),
+            "opt_state": ocp.args.StandardRestore(template.opt_state),
+        })
+        return template.replace(step=jnp.int32(step), params=restored[PARAMS_ITEM], opt_state=restored["opt_state"])
+
+    found = checkpoints.restore_latest(read)
+    return None if found is None else found[1]
 
 
 def finetune(
@@ -165,17 +172,17 @@ def finetune(
     device_cache_gb: float = 16.0,
     progress: bool = True,
     max_steps: int | None = None,
+    identity: dict | None = None,
 ) -> tuple[TrainState, dict]:
-    """Fine-tunes ``params``; resumes from ``output_dir/checkpoints`` when present. Returns the
-    final state and a summary (losses, throughput, time split). Gradients are summed across
-    devices in ``reduce_dtype`` (default: the compute ``dtype``; see ``make_train_step``)."""
-    devices = jax.devices()
-    mesh = Mesh(np.asarray(devices), ("data",))
-    if recipe.batch_size % len(devices):
-        raise ValueError(f"batch size {recipe.batch_size} is not a multiple of the {len(devices)} devices")
-    per_device = recipe.batch_size // len(devices)
+    """Fine-tunes ``params``; resumes from ``output_dir/checkpoints`` when they hold this run
+    (``identity`` adds what the caller knows of it: the store, the weights). Returns the final
+    state and a summary (losses, throughput, time split). Gradients are summed across devices in
+    ``reduce_dtype`` (default: the compute ``dtype``; see ``make_train_step``)."""
+    mesh = harness_mesh.data_mesh()
+    per_device = harness_mesh.per_device(recipe.batch_size, mesh, "config.recipe.batch_size")
     if any(s.target_dim != config.embed_dim for s in scenes):
-        raise ValueError(f"the store's targets have {scenes[0].target_dim} channels but the model has {config.embed_dim}")
+        raise ConfigError(f"the store's targets have {scenes[0].target_dim} channels but the model (config.weights) has "
+                          f"{config.embed_dim}: lift with the same model")
 
     full, model_size, grid = data.image_size(scenes, config.patch_size)
     sampler = data.Sampler(scenes, recipe.batch_size, seed, recipe.flip_probability)
@@ -183,16 +190,19 @@ def finetune(
     total = min(total, max_steps) if max_steps else total
 
     model = DinoV2(config, dtype=dtype)
-    opt = optimizer(recipe)
-    replicated = NamedSharding(mesh, PartitionSpec())
+    replicated = harness_mesh.replicated(mesh)
     params = jax.tree.map(jnp.array, params)  # own copies: the step donates its state, never the caller's arrays
-    state = jax.device_put(TrainState(jnp.int32(0), params, opt.init(params)), replicated)
-    checkpoints = Checkpoints(Path(output_dir) / "checkpoints")
-    resumed = restore_latest(checkpoints, state)
+    state = initial_state(model, params, recipe)
+    # The run's length (epochs, max_steps) is not part of its identity: a run may be extended.
+    run = {"stage": "finetune", "recipe": {k: v for k, v in dataclasses.asdict(recipe).items() if k != "epochs"},
+           "model": config.to_dict(), "seed": seed, "dtype": jnp.dtype(dtype).name} | (identity or {})
+    checkpoints = Checkpoints(Path(output_dir) / "checkpoints", run)
+    resumed = restore(checkpoints, state)
     if resumed is not None:
-        state = jax.device_put(resumed, replicated)
+        state = resumed
         print(f"finetune: resuming from step {int(state.step)}")
-    train_step = make_train_step(model, opt, mesh, reduce_dtype or dtype)
+    state = jax.device_put(state, replicated)
+    train_step = make_train_step(model, mesh, reduce_dtype or dtype)
 
     local = jax.local_devices()
     caches = {d: targets.SceneCache(scenes, d, device_cache_gb * 1e9) for d in local}
@@ -218,70 +228,54 @@ def finetune(
                 jax.device_put(batch.token_weights[rows.start : rows.stop], device))
 
     dispatchers = concurrent.futures.ThreadPoolExecutor(len(local), thread_name_prefix="dispatch")
-    log_path = Path(output_dir) / "train_log.jsonl"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "a")
-    bar = tqdm(total=total, initial=start, desc="finetune", unit="step", disable=not progress)
-    timings = {"host_wait": 0.0, "render_dispatch": 0.0, "step": 0.0}
-    losses = []
-    wall = time.time()
-    batched = NamedSharding(mesh, PartitionSpec("data"))
+    batched = harness_mesh.batched(mesh)
     global_array = lambda parts, shape: jax.make_array_from_single_device_arrays(shape, batched, parts)
 
-    def next_inputs():
+    def next_inputs(loop: TrainLoop):
         """The next host batch, its targets rendered and its arrays sent, as global arrays."""
-        t0 = time.time()
-        batch = prefetch.next()
-        t1 = time.time()
-        # One dispatching thread per device: a render waits on its device's stream while
-        # binning, and must not hold up the other devices' work.
-        shards = list(dispatchers.map(lambda k: device_shard(k, batch), range(len(local))))
-        shards_targets, shards_images, shards_weights = (list(parts) for parts in zip(*shards))
-        b = recipe.batch_size
-        inputs = (global_array(shards_images, (b, *model_size, 3)), global_array(shards_targets, (b, *grid, config.embed_dim)),
-                  global_array(shards_weights, (b, *grid)))
-        timings["host_wait"] += t1 - t0
-        timings["render_dispatch"] += time.time() - t1
-        return inputs
+        with loop.timed("host_wait", device=False):
+            batch = prefetch.next()
+        with loop.timed("render_dispatch", device=False):
+            # One dispatching thread per device: a render waits on its device's stream while
+            # binning, and must not hold up the other devices' work.
+            shards = list(dispatchers.map(lambda k: device_shard(k, batch), range(len(local))))
+            shards_targets, shards_images, shards_weights = (list(parts) for parts in zip(*shards, strict=True))
+            b = recipe.batch_size
+            return (global_array(shards_images, (b, *model_size, 3)), global_array(shards_targets, (b, *grid, config.embed_dim)),
+                    global_array(shards_weights, (b, *grid)))
 
+    wall = time.perf_counter()
     try:
-        ahead = next_inputs() if start < total else None
-        for step in range(start, total):
-            images, target, weights = ahead
-            # The next step's renders are queued before this step's model step: the devices
-            # render while the host launches the step, and the binning sync waits on the
-            # previous step rather than leaving the devices idle.
-            ahead = next_inputs() if step + 1 < total else None
-            t2 = time.time()
-            state, metrics = train_step(state, images, target, weights)
-            it = step + 1
-            if it % log_every == 0 or it == total:
-                metrics = {k: float(v) for k, v in metrics.items()}  # synchronises
-                losses.append(metrics["loss"])
-                log.write(json.dumps(metrics | {"step": it}) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            timings["step"] += time.time() - t2
-            bar.update(1)
-            if it % checkpoint_every == 0 or it == total:
-                save_checkpoint(checkpoints, state, config)
+        with TrainLoop("finetune", Path(output_dir), total=total, start=start, log_every=log_every,
+                       checkpoint_every=checkpoint_every, progress=progress, guarded=GUARDED) as loop:
+            ahead = next_inputs(loop) if start < total else None
+            for step in range(start, total):
+                images, target, weights = ahead
+                # The next step's renders are queued before this step's model step: the devices
+                # render while the host launches the step, and the binning sync waits on the
+                # previous step rather than leaving the devices idle.
+                ahead = next_inputs(loop) if step + 1 < total else None
+                with loop.timed("step", device=False):
+                    state, metrics = train_step(state, images, target, weights)
+                    loop.step_done(step + 1, state.nonfinite, metrics,
+                                   save=lambda st=state: save_checkpoint(checkpoints, st, config))
+            loop.check(state.nonfinite)
+            logged, split = loop.logged, loop.time_split()
     finally:
         prefetch.close()
         make_batch.close()
         dispatchers.shutdown()
-        bar.close()
-        log.close()
         checkpoints.close()
-    seconds = time.time() - wall
+    seconds = time.perf_counter() - wall
     done = total - start
     summary = {
         "steps": total,
         "steps_this_run": done,
         "views_per_second": done * recipe.batch_size / max(seconds, 1e-9),
         "seconds": seconds,
-        "time_split_seconds": timings,
+        "time_split_seconds": split,
         "scene_transfers": {str(d): caches[d].transfers for d in local},
-        "last_logged_loss": losses[-1] if losses else None,
-        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": logged[-1]["loss"] if logged else None,
+        "first_logged_loss": logged[0]["loss"] if logged else None,
     }
     return state, summary

@@ -9,7 +9,8 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness import outputs
 from fit3d_jax.weights import (
     WeightsError,
     export_official,
@@ -32,6 +33,9 @@ def run(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config.output must name the .pth file to write")
     _check_suffix(config, "output", (".pth", ".pt"))
     _check_suffix(config, "timm_output", (".safetensors", ".pth", ".pt", ".bin"))
+    for field in ("output", "timm_output"):
+        if config[field]:
+            outputs.check_replaceable(Path(config[field]), f"config.{field}", config.overwrite)
     try:
         weights = load_weights(config.checkpoint)
     except WeightsError as e:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax import images, viz
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs.weights_fields import load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
 

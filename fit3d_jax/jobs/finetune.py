@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax import images, viz
-from fit3d_jax.config_errors import ConfigError
-from fit3d_jax.finetune.store import load_store
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness import outputs
+from fit3d_jax.finetune.store import load_store, store_fingerprint
 from fit3d_jax.finetune.train import Recipe, finetune
 from fit3d_jax.jobs.weights_fields import load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
@@ -52,23 +53,24 @@ def run(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
     if config.grad_reduce_dtype not in ("", *DTYPES):
         raise ConfigError(f"config.grad_reduce_dtype={config.grad_reduce_dtype!r} is not '' or one of {sorted(DTYPES)}")
+    for field in ("log_every", "checkpoint_every"):
+        if config[field] < 1:
+            raise ConfigError(f"config.{field}={config[field]} must be >= 1")
+    output_dir = outputs.claim_run(outputs.output_dir(config.output_dir, "config.output_dir"), "finetune", "config.output_dir")
     try:
         scenes = load_store(config.store)
     except SceneError as e:
         raise ConfigError(f"config.store: {e}") from None
     weights = load_configured_weights(config)
-    output_dir = Path(config.output_dir)
     print(f"finetune: {len(scenes)} scene(s), {sum(len(s.views) for s in scenes)} training views, "
           f"{jax.device_count()} device(s), global batch {recipe.batch_size}")
-    try:
-        state, summary = finetune(
-            scenes, weights.params, weights.config, recipe, output_dir, dtype=DTYPES[config.dtype],
-            reduce_dtype=DTYPES.get(config.grad_reduce_dtype), seed=config.seed,
-            log_every=config.log_every, checkpoint_every=config.checkpoint_every, device_cache_gb=config.device_cache_gb,
-            progress=config.progress, max_steps=config.max_steps or None,
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    state, summary = finetune(
+        scenes, weights.params, weights.config, recipe, output_dir, dtype=DTYPES[config.dtype],
+        reduce_dtype=DTYPES.get(config.grad_reduce_dtype), seed=config.seed,
+        log_every=config.log_every, checkpoint_every=config.checkpoint_every, device_cache_gb=config.device_cache_gb,
+        progress=config.progress, max_steps=config.max_steps or None,
+        identity={"store": store_fingerprint(config.store), "weights": weights.description},
+    )
     print(f"finetune: {summary['steps']} steps, {summary['views_per_second']:.1f} views/s this run, "
           f"loss {summary['first_logged_loss']} -> {summary['last_logged_loss']}")
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import ml_collections
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness import outputs
 from fit3d_jax.scenes import synthetic
+from fit3d_jax.scenes.synthetic.rooms import check_replaceable
 
 ROOM_FIELDS = ("width", "height", "num_train", "num_test", "fov_x_deg", "num_points", "point_noise")
 
@@ -46,6 +48,12 @@ def run(config: ml_collections.ConfigDict) -> None:
     seeds = range(config.first_seed, config.first_seed + config.num_rooms)
     workers = min(config.num_workers or os.cpu_count() or 1, len(seeds))
     jobs = [(room_dir(config.output_dir, seed), seed, params, config.overwrite) for seed in seeds]
+    for out_dir, seed, _, _ in jobs:  # every room checked before any is (re)generated
+        outputs.remove_stale_staging(out_dir)
+        try:
+            check_replaceable(out_dir, synthetic.room_parameters(seed=seed, **params), config.overwrite)
+        except FileExistsError as e:
+            raise ConfigError(f"config.output_dir: {e} (config.overwrite=True replaces generated rooms)") from None
     try:
         if workers == 1:
             results = [_make(*job) for job in jobs]

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ml_collections
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness import outputs
 from fit3d_jax.jobs.weights_fields import load_configured_weights
-from fit3d_jax.weights import load_params, params_equal, save_params
+from fit3d_jax.weights import WeightsError, load_params, params_equal, save_params
 
 
 def run(config: ml_collections.ConfigDict) -> None:
     if not config.output:
         raise ConfigError("config.output must name the Orbax checkpoint directory to write")
+    outputs.check_replaceable(Path(config.output), "config.output", config.overwrite)
     weights = load_configured_weights(config)
-    directory = save_params(config.output, weights.params, weights.config)
+    try:
+        directory = save_params(config.output, weights.params, weights.config, overwrite=config.overwrite)
+    except WeightsError as e:
+        raise ConfigError(f"config.output: {e}") from None
     params, model_config = load_params(directory)
     if model_config != weights.config or not params_equal(params, weights.params):
         raise RuntimeError(f"{directory}: re-loaded checkpoint differs from the imported weights")

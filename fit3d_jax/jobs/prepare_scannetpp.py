@@ -13,7 +13,8 @@ from pathlib import Path
 
 import ml_collections
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness import outputs
 from fit3d_jax.scenes import SceneError, scannetpp
 from fit3d_jax.scenes.scannetpp_prepare import MARKER, SUBSETS, VERSION, check_raw, marker, prepare_scene, write_probe_truth
 
@@ -59,6 +60,7 @@ def _plan(config: ml_collections.ConfigDict) -> tuple[Path, Path, list[tuple[str
             if subset and not (dslr.parent / scannetpp.MESH).is_file():
                 raise ConfigError(f"scene {scene_id}: {dslr.parent / scannetpp.MESH} is missing (probe_data renders from it)")
             target = out / scannetpp.FIT3D_SCENES / scene_id
+            outputs.remove_stale_staging(target)
             record = _record(dslr, config.downscale_factor)
             done = marker(target)
             if target.exists() and done is None:

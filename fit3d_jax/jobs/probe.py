@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness import outputs
 from fit3d_jax.jobs.weights_fields import load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.probe import augment
@@ -110,23 +111,27 @@ def run(config: ml_collections.ConfigDict) -> None:
     for split in (dataset.train, dataset.test):
         if len(split) == 0:  # checked before training: an empty test split would give NaN metrics
             raise ConfigError(f"config.data: {split.name} has no examples")
+    for field in ("log_every", "checkpoint_every"):
+        if config[field] < 1:
+            raise ConfigError(f"config.{field}={config[field]} must be >= 1")
+    output_dir = outputs.claim_run(outputs.output_dir(config.output_dir, "config.output_dir"), "probe", "config.output_dir")
     vit_config, params = backbone_params(config, config.assembly)
     backbones = Backbones(DinoV2(vit_config, dtype=DTYPES[config.dtype]), config.assembly)
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     print(f"probe: {config.task} on {dataset.name} ({len(dataset.train)} train / {len(dataset.test)} test examples), "
           f"assembly {config.assembly} ({backbones.feature_dim} channels), {settings.schedule.iterations} iterations, "
           f"global batch {settings.schedule.batch_size}, {jax.device_count()} device(s)")
+    run_identity = {"data": json.loads(json.dumps(config.data.to_dict(), default=str)), "dtype": config.dtype,
+                    "weights": config.weights, "finetuned": str(Path(config.finetuned).resolve()) if config.finetuned else ""}
     try:
-        task, state, summary = train(dataset, backbones, params, settings, output_dir, seed=config.seed,
-                                     log_every=config.log_every, checkpoint_every=config.checkpoint_every, progress=config.progress)
+        task, state, summary = train(dataset, backbones, params, settings, output_dir, seed=config.seed, log_every=config.log_every,
+                                     checkpoint_every=config.checkpoint_every, progress=config.progress, identity=run_identity)
         metrics = evaluate(task, dataset, backbones, params, state, settings, output_dir, progress=config.progress)
-    except (DatasetError, ValueError) as e:
-        raise ConfigError(str(e)) from None
+    except DatasetError as e:
+        raise ConfigError(f"config.data: {e}") from None
     if jax.process_index() == 0:
         record = {"task": config.task, "dataset": dataset.name, "assembly": config.assembly, "seed": config.seed,
                   "metrics": metrics, "training": summary, "settings": dataclasses.asdict(settings),
                   "config": config.to_dict()}
-        (output_dir / "metrics.json").write_text(json.dumps(record, indent=1, default=str))
+        outputs.write_json(output_dir / "metrics.json", json.loads(json.dumps(record, default=str)))
         print(table(metrics, config.task))
         print(f"probe: metrics in {(output_dir / 'metrics.json').absolute()}, predictions in {(output_dir / 'predictions').absolute()}")

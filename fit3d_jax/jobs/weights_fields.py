@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from fit3d_jax.config_errors import ConfigError
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.models.dinov2 import ARCHS, INTERPOLATIONS
 from fit3d_jax.weights import FORMATS, LoadedWeights, WeightsError, load_weights
 

@@ -1,15 +1,16 @@
 """Lifting one scene end to end: targets, fitting with checkpoints, evaluation and outputs.
 
 Outputs under ``<output_dir>/<scene>/``: ``checkpoints/`` (Orbax: Gaussians, decoder, optimiser
-state, iteration; a killed run resumes from the latest), ``point_cloud.ply`` (3DGS layout plus
-features), ``renders/`` (held-out views), ``train_log.jsonl`` and ``metrics.json``; the store entry
-for stage II goes to ``<output_dir>/store/``.
+state, iteration, and the run's identity; a killed run resumes from the latest), ``point_cloud.ply``
+(3DGS layout plus features), ``renders/`` (held-out views), ``train_log.jsonl`` and TensorBoard
+events, ``metrics.json``; the store entry for stage II goes to ``<output_dir>/store/``. Nothing
+non-finite is written: the run stops at the first non-finite loss or gradient.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
+import dataclasses
 import resource
 import time
 from pathlib import Path
@@ -18,12 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from tqdm import tqdm
 
-from fit3d_jax.checkpointing import Checkpoints
+from fit3d_jax.harness import guard, outputs
+from fit3d_jax.harness.checkpoints import Checkpoints
+from fit3d_jax.harness.loop import TrainLoop
 from fit3d_jax.lift import export, targets, trainer
 from fit3d_jax.lift.gaussians import init_from_points
-from fit3d_jax.scenes import SceneData, SceneError, View, read_image, read_mask
+from fit3d_jax.scenes import SceneData, SceneError, View, read_image, read_mask, verify_pixels
 from fit3d_jax.viz import save_png
 from fit3d_jax.weights import LoadedWeights
 
@@ -54,17 +56,6 @@ def initial_capacity(num_points: int) -> int:
     return 1 << max(14, int(np.ceil(np.log2(2 * num_points))))
 
 
-def restore_latest(checkpoints: Checkpoints, fresh: trainer.LiftState) -> trainer.LiftState | None:
-    """The newest saved LiftState. Its capacity is saved beside it (item ``meta``): growth and
-    compaction change the buffers' shapes, and the restore template must have the saved ones."""
-    step = checkpoints.latest_step()
-    if step is None:
-        return None
-    meta = checkpoints.restore(step, meta=ocp.args.JsonRestore())["meta"]
-    template = trainer.resize_state(fresh, meta["capacity"])
-    return checkpoints.restore(step, state=ocp.args.StandardRestore(template))["state"]
-
-
 def peak_memory() -> dict:
     """Peak device memory where the backend reports it, and the process's peak resident memory."""
     stats = jax.devices()[0].memory_stats() or {}
@@ -72,6 +63,27 @@ def peak_memory() -> dict:
     if "peak_bytes_in_use" in stats:
         out["peak_device_gb"] = stats["peak_bytes_in_use"] / 1e9
     return out
+
+
+def identity(scene: SceneData, fingerprint: str, recipe: trainer.Recipe, weights: LoadedWeights, seed: int) -> dict:
+    """What a lift's checkpoints belong to: a resume checks it before reading any state. The run's
+    length is not part of it: a finished run may be extended (its schedules follow the new length)."""
+    recipe_fields = {k: v for k, v in dataclasses.asdict(recipe).items() if k != "iterations"}
+    return {"stage": "lift", "scene": str(scene.root.resolve()), "fingerprint": fingerprint, "recipe": recipe_fields,
+            "seed": seed, "weights": weights.description}
+
+
+def restore(checkpoints: Checkpoints, fresh: trainer.LiftState) -> trainer.LiftState | None:
+    """The newest intact LiftState of this run. Its capacity is saved beside it (item ``meta``):
+    growth and compaction change the buffers' shapes, and the restore template must have the saved ones."""
+
+    def read(step: int) -> trainer.LiftState:
+        meta = checkpoints.restore(step, meta=ocp.args.JsonRestore())["meta"]
+        template = trainer.resize_state(fresh, meta["capacity"])
+        return checkpoints.restore(step, state=ocp.args.StandardRestore(template))["state"]
+
+    found = checkpoints.restore_latest(read)
+    return None if found is None else found[1]
 
 
 def fit_scene(
@@ -84,82 +96,80 @@ def fit_scene(
     log_every: int = 100,
     checkpoint_every: int = 1000,
     progress: bool = True,
+    fingerprint: str | None = None,
 ) -> dict:
-    """Lifts ``scene``; resumes from its latest checkpoint if one exists. Returns the metrics."""
+    """Lifts ``scene`` into ``output_dir/<scene name>``; resumes from its latest checkpoint if one
+    exists. ``fingerprint``: the scene's content (``scenes.verify_pixels``; computed if not given).
+    Returns the metrics; stops with NonFiniteError at the first non-finite loss or gradient."""
     start = time.time()
-    out = Path(output_dir) / scene.name
+    out = outputs.inside(Path(output_dir) / scene.name, output_dir)
+    fingerprint = fingerprint or verify_pixels(scene)
     views = list(scene.train) + list(scene.test)
-    t0 = time.time()
-    all_targets = targets.cached_targets(out / "cache", views, weights)
-    target_seconds = time.time() - t0
-    train = scene_arrays(list(scene.train), all_targets[: len(scene.train)])
-    test = scene_arrays(list(scene.test), all_targets[len(scene.train) :]) if scene.test else train
     extent = trainer.scene_extent([v.camera_center for v in scene.train])
     key = jax.random.key(seed)
-
+    target_dim = weights.config.embed_dim
     gaussians, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
-    state = trainer.init_state(gaussians, active, recipe, extent, all_targets.shape[-1], key)
-    checkpoints = Checkpoints(out / "checkpoints")
-    resumed = restore_latest(checkpoints, state)
+    state = trainer.init_state(gaussians, active, recipe, extent, target_dim, key)
+    checkpoints = Checkpoints(out / "checkpoints", identity(scene, fingerprint, recipe, weights, seed))
+    resumed = restore(checkpoints, state)
     if resumed is not None:
         state = resumed
         print(f"{scene.name}: resuming from iteration {int(state.iteration)}")
-
-    step = trainer.make_train_step(recipe, extent, all_targets.shape[-1])
-    log = open(out / "train_log.jsonl", "a")
-    bar = tqdm(total=recipe.iterations, initial=int(state.iteration), desc=scene.name, disable=not progress, unit="it")
-    densify_seconds = 0.0
+    step = trainer.make_train_step(recipe, extent, target_dim)
     it = int(state.iteration)  # mirrored on the host so that steps are not synchronised
+    where = f"lift {scene.name}"
     try:
-        while it < recipe.iterations:
-            state, aux = step(state, train, trainer.view_for_iteration(it + 1, len(scene.train), seed))
-            it += 1
-            if trainer.density_control_due(it, recipe):
-                jax.block_until_ready(state)
-                t0 = time.time()
-                state = jax.block_until_ready(trainer.densify_if_due(state, it, recipe, extent, key))
-                densify_seconds += time.time() - t0
-            bar.update(1)
-            if it % log_every == 0 or it == recipe.iterations:
-                record = {k: float(v) for k, v in aux.items()} | {"iteration": it, "gaussians": int(state.active.sum())}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{record['loss']:.4f}", feat=f"{record['feature_l1']:.4f}", n=record["gaussians"])
-            if it % checkpoint_every == 0 or it == recipe.iterations:
-                meta = {"capacity": state.capacity, "iteration": it}
-                checkpoints.save(it, state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        with TrainLoop(where, out, total=recipe.iterations, start=it, log_every=log_every, checkpoint_every=checkpoint_every,
+                       progress=progress, guarded=trainer.GUARDED, unit="it") as loop:
+            with loop.timed("targets"):
+                all_targets = targets.cached_targets(out / "cache", views, weights, fingerprint)
+                train = scene_arrays(list(scene.train), all_targets[: len(scene.train)])
+                test = scene_arrays(list(scene.test), all_targets[len(scene.train):]) if scene.test else train
+            while it < recipe.iterations:
+                state, aux = step(state, train, trainer.view_for_iteration(it + 1, len(scene.train), seed))
+                it += 1
+                if trainer.density_control_due(it, recipe):
+                    with loop.timed("density control"):
+                        state = jax.block_until_ready(trainer.densify_if_due(state, it, recipe, extent, key))
+                loop.step_done(
+                    it, state.nonfinite, lambda aux=aux, state=state: aux | {"gaussians": state.active.sum()},
+                    save=lambda it=it, state=state: checkpoints.save(
+                        it, state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave({"capacity": state.capacity, "iteration": it})),
+                )
+            loop.check(state.nonfinite)
+            guard.check_tree({"gaussians": state.gaussians, "decoder": state.decoder}, where)
+            with loop.timed("evaluate and export"):
+                metrics = evaluate_and_export(scene, state, test, out, target_dim)
+                write_store(Path(output_dir) / "store", scene, state)
+            split = loop.time_split()
     finally:
-        bar.close()
-        log.close()
         checkpoints.close()
-    train_seconds = time.time() - start - target_seconds
-
-    t0 = time.time()
-    metrics = evaluate_and_export(scene, state, test, out, all_targets.shape[-1])
-    evaluate_seconds = time.time() - t0
-    describe = lambda views: [
-        dict(image=str(v.image_path.absolute()), mask=str(v.mask_path.absolute()) if v.mask_path else None, width=v.width,
-             height=v.height, fx=v.fx, fy=v.fy, cx=v.cx, cy=v.cy, world_to_camera=np.asarray(v.world_to_camera).tolist())
-        for v in views
-    ]
-    export.write_store_entry(
-        Path(output_dir) / "store", scene.name, state.gaussians, state.active, state.decoder["Conv_0"]["kernel"],
-        describe(scene.train), describe(scene.test),
-    )
     metrics |= {
         "scene": scene.name,
         "iterations": int(state.iteration),
         "gaussians": int(state.active.sum()),
         "wall_seconds": time.time() - start,
-        "target_seconds": target_seconds,
-        "train_seconds": train_seconds,
-        "density_control_seconds": densify_seconds,
-        "evaluate_and_export_seconds": evaluate_seconds,  # held-out metrics, render panels, PLY
+        "target_seconds": split.get("targets", 0.0),
+        "density_control_seconds": split.get("density control", 0.0),
+        "checkpoint_seconds": split.get("checkpoints", 0.0),
+        "evaluate_and_export_seconds": split.get("evaluate and export", 0.0),
         "device": jax.devices()[0].device_kind,
         "weights": weights.description,
     } | peak_memory()
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    metrics["train_seconds"] = metrics["wall_seconds"] - metrics["target_seconds"] - metrics["evaluate_and_export_seconds"]
+    outputs.write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _describe(views) -> list[dict]:
+    return [dict(image=str(v.image_path.absolute()), mask=str(v.mask_path.absolute()) if v.mask_path else None, width=v.width,
+                 height=v.height, fx=v.fx, fy=v.fy, cx=v.cx, cy=v.cy, world_to_camera=np.asarray(v.world_to_camera).tolist())
+            for v in views]
+
+
+def write_store(store_dir: Path, scene: SceneData, state: trainer.LiftState) -> None:
+    export.write_store_entry(store_dir, scene.name, state.gaussians, state.active, state.decoder["Conv_0"]["kernel"],
+                             _describe(scene.train), _describe(scene.test))
 
 
 def evaluate_and_export(scene: SceneData, state: trainer.LiftState, data: trainer.SceneArrays, out: Path, decoder_dim: int) -> dict:

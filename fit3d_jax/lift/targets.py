@@ -25,9 +25,9 @@ from fit3d_jax.weights import LoadedWeights
 BATCH = 8
 
 
-def _cache_key(weights: LoadedWeights, views: list[View]) -> str:
-    summary = json.dumps([weights.description, [(str(v.image_path), v.width, v.height) for v in views]])
-    return hashlib.sha256(summary.encode()).hexdigest()[:16]
+def _cache_key(weights: LoadedWeights, fingerprint: str) -> str:
+    """Weights and the scene's content (``scenes.verify_pixels``): images replaced in place change it."""
+    return hashlib.sha256(json.dumps([weights.description, fingerprint]).encode()).hexdigest()[:16]
 
 
 def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32) -> np.ndarray:
@@ -50,12 +50,17 @@ def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32
     return np.concatenate([np.asarray(tokens) for tokens in out])
 
 
-def cached_targets(cache_dir: Path, views: list[View], weights: LoadedWeights) -> np.ndarray:
-    """Targets for ``views`` from ``cache_dir`` when present for these weights and images, else
-    computed and written there."""
-    path = Path(cache_dir) / f"dinov2_targets_{_cache_key(weights, views)}.npy"
+def cached_targets(cache_dir: Path, views: list[View], weights: LoadedWeights, fingerprint: str) -> np.ndarray:
+    """Targets for ``views`` from ``cache_dir`` when present for these weights and this scene
+    content, else computed and written there. A damaged cache file is derived data: recomputed."""
+    path = Path(cache_dir) / f"dinov2_targets_{_cache_key(weights, fingerprint)}.npy"
     if path.exists():
-        return np.load(path)
+        try:
+            cached = np.load(path)
+            if len(cached) == len(views):
+                return cached
+        except (OSError, ValueError, EOFError) as e:
+            print(f"note: {path} is damaged ({e}); computing the targets again")
     targets = compute_targets(views, weights)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")

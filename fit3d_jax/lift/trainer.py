@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from fit3d_jax.harness import guard
 from fit3d_jax.lift import density
 from fit3d_jax.lift.gaussians import Gaussians, activated, compact, resize
 from fit3d_jax.lift.losses import cosine_similarity, l1, psnr, ssim
@@ -94,6 +95,7 @@ class LiftState:
     decoder: Any
     decoder_opt_state: Any
     iteration: jnp.ndarray  # iterations done
+    nonfinite: guard.NonFinite  # the first iteration whose loss or gradients were not finite
 
     @property
     def capacity(self) -> int:
@@ -137,6 +139,7 @@ def init_state(gaussians: Gaussians, active, recipe: Recipe, extent: float, targ
         decoder=decoder,
         decoder_opt_state=decoder_optimizer(recipe).init(decoder),
         iteration=jnp.int32(0),
+        nonfinite=guard.NonFinite.none(),
     )
 
 
@@ -177,6 +180,9 @@ def upsampled_target(data: SceneArrays, index) -> jnp.ndarray:
     return jax.image.resize(tokens, (data.height, data.width, tokens.shape[-1]), "bilinear", antialias=False)
 
 
+GUARDED = ("loss", "l1", "ssim", "feature_l1", "gradients")  # what the step watches for non-finite values
+
+
 def make_train_step(recipe: Recipe, extent: float, decoder_dim: int):
     gopt, dopt = gaussian_optimizer(recipe, extent), decoder_optimizer(recipe)
 
@@ -197,6 +203,7 @@ def make_train_step(recipe: Recipe, extent: float, decoder_dim: int):
         offset = jnp.zeros((state.capacity, 2), jnp.float32)
         grads, aux = jax.grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(state.gaussians, state.decoder, offset)
         g_gauss, g_dec, g_offset = grads
+        watched = {**aux, "gradients": guard.all_finite((g_gauss, g_dec))}
         updates, opt_state = gopt.update(g_gauss, state.opt_state, state.gaussians)
         d_updates, decoder_opt_state = dopt.update(g_dec, state.decoder_opt_state, state.decoder)
         stats = density.accumulate(state.stats, g_offset, aux.pop("radii"), data.width, data.height)
@@ -208,6 +215,7 @@ def make_train_step(recipe: Recipe, extent: float, decoder_dim: int):
             decoder_opt_state=decoder_opt_state,
             stats=stats,
             iteration=iteration,
+            nonfinite=state.nonfinite.record(iteration, watched, GUARDED),
         )
         return new_state, aux
 

@@ -27,13 +27,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import struct
+from flax.training import train_state
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from tqdm import tqdm
 
 from fit3d_jax import viz
-from fit3d_jax.checkpointing import Checkpoints
+from fit3d_jax.harness import guard
+from fit3d_jax.harness import mesh as harness_mesh
+from fit3d_jax.harness.checkpoints import Checkpoints
+from fit3d_jax.harness.loop import TrainLoop
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.images import normalize
 from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.probe import augment, inference
@@ -78,12 +82,12 @@ class ProbeSettings:
     depth_loss: str = "sigloss"  # sigloss (+ 0.5 gradient loss) | classification
 
 
-@struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: dict
+class TrainState(train_state.TrainState):
     batch_stats: dict
-    opt_state: optax.OptState
+    nonfinite: guard.NonFinite  # the first step whose loss or gradients were not finite
+
+
+GUARDED = ("loss", "gradients")
 
 
 def learning_rate(s: Schedule) -> optax.Schedule:
@@ -119,12 +123,13 @@ class Batches:
         self.task = dataset.task
         self.global_batch = settings.schedule.batch_size
         if self.global_batch % jax.process_count():
-            raise ValueError(f"batch size {self.global_batch} is not a multiple of the {jax.process_count()} processes")
+            raise ConfigError(f"config.schedule.batch_size={self.global_batch} is not a multiple of the {jax.process_count()} processes")
         self.local = self.global_batch // jax.process_count()
         self.first = jax.process_index() * self.local
         self.size = len(self.split) if cache is None else len(cache[2])
         if self.size < self.global_batch:
-            raise ValueError(f"{self.split.name} has {self.size} examples, fewer than the batch size {self.global_batch}")
+            raise ConfigError(f"config.data: {self.split.name} has {self.size} examples, fewer than config.schedule.batch_size="
+                              f"{self.global_batch}")
         self.per_epoch = self.size // self.global_batch
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)  # cv2 releases the GIL
 
@@ -163,7 +168,7 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, backbone_params: 
     for i in tqdm(range(len(split)), desc="embedding training set", disable=not progress):
         example = split[i]
         if example.image.shape != first.image.shape:
-            raise ValueError(f"cache_features needs one image size: {example.name} is {example.image.shape[:2]}, "
+            raise ConfigError(f"config.cache_features needs one image size: {example.name} is {example.image.shape[:2]}, "
                              f"{first.name} is {first.image.shape[:2]}")
         t, c = extract(backbone_params, placement.pad(jnp.asarray(normalize(example.image)[None])))
         tokens.append(np.asarray(t[0], np.float16))
@@ -172,10 +177,9 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, backbone_params: 
     return np.stack(tokens), np.stack(cls), np.stack(targets)
 
 
-def make_train_step(task, backbones: Backbones | None, placement: Placement, opt, mesh: Mesh):
+def make_train_step(task, backbones: Backbones | None, placement: Placement, mesh: Mesh):
     """``backbones`` None: inputs are cached (tokens, CLS) rather than images."""
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batched = NamedSharding(mesh, PartitionSpec("data"))
+    replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
 
     def step(state: TrainState, backbone_params, inputs, targets):
         tokens, cls = inputs if backbones is None else backbones.features(backbone_params, placement.pad(inputs))
@@ -186,28 +190,22 @@ def make_train_step(task, backbones: Backbones | None, placement: Placement, opt
             return task.loss(out, targets, state.step), mutated.get("batch_stats", {})
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        new = TrainState(state.step + 1, optax.apply_updates(state.params, updates), batch_stats, opt_state)
+        watched = {"loss": loss, "gradients": guard.all_finite(grads)}
+        new = state.apply_gradients(grads=grads, batch_stats=batch_stats,
+                                    nonfinite=state.nonfinite.record(state.step + 1, watched, GUARDED))
         return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     return jax.jit(step, in_shardings=(replicated, replicated, batched, batched), out_shardings=(replicated, replicated),
                    donate_argnums=0)
 
 
-def _global(local: np.ndarray, mesh: Mesh, global_batch: int) -> jax.Array:
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.make_array_from_process_local_data(sharding, local, (global_batch, *local.shape[1:]))
-
-
 def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, settings: ProbeSettings, output_dir: Path, *,
-          seed: int = 0, log_every: int = 50, checkpoint_every: int = 2000, progress: bool = True):
-    """Trains the head (resuming where checkpoints exist); returns (task, final state, summary)."""
+          seed: int = 0, log_every: int = 50, checkpoint_every: int = 2000, progress: bool = True, identity: dict | None = None):
+    """Trains the head (resuming where checkpoints of the same run exist: ``identity`` adds what
+    the caller knows of the run, e.g. the data and weights); returns (task, final state, summary)."""
     s = settings.schedule
-    devices = jax.devices()
-    if s.batch_size % len(devices):
-        raise ValueError(f"batch size {s.batch_size} is not a multiple of the {len(devices)} devices")
-    mesh = Mesh(np.asarray(devices), ("data",))
-    replicated = NamedSharding(mesh, PartitionSpec())
+    mesh = harness_mesh.data_mesh()
+    harness_mesh.per_device(s.batch_size, mesh, "config.schedule.batch_size")
     task = make_task(dataset, backbones.fusion_features, settings.depth_loss)
     patch = backbones.model.config.patch_size
     output_dir = Path(output_dir)
@@ -218,51 +216,47 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
     grid = (placement.padded_height // patch, placement.padded_width // patch)
     example_tokens = jnp.zeros((1, *grid, backbones.feature_dim), jnp.float32)
     variables = task.head.init(jax.random.key(seed), example_tokens, example_tokens[:, 0, 0], placement, train=False)
-    opt = optimizer(s)
-    params = variables["params"]
-    state = TrainState(jnp.int32(0), params, variables.get("batch_stats", {}), opt.init(params))
-    checkpoints = Checkpoints(output_dir / "checkpoints")
-    if (saved := checkpoints.latest_step()) is not None:
-        state = checkpoints.restore(saved, state=ocp.args.StandardRestore(state))["state"]
+    state = TrainState.create(apply_fn=task.head.apply, params=variables["params"], tx=optimizer(s),
+                              batch_stats=variables.get("batch_stats", {}), nonfinite=guard.NonFinite.none())
+    recorded = json.loads(json.dumps(dataclasses.asdict(settings), default=str))
+    del recorded["schedule"]["iterations"], recorded["evaluation"]  # a run may be extended and evaluated anew
+    run = {"stage": "probe", "task": task.name, "dataset": dataset.name, "train_examples": len(dataset.train),
+           "assembly": backbones.assembly, "settings": recorded, "seed": seed} | (identity or {})
+    checkpoints = Checkpoints(output_dir / "checkpoints", run)
+    found = checkpoints.restore_latest(lambda step: checkpoints.restore(step, state=ocp.args.StandardRestore(state))["state"])
+    if found is not None:
+        state = found[1]
         print(f"probe: resuming from step {int(state.step)}")
-    state = jax.device_put(state, replicated)
+    state = jax.device_put(state, harness_mesh.replicated(mesh))
     # Cached mode never runs the backbones in the step: do not hand it their parameters.
-    step_backbone_params = jax.device_put(backbone_params if cache is None else {}, replicated)
-    train_step = make_train_step(task, None if cache is not None else backbones, placement, opt, mesh)
+    step_backbone_params = jax.device_put(backbone_params if cache is None else {}, harness_mesh.replicated(mesh))
+    train_step = make_train_step(task, None if cache is not None else backbones, placement, mesh)
 
     batches = Batches(dataset, settings, seed, cache)
     start = int(state.step)
     prefetch = Prefetcher(batches, start, s.iterations, depth=4)
-    log = open(output_dir / "train_log.jsonl", "a")
-    bar = tqdm(total=s.iterations, initial=start, desc=f"probe {task.name}", unit="step", disable=not progress)
-    losses = []
-    wall = time.time()
+    schedule = learning_rate(s)
+    wall = time.perf_counter()
     try:
-        for step in range(start, s.iterations):
-            inputs, targets = prefetch.next()
-            to_global = lambda a: _global(a, mesh, s.batch_size)
-            inputs = jax.tree.map(to_global, inputs)
-            state, metrics = train_step(state, step_backbone_params, inputs, to_global(targets))
-            it = step + 1
-            if it % log_every == 0 or it == s.iterations:
-                metrics = {k: float(v) for k, v in metrics.items()}
-                if not np.isfinite(metrics["loss"]):
-                    raise FloatingPointError(f"probe loss is {metrics['loss']} at step {it}; see {log.name}")
-                losses.append(metrics["loss"])
-                log.write(json.dumps(metrics | {"step": it, "learning_rate": float(learning_rate(s)(step))}) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            bar.update(1)
-            if it % checkpoint_every == 0 or it == s.iterations:
-                checkpoints.save(it, state=ocp.args.StandardSave(state))
+        with TrainLoop(f"probe {task.name}", output_dir, total=s.iterations, start=start, log_every=log_every,
+                       checkpoint_every=checkpoint_every, progress=progress, guarded=GUARDED) as loop:
+            for step in range(start, s.iterations):
+                with loop.timed("data", device=False):
+                    inputs, targets = prefetch.next()
+                    inputs = jax.tree.map(lambda a: harness_mesh.global_batch(a, mesh, s.batch_size), inputs)
+                    targets = harness_mesh.global_batch(targets, mesh, s.batch_size)
+                state, metrics = train_step(state, step_backbone_params, inputs, targets)
+                loop.step_done(step + 1, state.nonfinite, lambda m=metrics, k=step: m | {"learning_rate": schedule(k)},
+                               save=lambda k=step + 1, st=state: checkpoints.save(k, state=ocp.args.StandardSave(st)))
+            loop.check(state.nonfinite)
+            logged, split = loop.logged, loop.time_split()
     finally:
         prefetch.close()
         batches.close()
-        bar.close()
-        log.close()
         checkpoints.close()
-    summary = {"iterations": s.iterations, "train_seconds_this_run": time.time() - wall,
-               "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None}
+    summary = {"iterations": s.iterations, "train_seconds_this_run": time.perf_counter() - wall,
+               "time_split_seconds": split, "first_logged_loss": logged[0]["loss"] if logged else None,
+               "last_logged_loss": logged[-1]["loss"] if logged else None}
     return task, state, summary
 
 

@@ -413,7 +413,7 @@ def read_scene(root: Path, *, test_every: int = 8) -> SceneData:
     ext = model_format(folder)
     validation.check_points_seen(views, xyz, rgb, points_file=folder / f"points3D.{ext}", poses_file=folder / f"images.{ext}",
                                  read_image=pixels.read_image)
-    return SceneData(name=root.absolute().name, root=root, train=train, test=test, points=xyz, point_colors=rgb)
+    return SceneData(name=root.resolve().name, root=root, train=train, test=test, points=xyz, point_colors=rgb)
 
 
 def write_text_model(folder: Path, views: Sequence[View], image_dir: Path, xyz: np.ndarray, rgb: np.ndarray) -> None:

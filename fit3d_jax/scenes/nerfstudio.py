@@ -152,14 +152,16 @@ def _world_to_camera(value, where: str, world: np.ndarray) -> np.ndarray:
 def _view(frame: _Frame, image_dirs: list[Path], frame_dirs: dict[str, list[Path]], world: np.ndarray) -> View:
     _check_camera_model(frame)
     width, height = (validation.positive_int(*frame.require(key)) for key in ("w", "h"))
-    fx, fy = (validation.positive_number(*frame.require(key)) for key in ("fl_x", "fl_y"))
-    cx, cy = (validation.finite_number(*frame.require(key)) for key in ("cx", "cy"))
+    fields = [frame.require(key) for key in ("fl_x", "fl_y", "cx", "cy")]
+    fx, fy = (validation.positive_number(*value) for value in fields[:2])
+    cx, cy = (validation.finite_number(*value) for value in fields[2:])
     image_path = _resolve(*frame.own("file_path"), image_dirs)
     extra = {key: _resolve(*frame.own(key), frame_dirs.get(key, [])) for key in FRAME_FILES if key in frame.frame}
     name = next((validation.view_name(image_path, d) for d in image_dirs if image_path.is_relative_to(d)), image_path.stem)
     return validation.make_view(
         name=name, image_path=image_path, width=width, height=height, fx=fx, fy=fy, cx=cx, cy=cy,
-        world_to_camera=_world_to_camera(*frame.own("transform_matrix"), world), where=frame.where, **extra,
+        world_to_camera=_world_to_camera(*frame.own("transform_matrix"), world), where=frame.where,
+        intrinsics_fields=[where for _, where in fields], **extra,
     )
 
 
@@ -254,7 +256,7 @@ def read_scene(root: Path) -> SceneData:
     """A FiT3D scene folder (or the legacy two-file layout)."""
     legacy = root / LEGACY_TEST
     return read_transforms(
-        root / TRANSFORMS, name=root.absolute().name, root=root, image_dirs=[root / "images", root],
+        root / TRANSFORMS, name=root.resolve().name, root=root, image_dirs=[root / "images", root],
         frame_dirs={key: [root / folder, root] for key, folder in FRAME_FILES.items()}, points_path=root / POINTS_FILE,
         legacy_test=legacy if legacy.is_file() else None, classes=_classes(root),
     )

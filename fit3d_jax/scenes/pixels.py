@@ -1,36 +1,82 @@
-"""Per-view pixel readers: image, mask, depth and labels, each checked against the view's size."""
+"""Per-view pixel readers: image, mask, depth and labels, each decoded strictly and checked against
+the view's size. One decoder (Pillow) serves the up-front check of every scene and the training
+that follows, so an image that passes is read the same way later:
+
+- a truncated or damaged file is an error (never a grey-filled half image);
+- pixels are taken as stored: a file whose EXIF orientation asks viewers to rotate or mirror it is
+  refused, since its poses and intrinsics may belong to either orientation;
+- an image with transparent pixels is refused (give a mask instead); an opaque alpha is dropped.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
-import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from fit3d_jax.scenes.types import SceneError, View
 
+EXIF_ORIENTATION = 0x0112
 
-def _read(path: Path, flags: int, view: View, what: str) -> np.ndarray:
-    pixels = cv2.imread(str(path), flags)
-    if pixels is None:
-        raise SceneError(f"{path}: cannot read the {what} of view {view.name!r}")
+
+def decode(path: str | os.PathLike, what: str) -> np.ndarray:
+    """The stored pixels of ``path``: (H, W) or (H, W, C) as the file holds them, or a SceneError
+    naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SceneError(f"{path}: no such file ({what})")
+    try:
+        with Image.open(path) as image:
+            image.load()  # the whole file: truncation raises here
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+            if orientation != 1:
+                raise SceneError(
+                    f"{path}: EXIF orientation {orientation} asks viewers to rotate or mirror the {what}; its camera "
+                    "may belong to either orientation. Store it upright without the tag (PIL.ImageOps.exif_transpose), "
+                    "or drop the tag if the poses were computed on the stored pixels"
+                )
+            if image.mode in ("P", "PA") and what == "image":
+                image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+            pixels = np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise SceneError(f"{path}: cannot decode the {what} ({e})") from None
+    return pixels
+
+
+def _sized(pixels: np.ndarray, path: Path, view: View, what: str) -> np.ndarray:
     if pixels.shape[:2] != (view.height, view.width):
-        raise SceneError(
-            f"{path}: {what} is {pixels.shape[1]}x{pixels.shape[0]}, view {view.name!r} is {view.width}x{view.height}"
-        )
+        raise SceneError(f"{path}: {what} is {pixels.shape[1]}x{pixels.shape[0]}, view {view.name!r} is {view.width}x{view.height}")
     return pixels
 
 
 def read_image(view: View) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    return cv2.cvtColor(_read(view.image_path, cv2.IMREAD_COLOR, view, "image"), cv2.COLOR_BGR2RGB)
+    """(H, W, 3) uint8 RGB; grey is expanded, 16-bit scaled to 8, an opaque alpha dropped."""
+    pixels = _sized(decode(view.image_path, "image"), view.image_path, view, "image")
+    if pixels.dtype == np.uint16 or pixels.dtype == np.int32:
+        pixels = (np.clip(pixels, 0, 65535) >> 8).astype(np.uint8)
+    if pixels.dtype == bool:
+        pixels = pixels.astype(np.uint8) * 255
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    if pixels.shape[-1] in (2, 4):
+        if (pixels[..., -1] < 255).any():
+            raise SceneError(f"{view.image_path}: has transparent pixels (alpha < 255); give the view a mask instead of alpha")
+        pixels = pixels[..., :-1]
+        if pixels.shape[-1] == 1:
+            pixels = np.repeat(pixels, 3, axis=-1)
+    if pixels.dtype != np.uint8 or pixels.shape[-1] != 3:
+        raise SceneError(f"{view.image_path}: unsupported image layout {pixels.dtype} {pixels.shape}")
+    return np.ascontiguousarray(pixels)
 
 
 def read_mask(view: View) -> np.ndarray | None:
     """(H, W) bool, True where the pixel counts (any nonzero channel)."""
     if view.mask_path is None:
         return None
-    mask = _read(view.mask_path, cv2.IMREAD_UNCHANGED, view, "mask")
+    mask = _sized(decode(view.mask_path, "mask"), view.mask_path, view, "mask")
     return mask.any(axis=-1) if mask.ndim == 3 else mask != 0
 
 
@@ -38,7 +84,7 @@ def read_depth(view: View) -> np.ndarray | None:
     """(H, W) float32 camera-space z in metres from a uint16 millimetre PNG; 0 = no surface."""
     if view.depth_path is None:
         return None
-    depth = _read(view.depth_path, cv2.IMREAD_UNCHANGED, view, "depth")
+    depth = _sized(decode(view.depth_path, "depth"), view.depth_path, view, "depth")
     if depth.dtype != np.uint16 or depth.ndim != 2:
         raise SceneError(f"{view.depth_path}: depth must be a one-channel uint16 PNG (millimetres), got {depth.dtype} {depth.shape}")
     return depth.astype(np.float32) / 1000.0
@@ -48,7 +94,16 @@ def read_labels(view: View) -> np.ndarray | None:
     """(H, W) integer class ids (SceneData.classes names them)."""
     if view.label_path is None:
         return None
-    labels = _read(view.label_path, cv2.IMREAD_UNCHANGED, view, "labels")
+    labels = _sized(decode(view.label_path, "labels"), view.label_path, view, "labels")
     if labels.ndim != 2 or labels.dtype not in (np.uint8, np.uint16):
         raise SceneError(f"{view.label_path}: labels must be a one-channel uint8/uint16 PNG, got {labels.dtype} {labels.shape}")
     return labels
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (what a cache or a checkpoint of the file's content is keyed by)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

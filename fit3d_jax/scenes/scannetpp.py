@@ -135,6 +135,6 @@ def read_dslr(dslr: Path) -> SceneData:
     else:  # only the fisheye JSON: the reader refuses it, naming the camera model
         json_path, (images, masks) = dslr / RAW_JSON, (dslr / d for d in RAW_DIRS)
     return nerfstudio.read_transforms(
-        json_path, name=dslr.parent.name, root=dslr, image_dirs=[images], frame_dirs={"mask_path": [masks]},
+        json_path, name=dslr.resolve().parent.name, root=dslr, image_dirs=[images], frame_dirs={"mask_path": [masks]},
         points_path=dslr / "colmap" / "points3D.txt",
     )

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fit3d_jax.harness import outputs
 from fit3d_jax.scenes import nerfstudio, scannetpp, validation
 from fit3d_jax.scenes.types import SceneError
 
@@ -133,9 +134,8 @@ def prepare_scene(dslr: Path, out: Path, *, downscale: float, record: dict) -> d
         width, height = int(width * scale), int(height * scale)
     new_k, map1, map2 = undistortion(k, distortion, width, height)
 
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "images").mkdir(parents=True)
+    staging = outputs.staging_dir(out)
+    (staging / "images").mkdir()
     (staging / "masks").mkdir()
     try:
         for frame in frames:  # check_raw has checked the files

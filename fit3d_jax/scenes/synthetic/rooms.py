@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fit3d_jax.harness import outputs
 from fit3d_jax.scenes import nerfstudio
 from fit3d_jax.scenes.synthetic.camera_path import camera_path
 from fit3d_jax.scenes.synthetic.furniture import CLASSES, furnish
@@ -117,7 +118,7 @@ def _write_room(folder: Path, params: dict) -> None:
     width, height = params["width"], params["height"]
     focal = width / 2 / math.tan(math.radians(params["fov_x_deg"]) / 2)
     for sub in ("images", "depth", "labels"):
-        (folder / sub).mkdir(parents=True)
+        (folder / sub).mkdir(parents=True, exist_ok=True)
     held_out = test_indices(count, params["num_test"])
     train, test, train_renders = [], [], []
     for k, pose in enumerate(poses):
@@ -146,6 +147,20 @@ def has_room(out_dir: str | os.PathLike, *, seed: int, **parameters) -> bool:
     return recorded_parameters(out_dir) == room_parameters(seed=seed, **parameters)
 
 
+def check_replaceable(out_dir: Path, params: dict, overwrite: bool) -> None:
+    """FileExistsError unless ``out_dir`` is free, holds this room already, or holds a generated room
+    that ``overwrite`` allows replacing (anything else there is never replaced)."""
+    if not Path(out_dir).exists():
+        return
+    recorded = recorded_parameters(out_dir)
+    if recorded is None:
+        raise FileExistsError(f"{out_dir} exists and is not a generated room (no {GENERATOR_FILE}); not replacing it")
+    if recorded != params and not overwrite:
+        differ = sorted(k for k in params if recorded.get(k) != params[k])
+        raise FileExistsError(f"{out_dir} holds a room generated with other {', '.join(differ) or 'nothing'}; "
+                              "remove it, choose another folder or overwrite")
+
+
 def generate_room(out_dir: str | os.PathLike, *, seed: int, overwrite: bool = False, **parameters) -> Path:
     """Renders room ``seed`` into the scene folder ``out_dir`` and returns it; ``parameters`` and
     their defaults are ``room_parameters``'s (image size, view counts, field of view, sparse points).
@@ -155,17 +170,8 @@ def generate_room(out_dir: str | os.PathLike, *, seed: int, overwrite: bool = Fa
     """
     params = room_parameters(seed=seed, **parameters)
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        recorded = recorded_parameters(out_dir)
-        if recorded is None:
-            raise FileExistsError(f"{out_dir} exists and is not a generated room (no {GENERATOR_FILE}); not replacing it")
-        if not overwrite:
-            differ = sorted(k for k in params if recorded.get(k) != params[k])
-            raise FileExistsError(f"{out_dir} holds a room generated with other {', '.join(differ) or 'nothing'}; "
-                                  "remove it, choose another folder or overwrite")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    check_replaceable(out_dir, params, overwrite)
+    staging = outputs.staging_dir(out_dir)
     try:
         _write_room(staging, params)
         if out_dir.exists():

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import plyfile
 
+from fit3d_jax.harness import outputs
 from fit3d_jax.scenes import colmap, nerfstudio, scannetpp
 from fit3d_jax.scenes.synthetic.furniture import CLASSES
 from fit3d_jax.scenes.synthetic.raycast import box_mesh
@@ -185,8 +186,7 @@ def generate_release(root: str | os.PathLike, *, overwrite: bool = False, **para
             return root
         if not overwrite:
             raise FileExistsError(f"{root} holds a release generated with other parameters; remove it, choose another folder or overwrite")
-    staging = root.with_name(f".{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = outputs.staging_dir(root)
     try:
         for split, seeds in params["splits"].items():
             (staging / scannetpp.SPLITS_DIR).mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,6 @@ def generate_release(root: str | os.PathLike, *, overwrite: bool = False, **para
         (staging / GENERATOR_FILE).write_text(json.dumps(params, indent=1) + "\n")
         if root.exists():
             shutil.rmtree(root)
-        root.parent.mkdir(parents=True, exist_ok=True)
         staging.rename(root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
