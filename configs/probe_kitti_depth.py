@@ -6,10 +6,10 @@ python -m fit3d_jax.main --config=configs/probe_kitti_depth.py --config.data.dat
     --config.data.image_root=raw --config.data.depth_root=depth --config.finetuned=...
 """
 
-from fit3d_jax.probe import defaults
+import common
 
 
 def get_config():
     data = dict(name="kitti", data_dir="", train_split="eigen_train_files_with_gt.txt",
                 test_split="eigen_test_files_with_gt.txt", image_root="", depth_root="", min_depth=1e-3, max_depth=80.0)
-    return defaults.depth(data, crop=(352, 704), brightness=(0.9, 1.1))
+    return common.probe_depth(data, crop=(352, 704), brightness=(0.9, 1.1))

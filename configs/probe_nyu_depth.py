@@ -4,9 +4,9 @@ python -m fit3d_jax.main --config=configs/probe_nyu_depth.py --config.data.data_
     --config.finetuned=outputs/finetune/checkpoints
 """
 
-from fit3d_jax.probe import defaults
+import common
 
 
 def get_config():
     data = dict(name="nyu_depth", data_dir="", train_split="train", test_split="validation", min_depth=1e-3, max_depth=10.0)
-    return defaults.depth(data, crop=(416, 544))
+    return common.probe_depth(data, crop=(416, 544))

@@ -14,12 +14,12 @@ crop, the NYUv2 protocol's crops of 416x544. The paper (Tables 1 and 2, ViT-S): 
 RMSE 0.3742 -> 0.3361 with FiT3D.
 """
 
-from fit3d_jax.probe import defaults
+import common
 
 
 def get_config(task: str = "segmentation"):
     if task == "depth":
         data = dict(name="scannetpp_depth", data_dir="", train_split="scannetpp_train.txt", test_split="scannetpp_val.txt",
                     min_depth=1e-3, max_depth=20.0)
-        return defaults.depth(data, crop=(416, 544))
-    return defaults.segmentation(dict(name="scannetpp", data_dir=""))
+        return common.probe_depth(data, crop=(416, 544))
+    return common.probe_segmentation(dict(name="scannetpp", data_dir=""))

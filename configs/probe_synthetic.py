@@ -9,23 +9,19 @@ Defaults suit a CPU: features cached once per training view (no augmentation), w
 inference, a short schedule. experiments/reproduce_synthetic.py runs the paper's comparison.
 """
 
-from fit3d_jax.probe import defaults
-from fit3d_jax.probe.train import Evaluation, Schedule
+import common
 
 
 def get_config(task: str = "segmentation"):
     data = dict(name="scenes", train="", test="", min_depth=1e-3, max_depth=10.0, ignore_ids=(0,))
-    c = defaults.depth(data, crop=(210, 308)) if task == "depth" else defaults.segmentation(data)
-    schedule = Schedule(learning_rate=1e-3, weight_decay=1e-4, iterations=600, warmup_iterations=50, batch_size=8)
-    if task == "depth":  # the depth protocol's optimiser settings, shortened
-        schedule = Schedule(learning_rate=1e-3, weight_decay=0.01, iterations=600, warmup_iterations=50, clip_norm=35.0, batch_size=8)
-    c.schedule = defaults.as_config(schedule)
-    c.evaluation = defaults.as_config(Evaluation(mode="whole", num_visualize=6))
+    c = common.probe_depth(data, crop=(210, 308)) if task == "depth" else common.probe_segmentation(data)
+    # The protocol's optimiser settings, shortened: 600 steps of 8, 50 of warm-up.
+    c.schedule.update(learning_rate=1e-3, iterations=600, warmup_iterations=50, batch_size=8)
+    c.evaluation.update(mode="whole", num_visualize=6)
     c.augment.scale = (0, 0)  # rooms are probed at their rendered size
     c.cache_features = True
     c.assembly = "original"
     # Used when data.train / data.test are empty: rooms seeds 100.. (train) and 200.. (test).
     c.rooms = dict(output_dir="outputs/rooms/probe", width=320, height=216, train_rooms=6, test_rooms=2, views=12)
     c.output_dir = f"outputs/probe/synthetic_{task}"
-    c.log_every = 50
     return c

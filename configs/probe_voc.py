@@ -4,8 +4,8 @@ SegmentationClassAug). The mmseg VOC pipeline: resize (2048, 512) x 0.5-2, crops
 python -m fit3d_jax.main --config=configs/probe_voc.py --config.data.data_dir=/data/VOC --config.finetuned=...
 """
 
-from fit3d_jax.probe import defaults
+import common
 
 
 def get_config():
-    return defaults.segmentation(dict(name="voc", data_dir="", train_split="train", test_split="val"))
+    return common.probe_segmentation(dict(name="voc", data_dir="", train_split="train", test_split="val"))

@@ -28,14 +28,16 @@ import jax.numpy as jnp
 from fit3d_jax.lift import trainer
 from fit3d_jax.lift.fit import fit_scene
 from fit3d_jax.lift.gaussians import activated
+from fit3d_jax.lift.strategy import DefaultStrategy
 from fit3d_jax.render import rasterize
+from fit3d_jax.render.decode import decode
 from fit3d_jax.scenes import load_scene
 from fit3d_jax.scenes.synthetic import ensure_room
 from fit3d_jax.weights import load_weights
 from timing import median_ms
 
 
-def step_breakdown(state: trainer.LiftState, data: trainer.SceneArrays, recipe: trainer.Recipe, extent: float, decoder_dim: int) -> dict:
+def step_breakdown(state, data: trainer.SceneArrays, recipe: trainer.Recipe, strategy, extent: float, decoder_dim: int) -> dict:
     """Per-iteration costs on the final state (view 0)."""
     params = activated(state.gaussians, state.active)
     camera = data.camera(0)
@@ -54,12 +56,12 @@ def step_breakdown(state: trainer.LiftState, data: trainer.SceneArrays, recipe: 
     @jax.jit
     def decoder_and_losses(decoder, f):
         def loss(d, x):
-            decoded = trainer.Decoder(decoder_dim).apply({"params": d}, x[None])[0]
+            decoded = decode(x, d["Conv_0"]["kernel"])
             return jnp.abs(decoded - trainer.upsampled_target(data, 0)).mean()
 
         return jax.grad(loss, argnums=(0, 1))(decoder, f)
 
-    step = trainer.make_train_step(recipe, extent, decoder_dim)
+    step = trainer.make_train_step(recipe, strategy, extent)
     copy = lambda: jax.tree.map(jnp.copy, state)  # the step donates its state
     full = median_ms(lambda: step(copy(), data, 0)[1], jax.block_until_ready)
     state_copy = median_ms(copy, jax.block_until_ready)
@@ -95,8 +97,10 @@ def main() -> None:
     scene = load_scene(room)
     weights = load_weights(args.weights)
     overrides = {} if args.densify_grad_threshold is None else {"densify_grad_threshold": args.densify_grad_threshold}
-    recipe = trainer.Recipe(iterations=args.iterations, **overrides)
-    metrics = fit_scene(scene, weights, recipe, args.work / "out", checkpoint_every=10_000, log_every=1000, progress=False)
+    recipe = trainer.Recipe(iterations=args.iterations)
+    strategy = DefaultStrategy(**overrides)
+    metrics = fit_scene(scene, weights, recipe, args.work / "out", checkpoint_every=10_000, log_every=1000, progress=False,
+                        strategy=strategy)
 
     # Per-iteration breakdown on the final state, restored from the last checkpoint.
     from fit3d_jax.harness.checkpoints import Checkpoints
@@ -111,11 +115,11 @@ def main() -> None:
     data = scene_arrays(list(scene.train), all_targets[: len(scene.train)])
     extent = trainer.scene_extent([v.camera_center for v in scene.train])
     g, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
-    fresh = trainer.init_state(g, active, recipe, extent, all_targets.shape[-1], jax.random.key(0))
-    checkpoints = Checkpoints(args.work / "out" / scene.name / "checkpoints", identity(scene, fingerprint, recipe, weights, 0))
+    fresh = trainer.init_state(g, active, recipe, strategy, extent, all_targets.shape[-1], jax.random.key(0))
+    checkpoints = Checkpoints(args.work / "out" / scene.name / "checkpoints", identity(scene, fingerprint, recipe, strategy, weights, 0))
     state = restore(checkpoints, fresh)
     checkpoints.close()
-    breakdown = step_breakdown(state, data, recipe, extent, all_targets.shape[-1])
+    breakdown = step_breakdown(state, data, recipe, strategy, extent, all_targets.shape[-1])
     # The loop's own mean: fitting time less density control, per iteration (includes the step's
     # compilations, one per capacity, and the Orbax checkpoints).
     breakdown["loop_mean_step_ms"] = (metrics["train_seconds"] - metrics["density_control_seconds"]) * 1e3 / args.iterations
@@ -128,6 +132,7 @@ def main() -> None:
         "room": {"views": args.views, "test_views": args.test_views, "size": [args.width, args.height], "generate_seconds": generate_seconds},
         "weights": weights.description,
         "recipe": dataclasses.asdict(recipe),
+        "strategy": dataclasses.asdict(strategy),
         "lift": metrics,
         "per_iteration": breakdown,
     }

@@ -46,7 +46,7 @@ def _check_overrides(argv: Sequence[str]) -> None:
     if config_path is None or not overrides:
         return
     try:
-        cfg = config_flags.config_flags._LoadConfigModule("config", config_path.split(":")[0]).get_config()
+        cfg = jobs.load_config(config_path)
     except Exception:  # the flag parser reports unreadable config files itself
         return
     known = set(_flatten_keys(cfg))
@@ -78,6 +78,9 @@ def main(argv: Sequence[str]) -> None:
 
 
 def cli() -> None:
+    for arg in sys.argv[1:]:
+        if arg.startswith("--config="):
+            jobs.config_folder_on_path(arg.split("=", 1)[1])
     _check_overrides(sys.argv)
     app.run(main)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fit3d_jax.lift import fit, trainer
+from fit3d_jax.lift.strategy import DefaultStrategy
 from fit3d_jax.models.dinov2 import ViTConfig, init_params
 from fit3d_jax.weights import save_params
 
@@ -19,14 +20,15 @@ def tiny_vit(tmp_path_factory):
 
 
 def short_recipe(iterations: int) -> trainer.Recipe:
-    """Densification every 10 iterations over the middle of the run, and feature and decoder
-    learning rates large enough to move features that start at zero."""
-    return trainer.Recipe(
-        iterations=iterations, feature_dim=8, sh_every=iterations // 4, densify_from=iterations // 10,
-        densify_until=3 * iterations // 4, densify_every=10, opacity_reset_every=0, size_prune_from=iterations // 2,
-        lr_features=1e-2, lr_decoder=1e-3,
-    )
+    """Feature and decoder learning rates large enough to move features that start at zero."""
+    return trainer.Recipe(iterations=iterations, feature_dim=8, sh_every=iterations // 4, lr_features=1e-2, lr_decoder=1e-3)
+
+
+def short_strategy(iterations: int, **fields) -> DefaultStrategy:
+    """Densification every 10 iterations over the middle of the run."""
+    return DefaultStrategy(**dict(densify_from=iterations // 10, densify_until=3 * iterations // 4, densify_every=10,
+                                  opacity_reset_every=0, size_prune_from=iterations // 2) | fields)
 
 
 def short_fit(scene, weights, out, iterations, **kw) -> dict:
-    return fit.fit_scene(scene, weights, short_recipe(iterations), out, progress=False, **kw)
+    return fit.fit_scene(scene, weights, short_recipe(iterations), out, progress=False, strategy=short_strategy(iterations), **kw)

@@ -40,7 +40,7 @@ def lifted(tmp_path_factory, vit):
     """A store of two tiny lifted rooms."""
     root = tmp_path_factory.mktemp("lift")
     weights = load_weights(str(vit), announce=False)
-    recipe = lift_trainer.Recipe(iterations=15, feature_dim=8, densify_from=100, opacity_reset_every=0, lr_features=1e-2)
+    recipe = lift_trainer.Recipe(iterations=15, feature_dim=8, lr_features=1e-2)
     for seed in (3, 4):
         room = generate_room(root / "rooms" / f"room_{seed}", seed=seed, width=64, height=48, num_train=5, num_test=1)
         fit.fit_scene(load_scene(room), weights, recipe, root / "out", progress=False)

@@ -146,8 +146,8 @@ def test_a_short_lift_is_quiet_and_writes_tensorboard_and_jsonl(tiny_vit, tmp_pa
 
     room = generate_room(tmp_path / "room", seed=5, width=48, height=32, num_train=4, num_test=1, num_points=300)
     cmd = [sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py", f"--config.scenes={room}",
-           f"--config.output_dir={tmp_path / 'out'}", "--config.budget=quick", "--config.quick.iterations=60",
-           "--config.quick.densify_until=40", "--config.log_every=20", "--config.checkpoint_every=30", f"--config.weights={tiny_vit}",
+           f"--config.output_dir={tmp_path / 'out'}", "--config.budget=quick", "--config.quick.recipe.iterations=60",
+           "--config.quick.strategy.densify_until=40", "--config.log_every=20", "--config.checkpoint_every=30", f"--config.weights={tiny_vit}",
            "--config.progress=False", "--config.recipe.feature_dim=4"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -156,5 +156,5 @@ def test_a_short_lift_is_quiet_and_writes_tensorboard_and_jsonl(tiny_vit, tmp_pa
     rows = [json.loads(line) for line in (tmp_path / "out" / "room" / JSONL).read_text().splitlines()]
     assert [r["step"] for r in rows] == [20, 40, 60] and all("feature_l1" in r and "gaussians" in r for r in rows)
     assert {tag for _, tag, _ in read_events(tmp_path / "out" / "room")} >= {"loss", "feature_l1", "gaussians"}
-    verbose = subprocess.run(cmd + ["--config.quick.iterations=61", "--verbosity=0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    verbose = subprocess.run(cmd + ["--config.quick.recipe.iterations=61", "--verbosity=0"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert verbose.returncode == 0 and "checkpoint_manager.py" in verbose.stderr  # library INFO on request

@@ -38,7 +38,7 @@ def main(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def lift(scenes, out: Path, vit: Path, *extra: str) -> subprocess.CompletedProcess:
     return main("--config=configs/lift.py", f"--config.scenes={scenes}", f"--config.output_dir={out}", "--config.budget=quick",
-                "--config.quick.iterations=12", "--config.quick.densify_until=8", f"--config.weights={vit}",
+                "--config.quick.recipe.iterations=12", "--config.quick.strategy.densify_until=8", f"--config.weights={vit}",
                 "--config.progress=False", "--config.recipe.feature_dim=4", *extra)
 
 
@@ -97,7 +97,7 @@ def test_lift_that_goes_nan_stops_and_writes_no_results(room, tiny_vit, sandbox,
     out, start, unchanged = sandbox
     scene = copy_room(room, tmp_path / "scene")
     start()
-    text = failed(lift(scene, out, tiny_vit, "--config.quick.lr_features=1e38", "--config.log_every=1000",
+    text = failed(lift(scene, out, tiny_vit, "--config.quick.recipe.lr_features=1e38", "--config.log_every=1000",
                        "--config.checkpoint_every=1000"), "lift scene:", "not finite at step")
     step = int(text.split("not finite at step ")[1].split(";")[0])
     assert 1 <= step < 12  # the exact first step, though no step before the end was logged
@@ -190,8 +190,8 @@ def test_resuming_against_another_scene_or_recipe_names_what_differs(room, tiny_
     other = copy_room(room, tmp_path / "two" / "scene")
     cv2.imwrite(str(other / "images" / "frame_00001.png"), np.zeros((32, 48, 3), np.uint8))
     start()
-    failed(lift(other, out, tiny_vit, "--config.quick.iterations=20"), "holds step 12 of another run", "fingerprint:", "scene:")
-    failed(lift(scene, out, tiny_vit, "--config.quick.iterations=20", "--config.recipe.feature_dim=8"),
+    failed(lift(other, out, tiny_vit, "--config.quick.recipe.iterations=20"), "holds step 12 of another run", "fingerprint:", "scene:")
+    failed(lift(scene, out, tiny_vit, "--config.quick.recipe.iterations=20", "--config.recipe.feature_dim=8"),
            "recipe.feature_dim: 4 -> 8")
     unchanged()
 
@@ -390,7 +390,7 @@ def test_an_explicit_override_wins_over_the_cpu_preset(room, tiny_vit, sandbox, 
     out, start, unchanged = sandbox
     start()
     proc = main("--config=configs/lift.py", f"--config.scenes={room}", f"--config.output_dir={out}", "--config.budget=auto",
-                "--config.recipe.iterations=9", "--config.quick.densify_until=6", f"--config.weights={tiny_vit}",
+                "--config.recipe.iterations=9", "--config.quick.strategy.densify_until=6", f"--config.weights={tiny_vit}",
                 "--config.progress=False", "--config.recipe.feature_dim=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "keeping recipe.iterations=9 as given (the preset has iterations=500)" in proc.stdout
@@ -436,7 +436,7 @@ def test_damaged_checkpoint_and_cache_fall_back_or_recompute(room, tiny_vit, san
     cache = next((out / "scene" / "cache").glob("*.npy"))
     cache.write_bytes(cache.read_bytes()[:100])
     start()
-    proc = lift(scene, out, tiny_vit, "--config.checkpoint_every=6", "--config.quick.iterations=14")
+    proc = lift(scene, out, tiny_vit, "--config.checkpoint_every=6", "--config.quick.recipe.iterations=14")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "checkpoint step 12" in proc.stdout and "damaged" in proc.stdout and "resuming from step 6" in proc.stdout
     assert "computing the targets again" in proc.stdout
@@ -462,11 +462,11 @@ def test_a_truncated_store_entry_is_an_error_naming_it(tmp_path, sandbox):
 def test_sigkill_during_checkpoint_writes_resumes_to_the_same_result(room, tiny_vit, tmp_path):
     """A run killed at arbitrary moments (checkpointing every step) resumes to the uninterrupted
     run's store, bit for bit."""
-    args = ["--config.checkpoint_every=1", "--config.quick.iterations=40", "--config.quick.densify_until=30"]
+    args = ["--config.checkpoint_every=1", "--config.quick.recipe.iterations=40", "--config.quick.strategy.densify_until=30"]
     assert lift(room, tmp_path / "straight", tiny_vit, *args).returncode == 0
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py", f"--config.scenes={room}",
-           f"--config.output_dir={killed}", "--config.budget=quick", "--config.quick.densify_until=30", f"--config.weights={tiny_vit}",
+           f"--config.output_dir={killed}", "--config.budget=quick", "--config.quick.strategy.densify_until=30", f"--config.weights={tiny_vit}",
            "--config.progress=False", "--config.recipe.feature_dim=4", *args]
     for delay in (12.0, 3.0):
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

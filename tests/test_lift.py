@@ -93,7 +93,7 @@ def test_lift_job_runs_from_the_command_line(tiny_vit, tmp_path):
         sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py",
         f"--config.output_dir={tmp_path / 'out'}", f"--config.room.output_dir={tmp_path / 'rooms'}",
         "--config.room.width=48", "--config.room.height=32", "--config.room.num_train=4", "--config.room.num_test=1",
-        "--config.quick.iterations=10", "--config.budget=quick", f"--config.weights={tiny_vit}", "--config.progress=False",
+        "--config.quick.recipe.iterations=10", "--config.budget=quick", f"--config.weights={tiny_vit}", "--config.progress=False",
         "--config.recipe.feature_dim=4",
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fit3d_jax.lift import density, export, losses, trainer
+from fit3d_jax.lift import export, losses, state as lift_state, trainer
+from fit3d_jax.lift.strategy import DefaultStrategy
+from fit3d_jax.lift.strategy import ops as density
 from fit3d_jax.lift.gaussians import Gaussians, activated, init_from_points, inverse_sigmoid
 from fit3d_jax.render import rasterize
 from fit3d_jax.render.random_scene import front_camera
@@ -127,8 +129,8 @@ def test_opacity_reset_caps_opacities_and_their_moments(rng):
 def test_grow_keeps_values_and_adds_free_slots(rng):
     g, active = _gaussians(rng, 10, 16)
     recipe = trainer.Recipe(feature_dim=4)
-    state = trainer.init_state(g, active, recipe, 1.0, 8, jax.random.key(0))
-    bigger = trainer.resize_state(state, 64)
+    state = trainer.init_state(g, active, recipe, DefaultStrategy(), 1.0, 8, jax.random.key(0))
+    bigger = lift_state.resize_state(state, 64)
     assert bigger.capacity == 64 and int(bigger.active.sum()) == 10
     np.testing.assert_array_equal(bigger.gaussians.means[:16], state.gaussians.means)
     np.testing.assert_array_equal(bigger.gaussians.quats[16:, 0], 1.0)
@@ -149,12 +151,12 @@ def test_compaction_keeps_the_active_gaussians_in_order_and_the_render(rng):
     )
     active = np.zeros(capacity, bool)
     active[rng.choice(capacity, n, replace=False)] = True
-    state = trainer.init_state(g, active, trainer.Recipe(feature_dim=4), 1.0, 8, jax.random.key(0))
+    state = trainer.init_state(g, active, trainer.Recipe(feature_dim=4), DefaultStrategy(), 1.0, 8, jax.random.key(0))
     state = state.replace(stats=state.stats.replace(grad_sum=jnp.asarray(rng.uniform(size=capacity), jnp.float32)))
     moments = jax.tree.map(lambda x: x + jnp.asarray(rng.normal(size=x.shape), x.dtype) if x.ndim else x, state.opt_state)
     state = state.replace(opt_state=moments)
 
-    small = trainer.compact_state(state)
+    small = lift_state.compact_state(state)
     assert small.capacity == 2048 and int(small.active.sum()) == n and bool(small.active[:n].all())
     keep = np.flatnonzero(active)
     for before, after in zip(jax.tree.leaves((state.gaussians, state.stats, state.opt_state)),
@@ -170,9 +172,9 @@ def test_compaction_keeps_the_active_gaussians_in_order_and_the_render(rng):
 
 
 def test_compaction_is_scheduled_once_densification_ends():
-    recipe = trainer.Recipe(iterations=100, densify_from=10, densify_until=50, densify_every=10, opacity_reset_every=0)
-    assert trainer.density_control_due(50, recipe) and not trainer.density_control_due(51, recipe)
-    assert not trainer.density_control_due(50, trainer.Recipe(iterations=50, densify_until=50, opacity_reset_every=0))
+    strategy = DefaultStrategy(densify_from=10, densify_until=50, densify_every=10, opacity_reset_every=0)
+    assert strategy.due(50, 100) and not strategy.due(51, 100)
+    assert not DefaultStrategy(densify_until=50, opacity_reset_every=0).due(50, 50)
 
 
 def test_ply_round_trip(rng, tmp_path):
@@ -211,3 +213,20 @@ def test_means_learning_rate_decays_exponentially():
     # Adam's first step moves by lr (sign of the gradient): the means' lr is 1.6e-4 x extent.
     assert float(first.means[0, 0]) == pytest.approx(-1.6e-4 * 2.0, rel=1e-3)
     assert float(first.opacity_logits[0]) == pytest.approx(-0.05, rel=1e-3)
+
+
+def test_default_strategy_follows_the_3dgs_schedule():
+    """Densify every densify_every iterations strictly inside (densify_from, densify_until), reset
+    opacities every opacity_reset_every iterations before the end, compact once at densify_until;
+    statistics accumulate only before densify_until."""
+    s = DefaultStrategy(densify_from=500, densify_until=15_000, densify_every=100, opacity_reset_every=3000)
+    total = 30_000
+    densify = set(range(600, 15_000, 100))
+    reset = set(range(3000, total, 3000))
+    assert {it for it in range(1, total + 1) if s.due(it, total)} == densify | reset | {15_000}
+    stats = s.init(4)
+    grad, radii = jnp.ones((4, 2)), jnp.array([1.0, 0.0, 2.0, 3.0])
+    before = s.accumulate(stats, jnp.int32(14_999), grad, radii, 10, 10)
+    after = s.accumulate(stats, jnp.int32(15_000), grad, radii, 10, 10)
+    np.testing.assert_array_equal(before.visible_count, [1, 0, 1, 1])
+    np.testing.assert_array_equal(after.visible_count, 0)

@@ -6,7 +6,6 @@ pinhole scene with the undistorted intrinsics."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 import configs_loader
-from conftest import short_recipe
+from conftest import short_recipe, short_strategy
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import prepare_scannetpp
 from fit3d_jax.lift import export
@@ -342,11 +341,12 @@ def test_prepared_scene_lifts_as_well_as_its_plain_twin(prepared, tiny_vit, tmp_
     JPGs lose a little, one training frame is is_bad). 500 iterations: at 300 the two differed by
     up to 1 dB from run noise alone (measured 24.6 / 23.6; at 500: 25.45 / 25.38)."""
     weights = load_weights(str(tiny_vit), announce=False)
-    recipe = dataclasses.replace(short_recipe(500), densify_grad_threshold=1.5e-3)  # ~35k Gaussians at 96x64
-    ours = fit_scene(load_scene(prepared / "scenes" / TRAIN_ID), weights, recipe, tmp_path / "ours", progress=False)
+    recipe, strategy = short_recipe(500), short_strategy(500, densify_grad_threshold=1.5e-3)  # ~35k Gaussians at 96x64
+    ours = fit_scene(load_scene(prepared / "scenes" / TRAIN_ID), weights, recipe, tmp_path / "ours", progress=False,
+                     strategy=strategy)
     twin = plain_twin(prepared / "scenes" / TRAIN_ID, 3, tmp_path / "twin")
     plain = fit_scene(load_scene(next(iter(twin.values())).image_path.parent.parent), weights, recipe, tmp_path / "plain",
-                      progress=False)
+                      progress=False, strategy=strategy)
     print(f"held-out PSNR: prepared {ours['psnr']:.2f} dB, plain {plain['psnr']:.2f} dB")
     assert ours["split"] == plain["split"] == "test"
     assert abs(ours["psnr"] - plain["psnr"]) <= 1.0, (ours["psnr"], plain["psnr"])
@@ -356,7 +356,7 @@ def test_prepared_scene_lifts_as_well_as_its_plain_twin(prepared, tiny_vit, tmp_
 def test_lift_job_reads_a_prepared_root_by_split(prepared, tiny_vit, tmp_path):
     cmd = [sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py", f"--config.scenes={prepared}",
            "--config.split=nvs_sem_val", f"--config.output_dir={tmp_path / 'out'}", "--config.budget=quick",
-           "--config.quick.iterations=10", f"--config.weights={tiny_vit}", "--config.progress=False", "--config.recipe.feature_dim=4"]
+           "--config.quick.recipe.iterations=10", f"--config.weights={tiny_vit}", "--config.progress=False", "--config.recipe.feature_dim=4"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{VAL_ID}: 1 frame(s) marked is_bad left out" in proc.stdout and "lifting 1 scene(s)" in proc.stdout

@@ -18,7 +18,8 @@ import numpy as np
 from flax import struct
 
 from fit3d_jax.finetune.store import StoredScene, StoredView
-from fit3d_jax.render import Camera, rasterize
+from fit3d_jax.render import Camera
+from fit3d_jax.render.decode import render_and_decode
 
 
 @struct.dataclass
@@ -82,10 +83,8 @@ def render_target(scene: DeviceScene, viewmat, intrinsics, flip, width: int, hei
     fx, fy, cx, cy = (intrinsics[k] for k in range(4))
     camera = Camera(viewmat, fx, fy, cx, cy, jnp.float32(0.01), jnp.float32(1e10), width, height)
     sh = jnp.zeros((scene.means.shape[0], 1, 3), jnp.float32)  # colours are not needed
-    out = rasterize(scene.means, scene.scales, scene.quats, scene.opacities, sh, scene.features, camera)
-    decoded = jax.lax.conv_general_dilated(
-        out.features[None], scene.decoder, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )[0]
+    _, decoded = render_and_decode(scene.means, scene.scales, scene.quats, scene.opacities, sh, scene.features, scene.decoder,
+                                   camera)
     tokens = jax.image.resize(decoded, (*grid, decoded.shape[-1]), "bilinear", antialias=False)
     return jnp.where(flip, tokens[:, ::-1], tokens)
 

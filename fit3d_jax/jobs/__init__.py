@@ -1,5 +1,9 @@
 """One module per job; each exposes ``run(config) -> None``. ``main.py`` dispatches on ``config.job``."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 _overridden: frozenset[str] = frozenset()
 
 JOBS = {
@@ -23,3 +27,23 @@ def set_overridden(fields) -> None:
 def overridden(field: str) -> bool:
     """Whether the command line set ``field`` (dotted, below ``config``): presets must not replace it."""
     return field in _overridden
+
+
+def config_folder_on_path(spec: str) -> None:
+    """Puts the folder of ``--config=<folder>/<file>.py[:arg]`` first on the import path, so that
+    the config files there import their shared ``common`` module."""
+    folder = str(Path(spec.partition(":")[0]).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def load_config(spec: str):
+    """``<file>.py[:argument]``'s ``get_config([argument])``, as ``--config=`` loads it."""
+    path, _, argument = spec.partition(":")
+    config_folder_on_path(spec)
+    module_spec = importlib.util.spec_from_file_location(f"config_{Path(path).stem}", path)
+    if module_spec is None:
+        raise FileNotFoundError(f"{path}: no such config file")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(argument) if argument else module.get_config()

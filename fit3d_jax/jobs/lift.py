@@ -16,41 +16,61 @@ from fit3d_jax import jobs
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.harness import outputs
 from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.lift import strategy as strategy_lib
 from fit3d_jax.lift.fit import fit_scene
 from fit3d_jax.lift.trainer import Recipe
 from fit3d_jax.scenes import SceneData, SceneError, find_scenes, load_scene, verify_pixels
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
 
 BUDGETS = ("auto", "paper", "quick")
-POSITIVE = ("iterations", "feature_dim", "densify_every", "sh_every", "lr_means", "lr_means_final", "lr_scales", "lr_quats",
-            "lr_opacity", "lr_sh_dc", "lr_sh_rest", "lr_features", "lr_decoder", "percent_dense", "max_screen_size")
-NOT_NEGATIVE = ("lambda_dssim", "lambda_feature", "densify_from", "densify_until", "densify_grad_threshold", "min_opacity",
-                "opacity_reset_every", "size_prune_from")
+# The fields' rules, checked once here (errors name the field).
+POSITIVE = {"recipe": ("iterations", "feature_dim", "sh_every", "lr_means", "lr_means_final", "lr_scales", "lr_quats",
+                       "lr_opacity", "lr_sh_dc", "lr_sh_rest", "lr_features", "lr_decoder"),
+            "strategy": ("densify_every", "percent_dense", "max_screen_size")}
+NOT_NEGATIVE = {"recipe": ("lambda_dssim", "lambda_feature"),
+                "strategy": ("densify_from", "densify_until", "densify_grad_threshold", "min_opacity", "opacity_reset_every",
+                             "size_prune_from")}
 
 
-def recipe_from(config: ml_collections.ConfigDict) -> tuple[Recipe, str]:
-    """The recipe and the budget it runs under. The quick preset replaces recipe fields, except those
-    the command line set: an explicit ``--config.recipe.x`` wins, and the run says so."""
+def _with_preset(config: ml_collections.ConfigDict, section: str, budget: str) -> tuple[dict, list[str], list[str]]:
+    """``config.<section>`` with the quick preset applied: (fields, fields the preset set, fields kept as given)."""
+    fields = config[section].to_dict()
+    if budget != "quick":
+        return fields, [], []
+    preset = config.quick[section].to_dict() if section in config.quick else {}
+    kept = [k for k in preset if jobs.overridden(f"{section}.{k}")]
+    fields |= {k: v for k, v in preset.items() if k not in kept}
+    return fields, [k for k in preset if k not in kept], kept
+
+
+def settings_from(config: ml_collections.ConfigDict) -> tuple[Recipe, strategy_lib.Strategy, str]:
+    """The recipe, the densification strategy and the budget they run under. The quick preset
+    replaces fields, except those the command line set: an explicit ``--config.recipe.x`` (or
+    ``strategy.x``) wins, and the run says so."""
     if config.budget not in BUDGETS:
         raise ConfigError(f"config.budget={config.budget!r} is not one of {BUDGETS}")
     budget = config.budget if config.budget != "auto" else ("quick" if jax.default_backend() == "cpu" else "paper")
-    fields, kept = config.recipe.to_dict(), []
-    if budget == "quick":
-        kept = [k for k in config.quick if jobs.overridden(f"recipe.{k}")]
-        fields |= {k: v for k, v in config.quick.items() if k not in kept}
+    values = {}
+    for section in ("recipe", "strategy"):
+        fields, preset, kept = _with_preset(config, section, budget)
         if kept:
-            print(f"quick budget: keeping {', '.join(f'recipe.{k}={fields[k]}' for k in kept)} as given "
-                  f"(the preset has {', '.join(f'{k}={config.quick[k]}' for k in kept)})")
+            print(f"quick budget: keeping {', '.join(f'{section}.{k}={fields[k]}' for k in kept)} as given "
+                  f"(the preset has {', '.join(f'{k}={config.quick[section][k]}' for k in kept)})")
+        for rules, ok, rule in ((POSITIVE, lambda v: v > 0, "> 0"), (NOT_NEGATIVE, lambda v: v >= 0, ">= 0")):
+            for field in rules[section]:
+                if field in fields and not ok(fields[field]):
+                    source = f"config.quick.{section}" if field in preset else f"config.{section}"
+                    raise ConfigError(f"{source}.{field}={fields[field]} must be {rule}")
+        values[section] = fields
     try:
-        recipe = Recipe(**fields)
+        recipe = Recipe(**values["recipe"])
     except TypeError as e:
-        raise ConfigError(f"config.recipe / config.quick: {e}") from None
-    for names, ok, rule in ((POSITIVE, lambda v: v > 0, "> 0"), (NOT_NEGATIVE, lambda v: v >= 0, ">= 0")):
-        for field in names:
-            if not ok(getattr(recipe, field)):
-                source = "config.quick" if budget == "quick" and field in config.quick and field not in kept else "config.recipe"
-                raise ConfigError(f"{source}.{field}={getattr(recipe, field)} must be {rule}")
-    return recipe, budget
+        raise ConfigError(f"config.recipe: {e}") from None
+    try:
+        strategy = strategy_lib.make(**values["strategy"])
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"config.strategy: {e}") from None
+    return recipe, strategy, budget
 
 
 def check_settings(config: ml_collections.ConfigDict) -> None:
@@ -104,7 +124,7 @@ def distinct_names(scenes: list[SceneData]) -> list[SceneData]:
 
 
 def run(config: ml_collections.ConfigDict) -> None:
-    recipe, budget = recipe_from(config)
+    recipe, strategy, budget = settings_from(config)
     check_settings(config)
     output_dir = outputs.output_dir(config.output_dir, "config.output_dir")
     paths = scene_paths(config)
@@ -136,7 +156,7 @@ def run(config: ml_collections.ConfigDict) -> None:
                     results.append(fit_scene(
                         scenes[i], weights, recipe, output_dir, seed=config.seed, log_every=config.log_every,
                         checkpoint_every=config.checkpoint_every, progress=config.progress and len(devices) == 1,
-                        fingerprint=fingerprints[i],
+                        fingerprint=fingerprints[i], strategy=strategy,
                     ))
         except Exception as e:  # reported after all threads finish
             errors.append(e)

@@ -25,6 +25,8 @@ from fit3d_jax.harness.checkpoints import Checkpoints
 from fit3d_jax.harness.loop import TrainLoop
 from fit3d_jax.lift import export, targets, trainer
 from fit3d_jax.lift.gaussians import init_from_points
+from fit3d_jax.lift.state import LiftState, resize_state
+from fit3d_jax.lift.strategy import DefaultStrategy, Strategy, describe
 from fit3d_jax.scenes import SceneData, SceneError, View, read_image, read_mask, verify_pixels
 from fit3d_jax.viz import save_png
 from fit3d_jax.weights import LoadedWeights
@@ -65,21 +67,22 @@ def peak_memory() -> dict:
     return out
 
 
-def identity(scene: SceneData, fingerprint: str, recipe: trainer.Recipe, weights: LoadedWeights, seed: int) -> dict:
+def identity(scene: SceneData, fingerprint: str, recipe: trainer.Recipe, strategy: Strategy, weights: LoadedWeights,
+             seed: int) -> dict:
     """What a lift's checkpoints belong to: a resume checks it before reading any state. The run's
     length is not part of it: a finished run may be extended (its schedules follow the new length)."""
     recipe_fields = {k: v for k, v in dataclasses.asdict(recipe).items() if k != "iterations"}
     return {"stage": "lift", "scene": str(scene.root.resolve()), "fingerprint": fingerprint, "recipe": recipe_fields,
-            "seed": seed, "weights": weights.description}
+            "strategy": describe(strategy), "seed": seed, "weights": weights.description}
 
 
-def restore(checkpoints: Checkpoints, fresh: trainer.LiftState) -> trainer.LiftState | None:
+def restore(checkpoints: Checkpoints, fresh: LiftState) -> LiftState | None:
     """The newest intact LiftState of this run. Its capacity is saved beside it (item ``meta``):
     growth and compaction change the buffers' shapes, and the restore template must have the saved ones."""
 
-    def read(step: int) -> trainer.LiftState:
+    def read(step: int) -> LiftState:
         meta = checkpoints.restore(step, meta=ocp.args.JsonRestore())["meta"]
-        template = trainer.resize_state(fresh, meta["capacity"])
+        template = resize_state(fresh, meta["capacity"])
         return checkpoints.restore(step, state=ocp.args.StandardRestore(template))["state"]
 
     found = checkpoints.restore_latest(read)
@@ -97,25 +100,28 @@ def fit_scene(
     checkpoint_every: int = 1000,
     progress: bool = True,
     fingerprint: str | None = None,
+    strategy: Strategy | None = None,
 ) -> dict:
     """Lifts ``scene`` into ``output_dir/<scene name>``; resumes from its latest checkpoint if one
-    exists. ``fingerprint``: the scene's content (``scenes.verify_pixels``; computed if not given).
+    exists. ``fingerprint``: the scene's content (``scenes.verify_pixels``; computed if not given);
+    ``strategy``: how the Gaussians densify (default: the authors' ``DefaultStrategy``).
     Returns the metrics; stops with NonFiniteError at the first non-finite loss or gradient."""
     start = time.time()
     out = outputs.inside(Path(output_dir) / scene.name, output_dir)
     fingerprint = fingerprint or verify_pixels(scene)
+    strategy = strategy or DefaultStrategy()
     views = list(scene.train) + list(scene.test)
     extent = trainer.scene_extent([v.camera_center for v in scene.train])
     key = jax.random.key(seed)
     target_dim = weights.config.embed_dim
     gaussians, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
-    state = trainer.init_state(gaussians, active, recipe, extent, target_dim, key)
-    checkpoints = Checkpoints(out / "checkpoints", identity(scene, fingerprint, recipe, weights, seed))
+    state = trainer.init_state(gaussians, active, recipe, strategy, extent, target_dim, key)
+    checkpoints = Checkpoints(out / "checkpoints", identity(scene, fingerprint, recipe, strategy, weights, seed))
     resumed = restore(checkpoints, state)
     if resumed is not None:
         state = resumed
         print(f"{scene.name}: resuming from iteration {int(state.iteration)}")
-    step = trainer.make_train_step(recipe, extent, target_dim)
+    step = trainer.make_train_step(recipe, strategy, extent)
     it = int(state.iteration)  # mirrored on the host so that steps are not synchronised
     where = f"lift {scene.name}"
     try:
@@ -128,9 +134,9 @@ def fit_scene(
             while it < recipe.iterations:
                 state, aux = step(state, train, trainer.view_for_iteration(it + 1, len(scene.train), seed))
                 it += 1
-                if trainer.density_control_due(it, recipe):
+                if strategy.due(it, recipe.iterations):
                     with loop.timed("density control"):
-                        state = jax.block_until_ready(trainer.densify_if_due(state, it, recipe, extent, key))
+                        state = jax.block_until_ready(strategy.apply(state, it, recipe.iterations, extent, key))
                 loop.step_done(
                     it, state.nonfinite, lambda aux=aux, state=state: aux | {"gaussians": state.active.sum()},
                     save=lambda it=it, state=state: checkpoints.save(
@@ -139,7 +145,7 @@ def fit_scene(
             loop.check(state.nonfinite)
             guard.check_tree({"gaussians": state.gaussians, "decoder": state.decoder}, where)
             with loop.timed("evaluate and export"):
-                metrics = evaluate_and_export(scene, state, test, out, target_dim)
+                metrics = evaluate_and_export(scene, state, test, out)
                 write_store(Path(output_dir) / "store", scene, state)
             split = loop.time_split()
     finally:
@@ -167,14 +173,14 @@ def _describe(views) -> list[dict]:
             for v in views]
 
 
-def write_store(store_dir: Path, scene: SceneData, state: trainer.LiftState) -> None:
+def write_store(store_dir: Path, scene: SceneData, state: LiftState) -> None:
     export.write_store_entry(store_dir, scene.name, state.gaussians, state.active, state.decoder["Conv_0"]["kernel"],
                              _describe(scene.train), _describe(scene.test))
 
 
-def evaluate_and_export(scene: SceneData, state: trainer.LiftState, data: trainer.SceneArrays, out: Path, decoder_dim: int) -> dict:
+def evaluate_and_export(scene: SceneData, state: LiftState, data: trainer.SceneArrays, out: Path) -> dict:
     """Held-out metrics (means over views), render panels and the PLY."""
-    evaluate = trainer.make_eval(decoder_dim)
+    evaluate = trainer.make_eval()
     views = list(scene.test) or list(scene.train)
     per_view = []
     for i, view in enumerate(views):

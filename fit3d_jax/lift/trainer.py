@@ -4,16 +4,14 @@ The authors' recipe (../shared/REFERENCE.md, 3DGS defaults): one random training
 iteration, black background, SH degree +1 every 1000 iterations, loss
 0.8 L1 + 0.2 (1 - SSIM) + 1.0 L1(decoded features, targets) over unmasked pixels, feature
 gradients to the features and decoder only (the rasterizer routes them), Adam (eps 1e-15) with
-per-group learning rates and the means' exponential decay, adaptive density control on its
-schedule. The step is jitted once per capacity; densification runs between steps on the same
-fixed-capacity buffers.
+per-group learning rates and the means' exponential decay. The densification strategy
+(``lift.strategy``) collects its statistics inside the step and acts between steps, on the same
+fixed-capacity buffers; the step is jitted once per capacity.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -23,15 +21,18 @@ import optax
 from flax import struct
 
 from fit3d_jax.harness import guard
-from fit3d_jax.lift import density
-from fit3d_jax.lift.gaussians import Gaussians, activated, compact, resize
+from fit3d_jax.lift.gaussians import Gaussians, activated
 from fit3d_jax.lift.losses import cosine_similarity, l1, psnr, ssim
-from fit3d_jax.render import Camera, rasterize
+from fit3d_jax.lift.state import LiftState
+from fit3d_jax.lift.strategy import Strategy
+from fit3d_jax.render import Camera
+from fit3d_jax.render.decode import render_and_decode
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """Optimisation settings; defaults are the authors' (3DGS) values for 30k iterations."""
+    """Optimisation settings; defaults are the authors' (3DGS) values for 30k iterations. How the
+    set of Gaussians changes is the densification strategy's (``lift.strategy``)."""
 
     iterations: int = 30_000
     feature_dim: int = 64
@@ -47,15 +48,6 @@ class Recipe:
     lambda_dssim: float = 0.2
     lambda_feature: float = 1.0
     sh_every: int = 1000  # one more SH degree every this many iterations (up to 3)
-    densify_from: int = 500
-    densify_until: int = 15_000
-    densify_every: int = 100
-    densify_grad_threshold: float = 2e-4
-    percent_dense: float = 0.01
-    min_opacity: float = 0.005
-    opacity_reset_every: int = 3000  # 0 disables the reset
-    max_screen_size: float = 20.0  # pixels; pruning by size starts after size_prune_from
-    size_prune_from: int = 3000  # 3DGS: after the first opacity reset
 
 
 class Decoder(nn.Module):
@@ -86,22 +78,6 @@ class SceneArrays:
         return Camera(self.viewmats[index], fx, fy, cx, cy, jnp.float32(0.01), jnp.float32(1e10), self.width, self.height)
 
 
-@struct.dataclass
-class LiftState:
-    gaussians: Gaussians
-    active: jnp.ndarray
-    stats: density.DensityStats
-    opt_state: Any
-    decoder: Any
-    decoder_opt_state: Any
-    iteration: jnp.ndarray  # iterations done
-    nonfinite: guard.NonFinite  # the first iteration whose loss or gradients were not finite
-
-    @property
-    def capacity(self) -> int:
-        return self.gaussians.capacity
-
-
 def scene_extent(camera_centers: np.ndarray) -> float:
     """3DGS's scene extent: 1.1 x the largest distance of a camera centre from their mean."""
     centers = np.asarray(camera_centers, np.float64)
@@ -109,8 +85,8 @@ def scene_extent(camera_centers: np.ndarray) -> float:
 
 
 def gaussian_optimizer(recipe: Recipe, extent: float) -> optax.GradientTransformation:
-    decay = recipe.lr_means_final / recipe.lr_means
-    means_lr = lambda count: recipe.lr_means * extent * decay ** jnp.minimum(count / recipe.iterations, 1.0)
+    means_lr = optax.exponential_decay(recipe.lr_means * extent, recipe.iterations, recipe.lr_means_final / recipe.lr_means,
+                                       end_value=recipe.lr_means_final * extent)
     lrs = Gaussians(
         means=means_lr,
         log_scales=recipe.lr_scales,
@@ -129,12 +105,12 @@ def decoder_optimizer(recipe: Recipe) -> optax.GradientTransformation:
     return optax.adam(recipe.lr_decoder, eps=1e-15)
 
 
-def init_state(gaussians: Gaussians, active, recipe: Recipe, extent: float, target_dim: int, key) -> LiftState:
+def init_state(gaussians: Gaussians, active, recipe: Recipe, strategy: Strategy, extent: float, target_dim: int, key) -> LiftState:
     decoder = Decoder(target_dim).init(key, jnp.zeros((1, 8, 8, recipe.feature_dim)))["params"]
     return LiftState(
         gaussians=gaussians,
         active=jnp.asarray(active),
-        stats=density.DensityStats.zeros(gaussians.capacity),
+        stats=strategy.init(gaussians.capacity),
         opt_state=gaussian_optimizer(recipe, extent).init(gaussians),
         decoder=decoder,
         decoder_opt_state=decoder_optimizer(recipe).init(decoder),
@@ -143,35 +119,11 @@ def init_state(gaussians: Gaussians, active, recipe: Recipe, extent: float, targ
     )
 
 
-def resize_state(state: LiftState, capacity: int) -> LiftState:
-    """The state with ``capacity`` slots for Gaussians (see ``gaussians.resize``)."""
-    old = state.capacity
-    return state.replace(
-        gaussians=resize(state.gaussians, old, capacity),
-        active=resize(state.active, old, capacity),
-        stats=resize(state.stats, old, capacity),
-        opt_state=resize(state.opt_state, old, capacity),
-    )
-
-
-def compact_state(state: LiftState) -> LiftState:
-    """Drops the free slots once the set of Gaussians is final (densification over): the active
-    Gaussians move to the front and the capacity shrinks to their count rounded up to 1024, so
-    the rest of the run does not render, differentiate and update empty slots. One re-trace."""
-    active = np.asarray(state.active)
-    capacity = max(1024, -(-int(active.sum()) // 1024) * 1024)
-    per_slot = {"gaussians": state.gaussians, "active": state.active, "stats": state.stats, "opt_state": state.opt_state}
-    return state.replace(**compact(per_slot, active, min(capacity, len(active))))
-
-
-def render(state: LiftState, data: SceneArrays, index, decoder_dim: int, sh_degree, screen_offset=None):
+def render(state: LiftState, data: SceneArrays, index, sh_degree, screen_offset=None):
     """Renders view ``index``: (RenderOutput, decoded features (H, W, D))."""
     means, scales, quats, opacities, sh, feats = activated(state.gaussians, state.active)
-    out = rasterize(
-        means, scales, quats, opacities, sh, feats, data.camera(index), jnp.zeros(3), sh_degree=sh_degree, screen_offset=screen_offset
-    )
-    decoded = Decoder(decoder_dim).apply({"params": state.decoder}, out.features[None])[0]
-    return out, decoded
+    return render_and_decode(means, scales, quats, opacities, sh, feats, state.decoder["Conv_0"]["kernel"], data.camera(index),
+                             jnp.zeros(3), sh_degree=sh_degree, screen_offset=screen_offset)
 
 
 def upsampled_target(data: SceneArrays, index) -> jnp.ndarray:
@@ -183,7 +135,7 @@ def upsampled_target(data: SceneArrays, index) -> jnp.ndarray:
 GUARDED = ("loss", "l1", "ssim", "feature_l1", "gradients")  # what the step watches for non-finite values
 
 
-def make_train_step(recipe: Recipe, extent: float, decoder_dim: int):
+def make_train_step(recipe: Recipe, strategy: Strategy, extent: float):
     gopt, dopt = gaussian_optimizer(recipe, extent), decoder_optimizer(recipe)
 
     def step(state: LiftState, data: SceneArrays, index):
@@ -193,7 +145,7 @@ def make_train_step(recipe: Recipe, extent: float, decoder_dim: int):
         mask = data.masks[index]
 
         def loss_fn(gaussians, decoder, offset):
-            out, decoded = render(state.replace(gaussians=gaussians, decoder=decoder), data, index, decoder_dim, sh_degree, offset)
+            out, decoded = render(state.replace(gaussians=gaussians, decoder=decoder), data, index, sh_degree, offset)
             rgb_l1 = l1(out.rgb, image, mask)
             rgb_ssim = ssim(out.rgb, image, mask)
             feature_l1 = l1(decoded, upsampled_target(data, index), mask)
@@ -206,8 +158,7 @@ def make_train_step(recipe: Recipe, extent: float, decoder_dim: int):
         watched = {**aux, "gradients": guard.all_finite((g_gauss, g_dec))}
         updates, opt_state = gopt.update(g_gauss, state.opt_state, state.gaussians)
         d_updates, decoder_opt_state = dopt.update(g_dec, state.decoder_opt_state, state.decoder)
-        stats = density.accumulate(state.stats, g_offset, aux.pop("radii"), data.width, data.height)
-        stats = jax.tree.map(lambda new, old: jnp.where(iteration < recipe.densify_until, new, old), stats, state.stats)
+        stats = strategy.accumulate(state.stats, iteration, g_offset, aux.pop("radii"), data.width, data.height)
         new_state = state.replace(
             gaussians=optax.apply_updates(state.gaussians, updates),
             opt_state=opt_state,
@@ -229,50 +180,10 @@ def view_for_iteration(iteration: int, num_views: int, seed: int) -> int:
     return int(np.random.default_rng([seed, epoch]).permutation(num_views)[position])
 
 
-def _density_schedule(it: int, recipe: Recipe) -> tuple[bool, bool, bool]:
-    """What follows iteration ``it``: (densify and prune, opacity reset, compaction)."""
-    densify = recipe.densify_from < it < recipe.densify_until and it % recipe.densify_every == 0
-    reset = bool(recipe.opacity_reset_every) and it % recipe.opacity_reset_every == 0 and it < recipe.iterations
-    compaction = it == recipe.densify_until < recipe.iterations
-    return densify, reset, compaction
-
-
-def density_control_due(it: int, recipe: Recipe) -> bool:
-    return any(_density_schedule(it, recipe))
-
-
-def densify_if_due(state: LiftState, it: int, recipe: Recipe, extent: float, key) -> LiftState:
-    """The authors' schedule, after iteration ``it``: densify and prune every densify_every
-    iterations in (densify_from, densify_until), then reset opacities every opacity_reset_every
-    iterations. Grows the capacity (a re-trace) when free slots run out, and drops the free slots
-    at densify_until, when the Gaussians are final, if they are a quarter or more of them."""
-    densify, reset, compaction = _density_schedule(it, recipe)
-    if densify:
-        plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
-        needed, free = int(plan.needed), int(plan.free)
-        if needed > free:
-            active = int(state.active.sum())
-            capacity = 1 << max(14, math.ceil(math.log2(1.5 * (active + needed))))
-            state = resize_state(state, capacity)
-            plan = density.plan(state.gaussians, state.active, state.stats, recipe.densify_grad_threshold, recipe.percent_dense, extent)
-        max_screen = recipe.max_screen_size if it > recipe.size_prune_from else 0.0
-        gaussians, active, opt_state, stats = density.densify_and_prune(
-            state.gaussians, state.active, state.stats, state.opt_state, plan,
-            jax.random.fold_in(key, it), recipe.min_opacity, extent, max_screen,
-        )
-        state = state.replace(gaussians=gaussians, active=active, opt_state=opt_state, stats=stats)
-    if reset:
-        gaussians, opt_state = density.reset_opacity(state.gaussians, state.opt_state)
-        state = state.replace(gaussians=gaussians, opt_state=opt_state)
-    if compaction and int(state.active.sum()) <= 0.75 * state.capacity:
-        state = compact_state(state)  # worth its re-trace when it frees a quarter of the slots or more
-    return state
-
-
-def make_eval(decoder_dim: int):
+def make_eval():
     @jax.jit
     def evaluate(state: LiftState, data: SceneArrays, index):
-        out, decoded = render(state, data, index, decoder_dim, jnp.int32(3))
+        out, decoded = render(state, data, index, jnp.int32(3))
         image = data.images[index].astype(jnp.float32) / 255.0
         mask = data.masks[index]
         target = upsampled_target(data, index)
