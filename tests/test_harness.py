@@ -119,7 +119,7 @@ def test_loop_logs_checks_and_checkpoints_on_its_cadence(tmp_path):
                    guarded=("loss", "gradients")) as loop:
         for k in range(1, 7):
             record = step_fn(record, jnp.int32(k))
-            with loop.timed("work", device=False):
+            with loop.timed("work"):
                 pass
             loop.step_done(k, record, {"loss": 1.0 / k}, save=lambda k=k: saved.append(k))
         split = loop.time_split()

@@ -233,9 +233,9 @@ def finetune(
 
     def next_inputs(loop: TrainLoop):
         """The next host batch, its targets rendered and its arrays sent, as global arrays."""
-        with loop.timed("host_wait", device=False):
+        with loop.timed("host_wait"):
             batch = prefetch.next()
-        with loop.timed("render_dispatch", device=False):
+        with loop.timed("render_dispatch"):
             # One dispatching thread per device: a render waits on its device's stream while
             # binning, and must not hold up the other devices' work.
             shards = list(dispatchers.map(lambda k: device_shard(k, batch), range(len(local))))
@@ -255,7 +255,7 @@ def finetune(
                 # render while the host launches the step, and the binning sync waits on the
                 # previous step rather than leaving the devices idle.
                 ahead = next_inputs(loop) if step + 1 < total else None
-                with loop.timed("step", device=False):
+                with loop.timed("step"):
                     state, metrics = train_step(state, images, target, weights)
                     loop.step_done(step + 1, state.nonfinite, metrics,
                                    save=lambda st=state: save_checkpoint(checkpoints, st, config))

@@ -52,11 +52,11 @@ class TrainLoop:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def timed(self, section: str, device: bool = True) -> contextlib.AbstractContextManager:
-        """Time spent in ``section``, for ``time_split``: with ``device``, from the end of the device
-        work queued before it to the end of the work queued inside it (clu waits for both in a side
-        thread, so the loop is not synchronised); else the host's time in the block."""
-        return self.report.timed(section, wait_jax_async_dispatch=device)
+    def timed(self, section: str) -> contextlib.AbstractContextManager:
+        """The host's time in ``section``, for ``time_split`` (clu's timed sections, measured on the
+        host: clu's device-side measurement lands later, in a side thread, after ``time_split`` may
+        have been read; sections that need the device's time end in a sync of their own)."""
+        return self.report.timed(section, wait_jax_async_dispatch=False)
 
     def check(self, record: guard.NonFinite) -> None:
         """The guard, now (a sync): raises NonFiniteError if a watched quantity went non-finite."""

@@ -241,7 +241,7 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
         with TrainLoop(f"probe {task.name}", output_dir, total=s.iterations, start=start, log_every=log_every,
                        checkpoint_every=checkpoint_every, progress=progress, guarded=GUARDED) as loop:
             for step in range(start, s.iterations):
-                with loop.timed("data", device=False):
+                with loop.timed("data"):
                     inputs, targets = prefetch.next()
                     inputs = jax.tree.map(lambda a: harness_mesh.global_batch(a, mesh, s.batch_size), inputs)
                     targets = harness_mesh.global_batch(targets, mesh, s.batch_size)
