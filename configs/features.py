@@ -3,8 +3,9 @@
 python -m fit3d_jax.main --config=configs/features.py [--config.image_dir=DIR] [--config.num_clusters=8]
 """
 
-import common
 import ml_collections
+
+import common
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -8,8 +8,9 @@ with the usual JAX coordinator environment). Checkpoints hold the items `params`
 (--config.checkpoint=<output_dir>/checkpoints); the job prints the exact command.
 """
 
-import common
 import ml_collections
+
+import common
 
 
 def get_config() -> ml_collections.ConfigDict:

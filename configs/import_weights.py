@@ -4,8 +4,9 @@ python -m fit3d_jax.main --config=configs/import_weights.py --config.weights=din
     --config.output=outputs/weights/dinov2_vits14
 """
 
-import common
 import ml_collections
+
+import common
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -17,8 +17,9 @@ threshold is 6e-4 rather than 2e-4: small images give larger view-space gradient
 26.0 dB, 4.1 vs 2.8 minutes on 2 CPU cores).
 """
 
-import common
 import ml_collections
+
+import common
 
 
 def get_config() -> ml_collections.ConfigDict:

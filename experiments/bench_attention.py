@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from timing import median_ms
 
 from fit3d_jax.models.dinov2 import xla_attention
 from fit3d_jax.models.fused_attention import fused_attention
+from timing import median_ms
 
 
 def parse_args() -> argparse.Namespace:

@@ -129,7 +129,8 @@ def main() -> None:
     runs = {}
     for steps in (args.short_steps, args.steps):
         t0 = time.time()
-        _, summary = train.finetune(scenes, params, config, recipe, args.work / f"run_{time.time_ns()}", reduce_dtype=reduce_dtype, max_steps=steps, progress=False, log_every=steps)
+        _, summary = train.finetune(scenes, params, config, recipe, args.work / f"run_{time.time_ns()}", reduce_dtype=reduce_dtype,
+                                    max_steps=steps, progress=False, log_every=steps)
         runs[steps] = {"call_seconds": time.time() - t0, "summary": summary}
     extra_views = (args.steps - args.short_steps) * batch
     extra_seconds = runs[args.steps]["summary"]["seconds"] - runs[args.short_steps]["summary"]["seconds"]
@@ -140,7 +141,8 @@ def main() -> None:
     cache = targets.SceneCache(scenes, jax.devices()[0], 64e9)
     view = scenes[0].views[0]
     viewmat, intrinsics = targets.view_camera(view)
-    render_ms = median_ms(lambda: targets.render_target(cache.get(0), viewmat, intrinsics, False, view.width, view.height, grid), jax.block_until_ready)
+    render_ms = median_ms(lambda: targets.render_target(cache.get(0), viewmat, intrinsics, False, view.width, view.height, grid),
+                          jax.block_until_ready)
     sampler = data.Sampler(scenes, batch, seed=0)
     t0 = time.perf_counter()
     for step in range(10):
@@ -164,7 +166,8 @@ def main() -> None:
                   "model_input": list(model_size), "token_grid": list(grid), "global_batch": batch, "dtype": "bfloat16",
                   "grad_reduce_dtype": args.grad_reduce_dtype},
         "views_per_second": steady,
-        "views_per_second_note": f"steady state: ({args.steps} - {args.short_steps}) steps x {batch} views over the difference of the two runs' loop seconds",
+        "views_per_second_note": f"steady state: ({args.steps} - {args.short_steps}) steps x {batch} views over the difference "
+                                 "of the two runs' loop seconds",
         "views_per_second_end_to_end": {str(k): v["summary"]["views_per_second"] for k, v in runs.items()},
         "runs": {str(k): v for k, v in runs.items()},
         "breakdown": {
@@ -173,7 +176,8 @@ def main() -> None:
             "model_step_ms_per_view": model_step_ms[args.grad_reduce_dtype] / batch,
             "model_step_ms_per_batch_by_reduce_dtype": model_step_ms,
             "host_prepare_ms_per_view_one_thread": host_ms_per_view,
-            "note": "each part alone: render on device 0; the model step (global batch, all devices) on a fixed batch; host preparation in one thread (the loop uses min(32, CPU count) threads)",
+            "note": "each part alone: render on device 0; the model step (global batch, all devices) on a fixed batch; host "
+                    "preparation in one thread (the loop uses min(32, CPU count) threads)",
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

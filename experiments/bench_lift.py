@@ -104,8 +104,8 @@ def main() -> None:
 
     # Per-iteration breakdown on the final state, restored from the last checkpoint.
     from fit3d_jax.harness.checkpoints import Checkpoints
-    from fit3d_jax.lift.fit import identity, initial_capacity, restore, scene_arrays
     from fit3d_jax.lift import targets as target_cache
+    from fit3d_jax.lift.fit import identity, initial_capacity, restore, scene_arrays
     from fit3d_jax.lift.gaussians import init_from_points
     from fit3d_jax.scenes import verify_pixels
 
@@ -139,7 +139,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({k: report[k] for k in ("device", "per_iteration")}, indent=1))
-    print({k: metrics[k] for k in ("wall_seconds", "target_seconds", "train_seconds", "density_control_seconds", "evaluate_and_export_seconds", "gaussians", "psnr", "ssim", "feature_l1", "feature_cosine") if k in metrics})
+    shown = ("wall_seconds", "target_seconds", "train_seconds", "density_control_seconds", "evaluate_and_export_seconds", "gaussians",
+             "psnr", "ssim", "feature_l1", "feature_cosine")
+    print({k: metrics[k] for k in shown if k in metrics})
     print({k: v for k, v in metrics.items() if k.startswith("peak")})
 
 

@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
 from timing import timings_ms
 
 WIDTH, HEIGHT, FOCAL, CHANNELS = 876, 584, 438.0, 64
@@ -41,8 +42,7 @@ def worker_fit3d(n: int, figure: str) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from fit3d_jax.render import rasterize
-    from fit3d_jax.render import ffi
+    from fit3d_jax.render import ffi, rasterize
 
     camera, scene = scene_arrays(n)
     params = jax.device_put(tuple(scene))
@@ -127,7 +127,7 @@ def run_worker(impl: str, n: int, figure: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--n", str(n), "--figure", figure]
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"impl": impl, "n": n, "figure": figure, "error": proc.stderr[-2000:]}
     return json.loads(lines[-1])
@@ -136,7 +136,8 @@ def run_worker(impl: str, n: int, figure: str) -> dict:
 def table(results: list[dict]) -> str:
     by = {(r["impl"], r["n"], r["figure"]): r for r in results}
     rows = [
-        "| N | forward fit3d / gsplat (ms) | ratio | step fit3d / gsplat (ms) | ratio | peak allocated, step, fit3d / gsplat (GB) | ratio | peak reserved, step (GB) | ratio |",
+        "| N | forward fit3d / gsplat (ms) | ratio | step fit3d / gsplat (ms) | ratio | peak allocated, step, fit3d / gsplat (GB) | ratio "
+        "| peak reserved, step (GB) | ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted({r["n"] for r in results}):
@@ -149,7 +150,9 @@ def table(results: list[dict]) -> str:
                 cells += [f"{a.get(key, 'n/a')} / {b.get(key, 'n/a')}", "-"]
         rows.append("| " + " | ".join(cells) + " |")
     extra = ["", "fit3d_jax step breakdown (ms): " + "; ".join(
-        f"N={n:,}: project {by[('fit3d_jax', n, 'project')]['median_ms']:.2f}, project+raster fwd {by[('fit3d_jax', n, 'forward_for_grad')]['median_ms']:.2f}, step {by[('fit3d_jax', n, 'step')]['median_ms']:.2f}, n_isect {by[('fit3d_jax', n, 'step')].get('n_isect')}"
+        f"N={n:,}: project {by[('fit3d_jax', n, 'project')]['median_ms']:.2f}, project+raster fwd "
+        f"{by[('fit3d_jax', n, 'forward_for_grad')]['median_ms']:.2f}, step {by[('fit3d_jax', n, 'step')]['median_ms']:.2f}, "
+        f"n_isect {by[('fit3d_jax', n, 'step')].get('n_isect')}"
         for n in sorted({r["n"] for r in results})
         if all(("fit3d_jax", n, f) in by and "median_ms" in by[("fit3d_jax", n, f)] for f in ("project", "forward_for_grad", "step"))
     )]

@@ -50,10 +50,10 @@ def child(variant: str, trace: Path | None) -> dict:
     import jax
     import jax.numpy as jnp
     from bench_finetune import model_step
-    from timing import median_ms
 
     from fit3d_jax.finetune import train
     from fit3d_jax.models.dinov2 import init_params, vit_config
+    from timing import median_ms
 
     if variant == "per_tensor_psum":
         train.psum_gradients = psum_per_tensor
@@ -94,12 +94,14 @@ def main() -> None:
         env = os.environ | added | {"NCCL_DEBUG": "INFO"}
         env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + added.get("XLA_FLAGS", "")).strip()
         trace = ["--trace", str(args.trace.absolute())] if args.trace else []
-        proc = subprocess.run([sys.executable, __file__, "--child", name, *trace], env=env, capture_output=True, text=True, cwd=Path(__file__).parent, check=False)
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]  # NCCL logs to stdout too
+        proc = subprocess.run([sys.executable, __file__, "--child", name, *trace], env=env, capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=False)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]  # NCCL logs to stdout too
         results[name] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {"error": proc.stderr[-1500:]}
         results[name]["settings"] = VARIANTS[name]
         # How NCCL connects the devices (P2P over NVLink, shared host memory, ...), from its log.
-        results[name]["nccl_transport"] = sorted({l.split("NCCL INFO", 1)[-1].strip() for l in (proc.stdout + proc.stderr).splitlines() if " via " in l})[:6]
+        log = (proc.stdout + proc.stderr).splitlines()
+        results[name]["nccl_transport"] = sorted({line.split("NCCL INFO", 1)[-1].strip() for line in log if " via " in line})[:6]
         print(name, json.dumps(results[name])[:300], flush=True)
     report = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": results}

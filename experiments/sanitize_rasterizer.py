@@ -19,7 +19,7 @@ def main() -> None:
     for channels, feature_geometry, capacity in [(1, False, None), (17, True, None), (64, False, 1), (128, True, None)]:
         scene = random_scene(1500, camera, channels=channels, seed=channels, scale=0.03)
 
-        def loss(*p):
+        def loss(*p, feature_geometry=feature_geometry, capacity=capacity):
             out = rasterize(*p, camera, backend="ffi", feature_geometry=feature_geometry, isect_capacity=capacity)
             return jnp.abs(out.rgb).mean() + jnp.abs(out.features).mean() + out.depth.mean() + out.alpha.mean()
 

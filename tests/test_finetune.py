@@ -8,15 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
-import jax
-import jax.numpy as jnp
-
 from fit3d_jax.finetune import data, store, train
-from fit3d_jax.lift import fit, trainer as lift_trainer
+from fit3d_jax.lift import fit
+from fit3d_jax.lift import trainer as lift_trainer
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.scenes import SceneError, load_scene
@@ -107,7 +107,7 @@ def test_token_l1_weights_tokens():
 
 def test_tiny_finetune_lowers_the_loss(lifted, vit, tmp_path):
     _, summary = _finetune(lifted, vit, tmp_path, max_steps=40, log_every=1)
-    log = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     first = np.mean([r["loss"] for r in log[:8]])
     last = np.mean([r["loss"] for r in log[-8:]])
     assert last < 0.9 * first, (first, last)

@@ -18,14 +18,6 @@ SHAPES = [
 ]
 
 
-@pytest.fixture
-def rng(request):
-    """A fresh generator per test run; its seed is shown in failures for reproduction."""
-    seed = int(np.random.SeedSequence().entropy % (2**31))
-    request.node.user_properties.append(("seed", seed))
-    return np.random.default_rng(seed)
-
-
 def rel_err(a, b, floor=1e-12) -> float:
     """max |a - b| / max |b|; `floor` bounds the denominator where b may vanish."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

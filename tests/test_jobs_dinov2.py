@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+import configs_loader
 from dinov2_checkpoints import random_params
 from fit3d_jax import images
 from fit3d_jax.errors import ConfigError
@@ -19,8 +20,6 @@ from fit3d_jax.jobs import convert_torch, features, import_weights
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 from fit3d_jax.weights import export_official, export_timm, load_params, load_weights, params_equal, save_params
 from torch_dinov2 import DinoVisionTransformer
-
-import configs_loader
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(embed_dim=384, depth=1, num_heads=6)

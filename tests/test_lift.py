@@ -30,7 +30,7 @@ def room(tmp_path_factory):
 def test_short_fit_lowers_both_losses(room, tiny_vit, tmp_path):
     weights = load_weights(str(tiny_vit), announce=False)
     metrics = short_fit(room, weights, tmp_path, 120, log_every=1)
-    log = [json.loads(l) for l in (tmp_path / room.name / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / room.name / "train_log.jsonl").read_text().splitlines()]
     first, last = log[:20], log[-20:]
     mean = lambda rows, k: np.mean([r[k] for r in rows])
     assert mean(last, "l1") < 0.8 * mean(first, "l1"), "RGB loss did not fall"

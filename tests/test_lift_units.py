@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.ndimage
 
-import jax
-import jax.numpy as jnp
-import optax
-
-from fit3d_jax.lift import export, losses, state as lift_state, trainer
+from fit3d_jax.lift import export, losses, trainer
+from fit3d_jax.lift import state as lift_state
+from fit3d_jax.lift.gaussians import Gaussians, activated, init_from_points, inverse_sigmoid
 from fit3d_jax.lift.strategy import DefaultStrategy
 from fit3d_jax.lift.strategy import ops as density
-from fit3d_jax.lift.gaussians import Gaussians, activated, init_from_points, inverse_sigmoid
 from fit3d_jax.render import rasterize
 from fit3d_jax.render.random_scene import front_camera
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(np.random.SeedSequence().entropy % (2**31))
 
 
 def test_ssim_matches_an_independent_implementation(rng):

@@ -9,15 +9,14 @@ import os
 import subprocess
 import sys
 
-import configs_loader
 import jax
 import numpy as np
 import pytest
-
-from fit3d_jax.harness.guard import NonFiniteError
 import tensorflow_datasets as tfds
 
+import configs_loader
 from fit3d_jax.errors import ConfigError
+from fit3d_jax.harness.guard import NonFiniteError
 from fit3d_jax.jobs import probe as probe_job
 from fit3d_jax.main import _check_overrides
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params

@@ -3,11 +3,10 @@ plain pure-JAX reference and finite differences, on fresh random scenes and edge
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from fit3d_jax.render import Camera, rasterize, reference
 from fit3d_jax.render.random_scene import Scene, front_camera, random_scene
@@ -19,14 +18,6 @@ IMAGE_OUTPUTS = ("rgb", "features", "alpha", "depth")
 # that are sums with cancellation (one Gaussian, random pixel weights) amplify that.
 GRAD_TOL = 1e-4 if jax.default_backend() == "cpu" else 5e-4
 PARAMS = ("means", "scales", "quats", "opacities", "sh", "features")
-
-
-@pytest.fixture
-def seed(request):
-    """A fresh seed per test run, shown in failures for reproduction."""
-    s = int(np.random.SeedSequence().entropy % (2**31))
-    request.node.user_properties.append(("seed", s))
-    return s
 
 
 def rel_err(a, b) -> float:
@@ -138,7 +129,8 @@ def test_expected_depth_and_background(seed):
 
 def _projected_args(scene, camera):
     proj = reference.project(*scene[:5], 3, camera)
-    return (proj.means2d, proj.conics, jnp.asarray(scene.opacities), proj.colors, proj.depths, jnp.asarray(scene.features), proj.extents, camera.width, camera.height)
+    return (proj.means2d, proj.conics, jnp.asarray(scene.opacities), proj.colors, proj.depths, jnp.asarray(scene.features), proj.extents,
+            camera.width, camera.height)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -156,7 +148,7 @@ def test_gradients_match_reference_autodiff(seed, channels):
     for backend in ("ffi", "reference"):
         loss = image_loss_fn(camera, backend, weights)
         g_params = jax.grad(loss, argnums)(*scene, screen_offset=offset)
-        g_offset = jax.grad(lambda o: loss(*scene, screen_offset=o))(offset)
+        g_offset = jax.grad(lambda o, loss=loss: loss(*scene, screen_offset=o))(offset)
         grads[backend] = dict(zip(PARAMS, g_params), screen_offset=g_offset)
     for name, ref in grads["reference"].items():
         assert np.abs(ref).max() > 0, f"{name}: reference gradient is zero, the test would be void"
@@ -262,10 +254,8 @@ def test_jit_and_vmap_over_cameras(seed):
         single = Camera.create(m, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height)
         np.testing.assert_allclose(batched[i], render(scene, single, "ffi").rgb, rtol=1e-6, atol=1e-6)
     g = jax.grad(lambda m: jnp.sum(render_all(m)))(scene.means)
-    g_loop = sum(
-        jax.grad(lambda mm: jnp.sum(render(scene._replace(means=mm), Camera.create(v, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height), "ffi").rgb))(scene.means)
-        for v in viewmats
-    )
+    cameras = [Camera.create(v, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height) for v in viewmats]
+    g_loop = sum(jax.grad(lambda mm, c=c: jnp.sum(render(scene._replace(means=mm), c, "ffi").rgb))(scene.means) for c in cameras)
     assert rel_err(g, g_loop) < 1e-5
 
 

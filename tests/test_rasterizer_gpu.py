@@ -9,11 +9,10 @@ relative errors (and report the max), and gradients also differ in atomic summat
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from fit3d_jax.render import rasterize
 from fit3d_jax.render.random_scene import front_camera, random_scene

@@ -291,7 +291,8 @@ def test_bad_release_input_names_file_and_field(release, undistorted_release, tm
         with pytest.raises(ConfigError, match=r"nvs_sem_train\.txt:2: scene '0a1b2c3d4e' has no folder"):
             prepare(root, tmp_path / "out")
     elif case == "no split":
-        with pytest.raises(SceneError, match=r"ScanNet\+\+ release root: name its split\(s\) with config\.split \(here: nvs_sem_train, nvs_sem_val\)"):
+        with pytest.raises(SceneError, match=r"ScanNet\+\+ release root: name its split\(s\) with config\.split "
+                                             r"\(here: nvs_sem_train, nvs_sem_val\)"):
             find_scenes(str(release))
         with pytest.raises(SceneError, match=r"nvs_test\.txt: no such split file"):
             find_scenes(str(release), "nvs_test")

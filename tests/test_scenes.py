@@ -61,8 +61,9 @@ def plain_transform(w2c: np.ndarray) -> np.ndarray:
 # Six points 2 m ahead of the cameras (all views see them; too few for the colour check).
 POINTS = CENTRE + np.array([[2.0, dy, dz] for dy in (-0.2, 0.0, 0.2) for dz in (-0.1, 0.1)])
 POINT_COLOURS = np.arange(18).reshape(6, 3) * 10
-POINTS_TXT = "# 3D point list with one line of data per point:\n#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n" + "".join(
-    f"{i + 1} {float(p[0])!r} {float(p[1])!r} {float(p[2])!r} {c[0]} {c[1]} {c[2]} 0.7{' 1 3 2 8' if i == 0 else ''}\n" for i, (p, c) in enumerate(zip(POINTS, POINT_COLOURS)))
+POINTS_TXT = "# 3D point list with one line of data per point:\n#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
+POINTS_TXT += "".join(f"{i + 1} {float(p[0])!r} {float(p[1])!r} {float(p[2])!r} {c[0]} {c[1]} {c[2]} 0.7{' 1 3 2 8' if i == 0 else ''}\n"
+                      for i, (p, c) in enumerate(zip(POINTS, POINT_COLOURS)))
 POSES = {"a": world_to_camera(), "b": world_to_camera(0.2), "c": world_to_camera(-0.2)}
 
 
@@ -250,7 +251,8 @@ NERFSTUDIO_ERRORS = {
     "non-finite pose": (_set("transform_matrix", NAN_POSE, frame=1), r"frames\[1\]\.transform_matrix: non-finite values"),
     "pose shape": (_set("transform_matrix", [[1, 0, 0], [0, 1, 0]], frame=0), r"frames\[0\]\.transform_matrix: expected a 4x4"),
     "projective last row": (_set("transform_matrix", (A_GL + [[0], [0], [0], [0.5]]).tolist(), frame=0), r"frames\[0\]\.transform_matrix: last row"),
-    "points not seen": (lambda m, r: [f.update(transform_matrix=BEHIND.tolist()) for f in m["transforms_train.json"]["frames"] + m["transforms_train.json"]["test_frames"]],
+    "points not seen": (lambda m, r: [f.update(transform_matrix=BEHIND.tolist())
+                                      for f in m["transforms_train.json"]["frames"] + m["transforms_train.json"]["test_frames"]],
                         r"points3D\.txt against the views of .*transforms_train\.json: the sparse points are not seen by the cameras: 0 of 3 views"),
     "no points file": (_remove("points3D.txt"), r"no .*points3D\.txt"),
     "no points": (_write("points3D.txt", "# only a comment\n\n"), r"points3D\.txt: no points"),
@@ -356,8 +358,7 @@ def write_colmap_images(root: Path, images, cameras) -> None:
 
 
 @pytest.mark.parametrize("layout", ["text in sparse/0", "binary in sparse", "text in the folder"])
-def test_colmap_scene_loads(tmp_path, layout):
-    seed = int(np.random.default_rng().integers(2 ** 31))
+def test_colmap_scene_loads(tmp_path, layout, seed):
     cameras, images, points, rotations = colmap_fixture(np.random.default_rng(seed))
     folder = {"text in sparse/0": tmp_path / "sparse" / "0", "binary in sparse": tmp_path / "sparse", "text in the folder": tmp_path}[layout]
     (write_colmap_binary if layout.startswith("binary") else write_colmap_text)(folder, cameras, images, points)
@@ -530,8 +531,7 @@ def test_empty_train_split_is_an_error(tmp_path):
         load_scene(tmp_path, test_every=1)
 
 
-def test_quaternion_round_trip():
-    rng = np.random.default_rng()
+def test_quaternion_round_trip(rng):
     for _ in range(200):
         rotation, qvec = axis_angle_rotation(rng)
         back = colmap.rotation_to_qvec(rotation)

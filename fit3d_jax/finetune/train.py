@@ -25,12 +25,12 @@ from flax.training import train_state
 from jax.sharding import Mesh, PartitionSpec
 
 from fit3d_jax.errors import ConfigError
+from fit3d_jax.finetune import data, targets
+from fit3d_jax.finetune.store import StoredScene
 from fit3d_jax.harness import guard
 from fit3d_jax.harness import mesh as harness_mesh
 from fit3d_jax.harness.checkpoints import Checkpoints
 from fit3d_jax.harness.loop import TrainLoop
-from fit3d_jax.finetune import data, targets
-from fit3d_jax.finetune.store import StoredScene
 from fit3d_jax.images import normalize
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig
 from fit3d_jax.prefetch import Prefetcher

@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax import images, viz
 from fit3d_jax.errors import ConfigError
-from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _check(config: ml_collections.ConfigDict) -> list[Path]:
@@ -21,8 +18,7 @@ def _check(config: ml_collections.ConfigDict) -> list[Path]:
         raise ConfigError(f"config.num_clusters={config.num_clusters} must be at least 1")
     if config.short_side < 0:
         raise ConfigError(f"config.short_side={config.short_side} must be >= 0 (0 keeps the image size)")
-    if config.dtype not in DTYPES:
-        raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    compute_dtype(config)  # checked before any work
     if not config.image_dir:
         return images.demo_images()
     try:
@@ -34,7 +30,7 @@ def _check(config: ml_collections.ConfigDict) -> list[Path]:
 def run(config: ml_collections.ConfigDict) -> None:
     paths = _check(config)
     weights = load_configured_weights(config)
-    model = DinoV2(weights.config, dtype=DTYPES[config.dtype])
+    model = DinoV2(weights.config, dtype=compute_dtype(config))
     patch_size = weights.config.patch_size
     extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens)
     key = jax.random.key(config.seed)

@@ -10,14 +10,12 @@ import ml_collections
 
 from fit3d_jax import images, viz
 from fit3d_jax.errors import ConfigError
-from fit3d_jax.harness import outputs
 from fit3d_jax.finetune.store import load_store, store_fingerprint
 from fit3d_jax.finetune.train import Recipe, finetune
-from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.harness import outputs
+from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.scenes import SceneError
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _recipe(config: ml_collections.ConfigDict) -> Recipe:
@@ -49,10 +47,8 @@ def run(config: ml_collections.ConfigDict) -> None:
     if config.distributed:
         jax.distributed.initialize()
     recipe = _recipe(config)
-    if config.dtype not in DTYPES:
-        raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
-    if config.grad_reduce_dtype not in ("", *DTYPES):
-        raise ConfigError(f"config.grad_reduce_dtype={config.grad_reduce_dtype!r} is not '' or one of {sorted(DTYPES)}")
+    dtype = compute_dtype(config)
+    reduce_dtype = compute_dtype(config, "grad_reduce_dtype", allow_default=True)
     for field in ("log_every", "checkpoint_every"):
         if config[field] < 1:
             raise ConfigError(f"config.{field}={config[field]} must be >= 1")
@@ -65,8 +61,8 @@ def run(config: ml_collections.ConfigDict) -> None:
     print(f"finetune: {len(scenes)} scene(s), {sum(len(s.views) for s in scenes)} training views, "
           f"{jax.device_count()} device(s), global batch {recipe.batch_size}")
     state, summary = finetune(
-        scenes, weights.params, weights.config, recipe, output_dir, dtype=DTYPES[config.dtype],
-        reduce_dtype=DTYPES.get(config.grad_reduce_dtype), seed=config.seed,
+        scenes, weights.params, weights.config, recipe, output_dir, dtype=dtype,
+        reduce_dtype=reduce_dtype, seed=config.seed,
         log_every=config.log_every, checkpoint_every=config.checkpoint_every, device_cache_gb=config.device_cache_gb,
         progress=config.progress, max_steps=config.max_steps or None,
         identity={"store": store_fingerprint(config.store), "weights": weights.description},

@@ -132,7 +132,8 @@ def run(config: ml_collections.ConfigDict) -> None:
         (metadata / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     if config.probe_data:
         for subset, filename in SUBSETS.items():
-            lines = sorted(line for scene_id, s, _, _ in plan if s == subset for line in marker(out / scannetpp.FIT3D_SCENES / scene_id)["probe"]["lines"])
+            lines = sorted(line for scene_id, s, _, _ in plan if s == subset
+                           for line in marker(out / scannetpp.FIT3D_SCENES / scene_id)["probe"]["lines"])
             (out / "eval" / filename).write_text("".join(f"{line}\n" for line in lines))
     where = out.absolute()
     print(f"scenes: {where / scannetpp.FIT3D_SCENES}/<id>; lift them with\n"

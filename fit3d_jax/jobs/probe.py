@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.harness import outputs
-from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.probe import augment
 from fit3d_jax.probe.assembly import ASSEMBLIES, NEEDS_FINETUNED, Backbones
@@ -21,8 +20,6 @@ from fit3d_jax.probe.datasets import TASKS, DatasetError, load_dataset
 from fit3d_jax.probe.train import Evaluation, ProbeSettings, Schedule, evaluate, train
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
 from fit3d_jax.weights import WeightsError, load_params
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def _build(cls, fields: ml_collections.ConfigDict, name: str):
@@ -101,8 +98,7 @@ def run(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.task={config.task!r} is not one of {TASKS}")
     if config.assembly not in ASSEMBLIES:
         raise ConfigError(f"config.assembly={config.assembly!r} is not one of {ASSEMBLIES}")
-    if config.dtype not in DTYPES:
-        raise ConfigError(f"config.dtype={config.dtype!r} is not one of {sorted(DTYPES)}")
+    dtype = compute_dtype(config)
     settings = settings_from(config)
     try:
         dataset = load_dataset(synthetic_rooms(config), config.task)
@@ -116,7 +112,7 @@ def run(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{field}={config[field]} must be >= 1")
     output_dir = outputs.claim_run(outputs.output_dir(config.output_dir, "config.output_dir"), "probe", "config.output_dir")
     vit_config, params = backbone_params(config, config.assembly)
-    backbones = Backbones(DinoV2(vit_config, dtype=DTYPES[config.dtype]), config.assembly)
+    backbones = Backbones(DinoV2(vit_config, dtype=dtype), config.assembly)
     print(f"probe: {config.task} on {dataset.name} ({len(dataset.train)} train / {len(dataset.test)} test examples), "
           f"assembly {config.assembly} ({backbones.feature_dim} channels), {settings.schedule.iterations} iterations, "
           f"global batch {settings.schedule.batch_size}, {jax.device_count()} device(s)")

@@ -1,8 +1,9 @@
-"""The weight-selection fields jobs share: ``weights``, ``weights_format``, ``arch``,
-``interpolation`` ('' means: the default / detect)."""
+"""The model fields jobs share: ``weights``, ``weights_format``, ``arch``, ``interpolation`` ('' means:
+the default / detect), and compute dtypes."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax.errors import ConfigError
@@ -28,3 +29,17 @@ def load_configured_weights(config: ml_collections.ConfigDict) -> LoadedWeights:
         return load_weights(config.weights, **kwargs)
     except WeightsError as e:
         raise ConfigError(f"config.weights={config.weights!r}: {e}") from None
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config: ml_collections.ConfigDict, field: str = "dtype", *, allow_default: bool = False):
+    """The dtype ``config.<field>`` names ('' = None where ``allow_default``); else ConfigError."""
+    value = config[field]
+    if allow_default and value == "":
+        return None
+    if value not in DTYPES:
+        allowed = ("'' or " if allow_default else "") + f"one of {sorted(DTYPES)}"
+        raise ConfigError(f"config.{field}={value!r} is not {allowed}")
+    return DTYPES[value]

@@ -62,8 +62,8 @@ def read_ply(path: Path) -> dict[str, np.ndarray]:
     lines = raw[:end].decode("ascii").splitlines()
     if lines[:2] != ["ply", "format binary_little_endian 1.0"]:
         raise ValueError(f"{path}: not a binary little-endian PLY")
-    count = int(next(l for l in lines if l.startswith("element vertex")).split()[-1])
-    names = [l.split()[-1] for l in lines if l.startswith("property float")]
+    count = int(next(line for line in lines if line.startswith("element vertex")).split()[-1])
+    names = [line.split()[-1] for line in lines if line.startswith("property float")]
     data = np.frombuffer(raw[end:], "<f4").reshape(count, len(names))
     return {name: data[:, i] for i, name in enumerate(names)}
 

@@ -33,11 +33,11 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from fit3d_jax import viz
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.harness import guard
 from fit3d_jax.harness import mesh as harness_mesh
 from fit3d_jax.harness.checkpoints import Checkpoints
 from fit3d_jax.harness.loop import TrainLoop
-from fit3d_jax.errors import ConfigError
 from fit3d_jax.images import normalize
 from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.probe import augment, inference

@@ -5,4 +5,5 @@ from fit3d_jax.scenes.loading import find_scenes, is_scene_dir, load_scene, veri
 from fit3d_jax.scenes.pixels import read_depth, read_image, read_labels, read_mask
 from fit3d_jax.scenes.types import SceneData, SceneError, View
 
-__all__ = ["SceneData", "SceneError", "View", "find_scenes", "is_scene_dir", "load_scene", "read_depth", "read_image", "read_labels", "read_mask", "verify_pixels"]
+__all__ = ["SceneData", "SceneError", "View", "find_scenes", "is_scene_dir", "load_scene", "read_depth", "read_image", "read_labels",
+           "read_mask", "verify_pixels"]

@@ -67,7 +67,8 @@ def open_split(name: str, split: str, data_dir: str):
             f"tfds dataset {name!r} is not prepared in {where} (config field data.data_dir). Prepare it once, with "
             f"TensorFlow installed: pip install tensorflow tensorflow-datasets && tfds build {name} "
             f"--file_format=array_record --data_dir={where}"
-            + (" (ADE20K downloads from sceneparsing.csail.mit.edu; place the archives in the manual dir if offline)" if name == "scene_parse150" else "")
+            + (" (ADE20K downloads from sceneparsing.csail.mit.edu; place the archives in the manual dir if offline)"
+               if name == "scene_parse150" else "")
         ) from None
 
 

@@ -68,7 +68,8 @@ def _chair(rng, palette: Palette) -> list[Box]:
              _box((0, side / 2 - 0.02, seat_h + 0.025 + back_h / 2), (side, 0.04, back_h), frame, "chair")]
     for sx in (-1, 1):
         for sy in (-1, 1):
-            boxes.append(_box((sx * (side / 2 - leg / 2), sy * (side / 2 - leg / 2), (seat_h - 0.025) / 2), (leg, leg, seat_h - 0.025), frame, "chair"))
+            boxes.append(_box((sx * (side / 2 - leg / 2), sy * (side / 2 - leg / 2), (seat_h - 0.025) / 2), (leg, leg, seat_h - 0.025),
+                              frame, "chair"))
     return boxes
 
 
@@ -103,7 +104,8 @@ def _shelf(rng, palette: Palette) -> list[Box]:
             w, d, h = rng.uniform(0.08, 0.3), rng.uniform(0.15, depth - 0.06), rng.uniform(0.1, min(0.35, z1 - z0 - 0.05))
             if x + w > inner / 2 - 0.02:
                 break
-            material = palette.cardboard() if rng.uniform() < 0.5 else palette.photo_patch(colour(rng, (0.3, 0.9), (0.3, 0.9)), (0.0, 0.4), (0.2, 0.4))
+            material = (palette.cardboard() if rng.uniform() < 0.5
+                        else palette.photo_patch(colour(rng, (0.3, 0.9), (0.3, 0.9)), (0.0, 0.4), (0.2, 0.4)))
             boxes.append(_box((x + w / 2, -0.01, z0 + board / 2 + h / 2), (w, d, h), material, "box"))
             x += w + rng.uniform(0.01, 0.15)
     return boxes
@@ -191,7 +193,7 @@ class _Furnisher:
         if (lo < -1e-9).any() or (hi > self.size + 1e-9).any():
             return False
         margin = 0.03
-        return not any((lo < h + margin).all() and (hi > l - margin).all() for l, h in self.occupied)
+        return not any((lo < h + margin).all() and (hi > low - margin).all() for low, h in self.occupied)
 
     def add(self, boxes: list[Box], *, wall: bool, tries: int = 40) -> bool:
         """Places the object (built around the origin, back towards +y) at a random free spot:

@@ -98,7 +98,8 @@ def _write_mesh(scans: Path, renderer, sid: str) -> None:
         vertex[channel] = colours[:, i]
     face = np.empty(len(faces), [("vertex_indices", "i4", (3,))])
     face["vertex_indices"] = faces
-    plyfile.PlyData([plyfile.PlyElement.describe(vertex, "vertex"), plyfile.PlyElement.describe(face, "face")]).write(str(scans / scannetpp.MESH.name))
+    mesh = plyfile.PlyData([plyfile.PlyElement.describe(vertex, "vertex"), plyfile.PlyElement.describe(face, "face")])
+    mesh.write(str(scans / scannetpp.MESH.name))
     (scans / scannetpp.SEGMENTS.name).write_text(json.dumps({"sceneId": sid, "segIndices": list(range(len(vertices)))}))
     groups = {}
     for v, (k, code) in enumerate(zip(prims, codes)):
