@@ -4,6 +4,7 @@ and only when told to; result files hold finite numbers only."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -123,12 +124,20 @@ def remove_stale_staging(target: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def staging_dir(target: Path) -> Path:
-    """An empty folder beside ``target`` (``.<name>.partial-<pid>``) to write into and then rename
-    into place, so that ``target`` appears only complete; killed runs' leftovers go first."""
+@contextlib.contextmanager
+def staged(target: Path):
+    """Yields an empty folder beside ``target`` (``.<name>.partial-<pid>``) to write into; when the
+    block completes it replaces ``target`` (the caller has checked that it may), so ``target``
+    appears only complete. The folder goes either way; killed runs' leftovers go first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
     staging.mkdir()
-    return staging
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -134,10 +134,9 @@ def prepare_scene(dslr: Path, out: Path, *, downscale: float, record: dict) -> d
         width, height = int(width * scale), int(height * scale)
     new_k, map1, map2 = undistortion(k, distortion, width, height)
 
-    staging = outputs.staging_dir(out)
-    (staging / "images").mkdir()
-    (staging / "masks").mkdir()
-    try:
+    with outputs.staged(out) as staging:
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
         for frame in frames:  # check_raw has checked the files
             image = _read(dslr / scannetpp.RAW_DIRS[0] / frame["file_path"], cv2.IMREAD_COLOR)
             mask = _read(dslr / scannetpp.RAW_DIRS[1] / frame["mask_path"], cv2.IMREAD_GRAYSCALE)
@@ -161,11 +160,6 @@ def prepare_scene(dslr: Path, out: Path, *, downscale: float, record: dict) -> d
         report = dict(frames=len(frames), bad=sum(bool(f.get("is_bad")) for f in frames), width=width, height=height,
                       fx=float(new_k[0, 0]), fy=float(new_k[1, 1]))
         (staging / MARKER).write_text(json.dumps(record | {"report": report}, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

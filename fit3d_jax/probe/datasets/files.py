@@ -66,6 +66,19 @@ def _image(path: Path, where: str) -> np.ndarray:
         raise DatasetError(f"{path}: missing or unreadable image ({where})") from None
 
 
+def _label_png(path: Path, image: np.ndarray, of: str) -> np.ndarray:
+    """Class ids as the PNG stores them (palette indices, not colours: Pillow, as mmseg reads them)."""
+    from PIL import Image
+
+    try:
+        label = np.asarray(Image.open(path)).astype(np.int32)
+    except (OSError, ValueError):
+        raise DatasetError(f"{path}: missing or unreadable label of {of}") from None
+    if label.shape != image.shape[:2]:
+        raise DatasetError(f"{path}: label {label.shape} does not match its image {image.shape[:2]}")
+    return label
+
+
 def _lines(path: Path, how_to: str) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found. {how_to}")
@@ -78,8 +91,6 @@ def _lines(path: Path, how_to: str) -> list[str]:
 def voc(data_dir: str, train_split: str = "train", test_split: str = "val") -> Dataset:
     """``data_dir``: the folder holding VOCdevkit (or VOCdevkit itself, or VOC2012). ``trainaug``
     as the training split reads SegmentationClassAug."""
-    from PIL import Image  # palette PNGs: OpenCV would convert indices to colours
-
     root = Path(data_dir)
     candidates = [root / "VOCdevkit" / "VOC2012", root / "VOC2012", root]
     base = next((c for c in candidates if (c / "JPEGImages").is_dir()), None)
@@ -95,12 +106,7 @@ def voc(data_dir: str, train_split: str = "train", test_split: str = "val") -> D
         def read(i: int) -> Example:
             image = _image(base / "JPEGImages" / f"{ids[i]}.jpg", f"VOC {name} {ids[i]}")
             path = masks / f"{ids[i]}.png"
-            try:
-                label = np.asarray(Image.open(path)).astype(np.int32)
-            except (OSError, ValueError):
-                raise DatasetError(f"{path}: missing or unreadable label of VOC {name} {ids[i]}") from None
-            if label.shape != image.shape[:2]:
-                raise DatasetError(f"{path}: label {label.shape} does not match its image {image.shape[:2]}")
+            label = _label_png(path, image, f"VOC {name} {ids[i]}")
             if (bad := np.setdiff1d(np.unique(label), [*range(len(VOC_CLASSES)), IGNORE_INDEX])).size:
                 raise DatasetError(f"{path}: label values {bad.tolist()} are not VOC class ids (is it a colour PNG?)")
             return Example(f"voc/{ids[i]}", image, label)
@@ -183,8 +189,6 @@ def segmentation_folders(data_dir: str, *, classes: tuple[str, ...], img_suffix:
                          test_dirs=("images/validation", "annotations/validation"), name: str = "segmentation") -> Dataset:
     """mmseg's CustomDataset layout: every ``<img_suffix>`` file below the image folder (sorted), its
     label the same name with ``seg_suffix`` below the annotation folder."""
-    from PIL import Image  # label PNGs read as stored (mmseg reads them with pillow, 'unchanged')
-
     root = Path(data_dir)
     how_to = (f"Expected {root}/{train_dirs[0]}/*{img_suffix} with labels in {root}/{train_dirs[1]}/*{seg_suffix} (and "
               f"{test_dirs[0]}, {test_dirs[1]}), as FiT3D's evaluation reads them (config field data.data_dir).")
@@ -200,12 +204,7 @@ def segmentation_folders(data_dir: str, *, classes: tuple[str, ...], img_suffix:
         def read(i: int) -> Example:
             image = _image(files[i], name)
             path = root / annotations / files[i].relative_to(folder).with_suffix(seg_suffix)
-            try:
-                label = np.asarray(Image.open(path)).astype(np.int32)
-            except (OSError, ValueError):
-                raise DatasetError(f"{path}: missing or unreadable label of {files[i]}") from None
-            if label.shape != image.shape[:2]:
-                raise DatasetError(f"{path}: label {label.shape} does not match its image {image.shape[:2]}")
+            label = _label_png(path, image, str(files[i]))
             if reduce_zero_label:  # mmseg: 0 -> ignore, k -> k - 1
                 label = np.where(label == 0, IGNORE_INDEX, label - 1)
             if (bad := np.setdiff1d(np.unique(label), [*range(len(classes)), IGNORE_INDEX])).size:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import cv2
@@ -171,14 +170,8 @@ def generate_room(out_dir: str | os.PathLike, *, seed: int, overwrite: bool = Fa
     params = room_parameters(seed=seed, **parameters)
     out_dir = Path(out_dir)
     check_replaceable(out_dir, params, overwrite)
-    staging = outputs.staging_dir(out_dir)
-    try:
+    with outputs.staged(out_dir) as staging:
         _write_room(staging, params)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out_dir
 
 

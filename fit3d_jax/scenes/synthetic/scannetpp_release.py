@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import cv2
@@ -187,8 +186,7 @@ def generate_release(root: str | os.PathLike, *, overwrite: bool = False, **para
             return root
         if not overwrite:
             raise FileExistsError(f"{root} holds a release generated with other parameters; remove it, choose another folder or overwrite")
-    staging = outputs.staging_dir(root)
-    try:
+    with outputs.staged(root) as staging:
         for split, seeds in params["splits"].items():
             (staging / scannetpp.SPLITS_DIR).mkdir(parents=True, exist_ok=True)
             (staging / scannetpp.SPLITS_DIR / f"{split}.txt").write_text("".join(f"{scene_id(s)}\n" for s in seeds))
@@ -197,9 +195,4 @@ def generate_release(root: str | os.PathLike, *, overwrite: bool = False, **para
         (staging / scannetpp.CLASSES_FILE).parent.mkdir(parents=True)
         (staging / scannetpp.CLASSES_FILE).write_text("\n".join(scannetpp.TOP100) + "\n")
         (staging / GENERATOR_FILE).write_text(json.dumps(params, indent=1) + "\n")
-        if root.exists():
-            shutil.rmtree(root)
-        staging.rename(root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return root
