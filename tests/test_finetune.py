@@ -232,3 +232,12 @@ def test_data_parallel_step_matches_one_device(tmp_path):
         assert np.abs(two_bf16 - one).max() <= 2 ** -7 * scale, k
         if one.size >= 1 << 16:  # the large tensors are the ones summed in bfloat16
             assert not np.array_equal(two_bf16, two), k
+
+
+def test_finetune_writes_tensorboard_events_and_jsonl(lifted, vit, tmp_path):
+    from test_harness import read_events
+
+    _finetune(lifted, vit, tmp_path, max_steps=6, log_every=3)
+    rows = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and all("loss" in r and "grad_norm" in r for r in rows)
+    assert {(step, tag) for step, tag, _ in read_events(tmp_path)} >= {(3, "loss"), (6, "loss"), (6, "grad_norm")}

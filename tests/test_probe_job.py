@@ -216,3 +216,16 @@ def test_data_parallel_step_matches_one_device(rooms, tmp_path):
     assert len(heads[0].files) == len(heads[1].files) > 0
     for name in heads[0].files:
         np.testing.assert_allclose(heads[0][name], heads[1][name], rtol=2e-4, atol=2e-6)
+
+
+def test_a_probe_writes_tensorboard_events_and_jsonl(rooms, tmp_path):
+    from test_harness import read_events
+
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
+    settings = probe_train.ProbeSettings(schedule=probe_train.Schedule(iterations=6, warmup_iterations=2, batch_size=4),
+                                         cache_features=True)
+    probe_train.train(dataset, Backbones(DinoV2(CONFIG), "original"), {"original": init_params(CONFIG, seed=1)}, settings, tmp_path,
+                      log_every=3, checkpoint_every=100, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and all("loss" in r and "learning_rate" in r for r in rows)
+    assert {(step, tag) for step, tag, _ in read_events(tmp_path)} >= {(3, "loss"), (6, "learning_rate")}
