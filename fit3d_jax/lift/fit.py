@@ -138,6 +138,7 @@ def fit_scene(
                 state, aux = step(state, train, trainer.view_for_iteration(it + 1, len(scene.train), seed))
                 it += 1
                 if strategy.due(it, recipe.iterations):
+                    jax.block_until_ready(state)  # the queued steps are not density control's time
                     with loop.timed("density control"):
                         state = jax.block_until_ready(strategy.apply(state, it, recipe.iterations, extent, key))
                 loop.step_done(
