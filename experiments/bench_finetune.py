@@ -10,7 +10,8 @@ Every ``finetune`` call jits its step afresh and writes a checkpoint at its end,
 views/s includes tracing, compilation (from the persistent cache after the warm-up) and that
 checkpoint. The steady-state figure is therefore the difference of two timed runs of
 --short-steps and --steps steps: (extra views) / (extra seconds), in which those fixed costs
-cancel. Both runs' own end-to-end figures are reported too.
+cancel; with --repeats, the median over that many pairs. Both runs' own end-to-end figures are
+reported too.
 
     python experiments/bench_finetune.py --out results/bench_finetune.json [--steps 600 --short-steps 100 --gaussians 1000000]
 """
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--weights", default="", help="any load_weights source; default random ViT-S/14")
     parser.add_argument("--grad-reduce-dtype", default="bfloat16", choices=["bfloat16", "float32"], help="dtype of the cross-device gradient sum")
     parser.add_argument("--compile-cache", default="", help="JAX persistent compilation cache (default: <work>/xla_cache)")
+    parser.add_argument("--repeats", type=int, default=1, help="pairs of timed runs; views/s is their median")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the parts measured alone")
     args = parser.parse_args()
 
     jax.config.update("jax_compilation_cache_dir", args.compile_cache or str((args.work / "xla_cache").absolute()))
@@ -126,36 +129,49 @@ def main() -> None:
     warmup = args.work / "warmup"
     shutil.rmtree(warmup, ignore_errors=True)  # never resume the warm-up
     train.finetune(scenes, params, config, recipe, warmup, reduce_dtype=reduce_dtype, max_steps=5, progress=False, log_every=1000)
-    runs = {}
-    for steps in (args.short_steps, args.steps):
-        t0 = time.time()
-        _, summary = train.finetune(scenes, params, config, recipe, args.work / f"run_{time.time_ns()}", reduce_dtype=reduce_dtype,
-                                    max_steps=steps, progress=False, log_every=steps)
-        runs[steps] = {"call_seconds": time.time() - t0, "summary": summary}
-    extra_views = (args.steps - args.short_steps) * batch
-    extra_seconds = runs[args.steps]["summary"]["seconds"] - runs[args.short_steps]["summary"]["seconds"]
-    steady = extra_views / extra_seconds
-
+    pairs = []
+    for _ in range(args.repeats):
+        runs = {}
+        for steps in (args.short_steps, args.steps):
+            t0 = time.time()
+            _, summary = train.finetune(scenes, params, config, recipe, args.work / f"run_{time.time_ns()}", reduce_dtype=reduce_dtype,
+                                        max_steps=steps, progress=False, log_every=steps)
+            runs[steps] = {"call_seconds": time.time() - t0, "summary": summary}
+        extra_seconds = runs[args.steps]["summary"]["seconds"] - runs[args.short_steps]["summary"]["seconds"]
+        pairs.append({"steady": (args.steps - args.short_steps) * batch / extra_seconds, "runs": runs})
+    steady = float(np.median([p["steady"] for p in pairs]))
     # Breakdown, each part alone on device 0.
-    full, model_size, grid = data.image_size(scenes, config.patch_size)
-    cache = targets.SceneCache(scenes, jax.devices()[0], 64e9)
-    view = scenes[0].views[0]
-    viewmat, intrinsics = targets.view_camera(view)
-    render_ms = median_ms(lambda: targets.render_target(cache.get(0), viewmat, intrinsics, False, view.width, view.height, grid),
-                          jax.block_until_ready)
-    sampler = data.Sampler(scenes, batch, seed=0)
-    t0 = time.perf_counter()
-    for step in range(10):
-        for s in sampler.batch(step):
-            data.prepare(scenes, s, model_size, grid)
-    host_ms_per_view = (time.perf_counter() - t0) * 1e3 / (10 * batch)
+    _, model_size, grid = data.image_size(scenes, config.patch_size)
+    breakdown = {}
+    if not args.no_breakdown:
+        cache = targets.SceneCache(scenes, jax.devices()[0], 64e9)
+        view = scenes[0].views[0]
+        viewmat, intrinsics = targets.view_camera(view)
+        render_ms = median_ms(lambda: targets.render_target(cache.get(0), viewmat, intrinsics, False, view.width, view.height, grid),
+                              jax.block_until_ready)
+        sampler = data.Sampler(scenes, batch, seed=0)
+        t0 = time.perf_counter()
+        for step in range(10):
+            for s in sampler.batch(step):
+                data.prepare(scenes, s, model_size, grid)
+        host_ms_per_view = (time.perf_counter() - t0) * 1e3 / (10 * batch)
 
-    # The model step alone (forward, backward, AdamW) on a fixed batch, over all devices, with the
-    # gradients summed in either dtype.
-    model_step_ms = {
-        name: median_ms(model_step(config, params, recipe, model_size, grid, jnp.dtype(name)), jax.block_until_ready)
-        for name in ("bfloat16", "float32")
-    }
+        # The model step alone (forward, backward, AdamW) on a fixed batch, over all devices, with the
+        # gradients summed in either dtype.
+        model_step_ms = {
+            name: median_ms(model_step(config, params, recipe, model_size, grid, jnp.dtype(name)), jax.block_until_ready)
+            for name in ("bfloat16", "float32")
+        }
+
+        breakdown = {
+            "render_target_ms_per_view": render_ms,
+            "model_step_ms_per_batch": model_step_ms[args.grad_reduce_dtype],
+            "model_step_ms_per_view": model_step_ms[args.grad_reduce_dtype] / batch,
+            "model_step_ms_per_batch_by_reduce_dtype": model_step_ms,
+            "host_prepare_ms_per_view_one_thread": host_ms_per_view,
+            "note": "each part alone: render on device 0; the model step (global batch, all devices) on a fixed batch; host "
+                    "preparation in one thread (the loop uses min(32, CPU count) threads)",
+        }
 
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -168,21 +184,15 @@ def main() -> None:
         "views_per_second": steady,
         "views_per_second_note": f"steady state: ({args.steps} - {args.short_steps}) steps x {batch} views over the difference "
                                  "of the two runs' loop seconds",
-        "views_per_second_end_to_end": {str(k): v["summary"]["views_per_second"] for k, v in runs.items()},
-        "runs": {str(k): v for k, v in runs.items()},
-        "breakdown": {
-            "render_target_ms_per_view": render_ms,
-            "model_step_ms_per_batch": model_step_ms[args.grad_reduce_dtype],
-            "model_step_ms_per_view": model_step_ms[args.grad_reduce_dtype] / batch,
-            "model_step_ms_per_batch_by_reduce_dtype": model_step_ms,
-            "host_prepare_ms_per_view_one_thread": host_ms_per_view,
-            "note": "each part alone: render on device 0; the model step (global batch, all devices) on a fixed batch; host "
-                    "preparation in one thread (the loop uses min(32, CPU count) threads)",
-        },
+        "views_per_second_end_to_end": [{str(k): v["summary"]["views_per_second"] for k, v in p["runs"].items()} for p in pairs],
+        "views_per_second_repeats": [p["steady"] for p in pairs],
+        "runs": [{str(k): v for k, v in p["runs"].items()} for p in pairs],
+        "breakdown": breakdown,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps({k: report[k] for k in ("devices", "views_per_second", "views_per_second_end_to_end", "breakdown")}, indent=1))
+    print(json.dumps({k: report[k] for k in ("devices", "views_per_second", "views_per_second_repeats", "views_per_second_end_to_end",
+                                             "breakdown")}, indent=1))
 
 
 if __name__ == "__main__":
