@@ -1,6 +1,7 @@
 """What the experiment configs share, written out: the 2D model's weights, a run's bookkeeping
-(seed, logging, checkpoints, progress, several hosts) and the linear-probe protocols (DINOv2's, as
-the FiT3D authors run them). Each configs/<job>.py starts from these and writes its own values.
+(seed, logging, checkpoints, progress, several hosts) and the linear-probe protocols, as FiT3D's
+evaluation code runs them (evaluation/configs: mmseg 0.27 and the depth toolbox). Each
+configs/<job>.py starts from these and writes its own values.
 ``python -m fit3d_jax.main`` puts this folder on the import path, so a config imports ``common``."""
 
 import ml_collections
@@ -33,40 +34,54 @@ def _probe(task: str, data: dict) -> ml_collections.ConfigDict:
     c.assembly = "concat"  # original | finetuned | concat | add | fusion | duplicate
     c.finetuned = ""  # the finetune job's <output_dir>/checkpoints (needed by all but original / duplicate)
     weights(c)  # the original model
-    c.dtype = "float32"  # backbone compute dtype
+    c.dtype = "float32"  # backbone compute dtype (FiT3D's evaluation: float32)
     c.cache_features = False  # True: embed the training set once, unaugmented (fast, not the protocol)
-    c.depth_loss = "sigloss"  # sigloss (+ 0.5 gradient loss) | classification (the paper's plain loss)
+    # Where FiT3D's code and a plain reading differ (fit3d_jax/probe/protocol.py; FiT3D's choice first):
+    c.protocol = ml_collections.ConfigDict(dict(
+        features="fit3d",  # fit3d: seg final-norm tokens; depth un-normalised tokens + the original's CLS | dinov2
+        output_resize="stretch",  # stretch: the padded grid's output onto the input (mmseg) | crop: cut the padding
+        seg_loss_average="all_pixels",  # all_pixels: mmseg 0.27's mean over every pixel | labelled
+        depth_loss="sigloss",  # sigloss (FiT3D's 0.5 x GradientLoss is identically 0) | sigloss+gradient | classification
+        depth_loss_group=2,  # images per SigLoss: FiT3D's 2 per GPU, averaged; 0 = the whole batch
+        sigloss_warmup=100,  # SigLoss's first iterations use its mean term alone
+    ))
     run(c, output_dir=f"outputs/probe/{task}", log_every=50, checkpoint_every=2000)
     return c
 
 
 def probe_segmentation(data: dict) -> ml_collections.ConfigDict:
-    """DINOv2's linear segmentation: BN + 1x1 conv on the last layer's normed patch tokens; AdamW,
-    poly decay with a linear warm-up; mmseg's training pipeline; sliding-window inference."""
+    """FiT3D's linear segmentation (evaluation/configs/*_sem_linear_config.py): SyncBN + 1x1 conv on
+    the last block's final-norm patch tokens; AdamW, poly decay with a linear warm-up, 40k
+    iterations; mmseg's training pipeline; sliding windows 512/341 at one scale."""
     c = _probe("segmentation", data)
     c.schedule = ml_collections.ConfigDict(dict(
-        learning_rate=1e-3, weight_decay=1e-4, iterations=40_000, warmup_iterations=1500, warmup_ratio=1e-6, power=1.0,
-        min_lr=0.0, clip_norm=0.0, batch_size=16))  # clip_norm 0: no clipping; batch_size: global
+        learning_rate=1e-3, weight_decay=1e-4, iterations=40_000, warmup_iterations=1500, warmup_ratio=1e-6, policy="poly",
+        power=1.0, min_lr=0.0, min_lr_ratio=0.0, momentum="constant", clip_norm=0.0, batch_size=16))
+    # clip_norm 0: no clipping; batch_size: global (FiT3D's script: 4 GPUs x 2 = 8; its README: 8 x 2)
     c.augment = ml_collections.ConfigDict(dict(
         crop=(512, 512), flip_prob=0.5, scale=(2048, 512), ratio_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True,
-        rotate_prob=1.0, rotate_degrees=2.5, color_prob=0.5, gamma_range=(0.9, 1.1), brightness_range=(0.75, 1.25),
-        color_range=(0.9, 1.1)))  # scale: keep-ratio resize (long, short), at test time too; rotate_* / color_*: depth only
-    c.evaluation = ml_collections.ConfigDict(dict(mode="slide", crop=(512, 512), stride=(341, 341), max_images=0,
+        rotate_prob=0.5, rotate_degrees=2.5, color_prob=0.5, gamma_range=(0.9, 1.1), brightness_range=(0.75, 1.25),
+        color_range=(0.9, 1.1), color_gamma="raw"))  # scale: keep-ratio resize (long, short), at test time too;
+    # rotate_* / color_*: depth only
+    c.evaluation = ml_collections.ConfigDict(dict(mode="slide", crop=(512, 512), stride=(341, 341), flip=False, max_images=0,
                                                   num_visualize=8))  # max_images 0: the whole test split
     return c
 
 
 def probe_depth(data: dict, crop: tuple[int, int], brightness: tuple[float, float] = (0.75, 1.25)) -> ml_collections.ConfigDict:
-    """DINOv2's linear depth: CLS ++ patch tokens, 256 bins with "linear" normalisation, x4
-    upsampling; AdamW, linear warm-up then poly decay, gradient clipping; whole-image inference."""
+    """FiT3D's linear depth (evaluation/configs/*_depth_linear_config.py): the last block's
+    un-normalised patch tokens ++ the original model's CLS, x4 bilinear, 1x1 conv to 256 bins with
+    "linear" normalisation; SigLoss; AdamW, cosine annealing after a linear warm-up, one-cycle beta1,
+    clipping at 35, 38.4k iterations; whole images at full size, averaged with their mirror image."""
     c = _probe("depth", data)
     c.schedule = ml_collections.ConfigDict(dict(
-        learning_rate=1e-4, weight_decay=0.01, iterations=38_400, warmup_iterations=12_800, warmup_ratio=1e-6, power=1.0,
-        min_lr=0.0, clip_norm=35.0, batch_size=16))
+        learning_rate=1e-4, weight_decay=0.01, iterations=38_400, warmup_iterations=12_800, warmup_ratio=1e-3,
+        policy="cosine", power=1.0, min_lr=0.0, min_lr_ratio=1e-8, momentum="onecycle", clip_norm=35.0, batch_size=16))
     c.augment = ml_collections.ConfigDict(dict(
         crop=crop, flip_prob=0.5, scale=(0, 0), ratio_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True,
-        rotate_prob=1.0, rotate_degrees=2.5, color_prob=0.5, gamma_range=(0.9, 1.1), brightness_range=brightness,
-        color_range=(0.9, 1.1)))  # scale (0, 0): no resize; ratio_range / cat_max_ratio / photometric: segmentation only
-    c.evaluation = ml_collections.ConfigDict(dict(mode="whole", crop=(512, 512), stride=(341, 341), max_images=0,
+        rotate_prob=0.5, rotate_degrees=2.5, color_prob=0.5, gamma_range=(0.9, 1.1), brightness_range=brightness,
+        color_range=(0.9, 1.1), color_gamma="raw"))  # scale (0, 0): no resize; ratio_range / cat_max_ratio /
+    # photometric: segmentation only
+    c.evaluation = ml_collections.ConfigDict(dict(mode="whole", crop=(512, 512), stride=(341, 341), flip=True, max_images=0,
                                                   num_visualize=8))
     return c

@@ -1,5 +1,5 @@
-"""Linear probes on ScanNet++ in FiT3D's evaluation layout, as configs/prepare_scannetpp.py writes it
-(probe_data=True) and as FiT3D's published evaluation data has it:
+"""Linear probes on ScanNet++ in FiT3D's evaluation layout (eval_data/scannetpp), as
+configs/prepare_scannetpp.py writes it (probe_data=True) and as FiT3D's evaluation data has it:
 
     <data_dir>/images/{training,validation}/*.JPG
     <data_dir>/annotations/{training,validation}/*.png     0 = unlabelled, 1..100 = top100.txt's classes
@@ -9,9 +9,14 @@ python -m fit3d_jax.main --config=configs/probe_scannetpp.py --config.data.data_
     --config.finetuned=outputs/finetune/checkpoints
 python -m fit3d_jax.main --config=configs/probe_scannetpp.py:depth --config.data.data_dir=outputs/scannetpp/eval
 
-Segmentation: 100 classes with mmseg's reduce_zero_label, the ADE20K protocol. Depth: 0.001-20 m, no
-crop, the NYUv2 protocol's crops of 416x544. The paper (Tables 1 and 2, ViT-S): mIoU 30.19 -> 32.76,
-RMSE 0.3742 -> 0.3361 with FiT3D.
+Segmentation: 100 classes, reduce_zero_label. Depth: 0.001-20 m, no evaluation crop, training crops
+416x544, whole 876x584 frames at test.
+
+The paper (Tables 9 and 10, DINOv2 -> FiT3D concat; Tables 1 and 2 give the same ViT-S figures):
+    segmentation mIoU / mAcc / aAcc   ViT-S 30.19 / 40.84 / 80.25 -> 32.76 / 43.40 / 83.54
+                                      ViT-B 32.72 / 42.99 / 82.05 -> 36.19 / 46.35 / 85.50
+    depth RMSE / AbsRel               ViT-S 0.3742 / 0.2836 -> 0.3361 / 0.2401
+                                      ViT-B 0.3439 / 0.2576 -> 0.3174 / 0.2324
 """
 
 import common

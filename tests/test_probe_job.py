@@ -102,7 +102,11 @@ def test_concat_assembly_needs_finetuned_and_runs_with_it(rooms, vits, tmp_path)
     ("assembly", "mean", "config.assembly='mean'"),
     ("task", "normals", "config.task='normals'"),
     ("dtype", "float16", "config.dtype"),
-    ("depth_loss", "l1", "config.depth_loss"),
+    ("protocol.depth_loss", "l1", "config.protocol.depth_loss='l1'"),
+    ("protocol.features", "mean", "config.protocol.features='mean'"),
+    ("protocol.depth_loss_group", -1, "config.protocol.depth_loss_group=-1"),
+    ("schedule.policy", "step", "config.schedule.policy='step'"),
+    ("augment.color_gamma", "srgb", "config.augment.color_gamma='srgb'"),
     ("evaluation.mode", "tiles", "config.evaluation.mode"),
     ("schedule.iterations", 0, "config.schedule"),
     ("data.name", "coco", "config.data.name='coco'"),
@@ -112,35 +116,52 @@ def test_configuration_errors(rooms, vits, tmp_path, field, value, message):
         probe_job.run(_config("segmentation", rooms, vits, tmp_path, **{field: value}))
 
 
+def _ade20k_tfds(data_dir):
+    config = configs_loader.load("probe_ade20k.py")
+    config.data.update(name="ade20k_tfds", data_dir=str(data_dir), train_split="train", test_split="test")
+    return config
+
+
 def test_empty_split_is_a_config_error(rooms, vits, tmp_path):
     empty = {("scene_parse150", "train"): [], ("scene_parse150", "test"): []}
-    config = configs_loader.load("probe_ade20k.py")
-    config.data.data_dir = str(tmp_path)
+    config = _ade20k_tfds(tmp_path)
     with tfds.testing.mock_data(num_examples=1, as_data_source_fn=lambda builder, split, **_: empty[(builder.name, split)]):
         with pytest.raises(ConfigError, match=r"scene_parse150\[train\] has no examples"):
             probe_job.run(config)
 
 
-def test_unprepared_ade20k_is_a_config_error(tmp_path):
+def test_missing_datasets_are_config_errors_that_say_where(tmp_path):
+    with pytest.raises(ConfigError, match="tfds build scene_parse150"):
+        probe_job.run(_ade20k_tfds(tmp_path))
     config = configs_loader.load("probe_ade20k.py")
     config.data.data_dir = str(tmp_path)
-    with pytest.raises(ConfigError, match="tfds build scene_parse150"):
+    with pytest.raises(ConfigError, match=r"images/training: no such folder.*annotations/training/\*\.png"):
+        probe_job.run(config)
+    config = configs_loader.load("probe_nyu.py", "depth")
+    config.data.data_dir = str(tmp_path)
+    with pytest.raises(ConfigError, match=r"nyu_train\.txt: split file not found"):
         probe_job.run(config)
 
 
+CONFIGS = [("probe_scannetpp.py", None), ("probe_scannetpp.py", "depth"), ("probe_scannet.py", None), ("probe_scannet.py", "depth"),
+           ("probe_nyu.py", None), ("probe_nyu.py", "depth"), ("probe_ade20k.py", None), ("probe_voc.py", None),
+           ("probe_kitti.py", None), ("probe_synthetic.py", None), ("probe_synthetic.py", "depth")]
+
+
 def test_every_probe_config_loads_and_overrides_are_checked():
-    for name in ("probe_ade20k.py", "probe_voc.py", "probe_nyu_depth.py", "probe_kitti_depth.py", "probe_scannetpp.py", "probe_synthetic.py"):
-        config = configs_loader.load(name)
+    for name, argument in CONFIGS:
+        config = configs_loader.load(name, argument)
         assert config.job == "probe" and config.task in ("segmentation", "depth")
         probe_job.settings_from(config)
-    assert configs_loader.load("probe_scannetpp.py", "depth").schedule.clip_norm == 35.0
+    depth = configs_loader.load("probe_scannetpp.py", "depth")
+    assert (depth.schedule.clip_norm, depth.schedule.policy, depth.schedule.momentum, depth.evaluation.flip) == (35.0, "cosine", "onecycle", True)
     with pytest.raises(SystemExit, match="no field 'schedule.iters'"):
         _check_overrides(["main", "--config=configs/probe_ade20k.py", "--config.schedule.iters=5"])
 
 
 def test_a_probe_that_goes_nan_stops_naming_the_step(rooms, tmp_path):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
-    backbones = Backbones(DinoV2(CONFIG), "original")
+    backbones = Backbones(DinoV2(CONFIG), "original", "segmentation")
     settings = probe_train.ProbeSettings(schedule=probe_train.Schedule(
         learning_rate=1e38, iterations=8, warmup_iterations=0, batch_size=4), cache_features=True)
     with pytest.raises(NonFiniteError, match=r"probe segmentation: .*not finite at step \d"):
@@ -152,7 +173,7 @@ def test_a_probe_that_goes_nan_stops_naming_the_step(rooms, tmp_path):
 def test_killed_run_resumes_to_the_same_head(rooms, vits, tmp_path, monkeypatch):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
     model = DinoV2(CONFIG)
-    backbones = Backbones(model, "original")
+    backbones = Backbones(model, "original", "segmentation")
     params = {"original": init_params(CONFIG, seed=1)}
     settings = probe_train.ProbeSettings(
         schedule=probe_train.Schedule(iterations=12, warmup_iterations=3, batch_size=4), cache_features=True)
@@ -197,7 +218,7 @@ assert jax.device_count() == int(sys.argv[3]), jax.devices()
 config = ViTConfig(embed_dim=64, depth=2, num_heads=1)
 dataset = files.scenes(sys.argv[1] + "/train", sys.argv[1] + "/test", "segmentation")
 settings = train.ProbeSettings(schedule=train.Schedule(iterations=6, warmup_iterations=2, batch_size=4), cache_features=True)
-_, state, _ = train.train(dataset, Backbones(DinoV2(config), "original"), {"original": init_params(config, seed=1)},
+_, state, _ = train.train(dataset, Backbones(DinoV2(config), "original", "segmentation"), {"original": init_params(config, seed=1)},
                           settings, sys.argv[2], progress=False)
 leaves = jax.tree.leaves((state.params, state.batch_stats))
 np.savez(sys.argv[2] + "/head.npz", *[np.asarray(x) for x in leaves])
@@ -224,7 +245,7 @@ def test_a_probe_writes_tensorboard_events_and_jsonl(rooms, tmp_path):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
     settings = probe_train.ProbeSettings(schedule=probe_train.Schedule(iterations=6, warmup_iterations=2, batch_size=4),
                                          cache_features=True)
-    probe_train.train(dataset, Backbones(DinoV2(CONFIG), "original"), {"original": init_params(CONFIG, seed=1)}, settings, tmp_path,
+    probe_train.train(dataset, Backbones(DinoV2(CONFIG), "original", "segmentation"), {"original": init_params(CONFIG, seed=1)}, settings, tmp_path,
                       log_every=3, checkpoint_every=100, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6] and all("loss" in r and "learning_rate" in r for r in rows)

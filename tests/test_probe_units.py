@@ -22,8 +22,9 @@ from fit3d_jax.probe import augment, inference, losses, metrics, resize
 from fit3d_jax.probe.assembly import ASSEMBLIES, Backbones
 from fit3d_jax.probe.datasets.types import DEPTH, Dataset, Split
 from fit3d_jax.probe.heads import DepthHead, Placement, SegmentationHead
-from fit3d_jax.probe.tasks import DepthTask
-from fit3d_jax.probe.train import Schedule, learning_rate, optimizer
+from fit3d_jax.probe.protocol import Protocol
+from fit3d_jax.probe.tasks import DepthTask, make_task
+from fit3d_jax.probe.train import Schedule, learning_rate, one_cycle_beta1, optimizer
 
 IGNORE = metrics.IGNORE_INDEX
 
@@ -259,18 +260,23 @@ def test_gradient_loss_is_zero_for_scaled_prediction():
     assert loss < 1e-3
 
 
-def test_segmentation_cross_entropy_matches_torch():
+def test_segmentation_cross_entropy_matches_mmseg_and_torch():
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 2, (2, 7, 9, 6)).astype(np.float32)
     labels = rng.integers(0, 6, (2, 7, 9))
     labels[rng.random(labels.shape) < 0.3] = IGNORE
+    torch_logits, torch_labels = torch.from_numpy(logits).permute(0, 3, 1, 2).double(), torch.from_numpy(labels)
+    # mmseg 0.27's CrossEntropyLoss (avg_non_ignore=False): reduction='none', then the mean over all pixels
+    mmseg = F.cross_entropy(torch_logits, torch_labels, reduction="none", ignore_index=IGNORE).mean()
     got = float(losses.segmentation_cross_entropy(jnp.asarray(logits), jnp.asarray(labels)))
-    want = F.cross_entropy(torch.from_numpy(logits).permute(0, 3, 1, 2).double(), torch.from_numpy(labels),
-                           ignore_index=IGNORE)
-    assert got == pytest.approx(float(want), rel=1e-5)
-    # all pixels ignored: 0 (torch would give nan)
-    all_ignored = np.full(labels.shape, IGNORE)
-    assert float(losses.segmentation_cross_entropy(jnp.asarray(logits), jnp.asarray(all_ignored))) == 0.0
+    assert got == pytest.approx(float(mmseg), rel=1e-5)
+    labelled = F.cross_entropy(torch_logits, torch_labels, ignore_index=IGNORE)
+    got = float(losses.segmentation_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), all_pixels=False))
+    assert got == pytest.approx(float(labelled), rel=1e-5)
+    # all pixels ignored: 0 in both modes (torch's mean over labelled pixels would give nan)
+    all_ignored = jnp.asarray(np.full(labels.shape, IGNORE))
+    for all_pixels in (True, False):
+        assert float(losses.segmentation_cross_entropy(jnp.asarray(logits), all_ignored, all_pixels)) == 0.0
 
 
 def test_bin_classification_loss_targets_and_top_bin():
@@ -373,17 +379,38 @@ def test_placement_for_size_pad_crop_roundtrip(size):
     np.testing.assert_array_equal(np.asarray(p.crop(jnp.asarray(padded))), x)
     assert np.count_nonzero(padded) == x.size  # padding is zeros, nothing of x lost
     np.testing.assert_array_equal(padded[:, p.top : p.top + size[0], p.left : p.left + size[1]], x)
+    torch_padded = fit3d_center_padding(torch.from_numpy(x).permute(0, 3, 1, 2), 14).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(padded, torch_padded)
+
+
+def fit3d_center_padding(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """FiT3D's CenterPadding (evaluation/eval_utils/misc.py) on NCHW."""
+    def pads(size):
+        pad = math.ceil(size / multiple) * multiple - size
+        return pad // 2, pad - pad // 2
+
+    return F.pad(x, [p for size in x.shape[:1:-1] for p in pads(size)])
 
 
 def _randomize(tree, rng, scale=1.0):
     return jax.tree.map(lambda a: jnp.asarray(rng.normal(0, scale, a.shape), a.dtype), tree)
 
 
-def test_segmentation_head_matches_manual_computation():
+def _to_input(x, placement, resize):
+    """The reference of both resize modes: mmseg's resize of the padded grid's output onto the
+    unpadded input (stretch), or a resize to the padded size and a crop."""
+    if resize == "stretch":
+        return torch_resize(x, (placement.height, placement.width))
+    full = torch_resize(x, (placement.padded_height, placement.padded_width))
+    return full[:, placement.top : placement.top + placement.height, placement.left : placement.left + placement.width]
+
+
+@pytest.mark.parametrize("resize", ["stretch", "crop"])
+def test_segmentation_head_matches_manual_computation(resize):
     rng = np.random.default_rng(7)
     placement = Placement.for_size(37, 50, 14)  # padded 42 x 56 -> 3 x 4 tokens
     tokens = rng.normal(size=(2, 3, 4, 8)).astype(np.float32)
-    head = SegmentationHead(num_classes=5)
+    head = SegmentationHead(num_classes=5, resize=resize)
     variables = head.init(jax.random.key(0), jnp.asarray(tokens), jnp.zeros((2, 8)), placement, train=False)
     params = _randomize(variables["params"], rng)
     mean = rng.normal(size=8).astype(np.float32)
@@ -395,26 +422,23 @@ def test_segmentation_head_matches_manual_computation():
     p = jax.tree.map(np.asarray, params)
     x = (tokens - mean) / np.sqrt(var + 1e-5) * p["bn"]["scale"] + p["bn"]["bias"]
     logits = x @ p["conv_seg"]["kernel"] + p["conv_seg"]["bias"]
-    full = torch_resize(logits, (42, 56))
-    want = full[:, placement.top : placement.top + 37, placement.left : placement.left + 50]
-    np.testing.assert_allclose(out, want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(out, _to_input(logits, placement, resize), atol=1e-4, rtol=1e-4)
 
     # training mode normalises with the batch statistics (biased variance) and updates the averages
     out_train, mutated = head.apply(variables, jnp.asarray(tokens), None, placement, train=True, mutable=["batch_stats"])
     flat = tokens.reshape(-1, 8)
     x = (tokens - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5) * p["bn"]["scale"] + p["bn"]["bias"]
     logits = x @ p["conv_seg"]["kernel"] + p["conv_seg"]["bias"]
-    want = torch_resize(logits, (42, 56))[:, placement.top : placement.top + 37, placement.left : placement.left + 50]
-    np.testing.assert_allclose(np.asarray(out_train), want, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(out_train), _to_input(logits, placement, resize), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(np.asarray(mutated["batch_stats"]["bn"]["mean"]), 0.9 * mean + 0.1 * flat.mean(0), rtol=1e-5, atol=1e-6)
 
 
-def _depth_head_setup(seed, fusion=None):
+def _depth_head_setup(seed, fusion=None, resize="stretch", fuse_cls=True, cls_dim=6):
     rng = np.random.default_rng(seed)
     placement = Placement.for_size(30, 41, 14)  # padded 42 x 42 -> 3 x 3 tokens
     tokens = rng.normal(size=(2, 3, 3, 6)).astype(np.float32)
-    cls = rng.normal(size=(2, 6)).astype(np.float32)
-    head = DepthHead(min_depth=0.5, max_depth=10.0, num_bins=32, fusion_features=fusion)
+    cls = rng.normal(size=(2, cls_dim)).astype(np.float32)
+    head = DepthHead(min_depth=0.5, max_depth=10.0, num_bins=32, fusion_features=fusion, fuse_cls=fuse_cls, resize=resize)
     variables = head.init(jax.random.key(1), jnp.asarray(tokens), jnp.asarray(cls), placement, train=False)
     variables = {"params": _randomize(variables["params"], rng, 0.7)}
     return head, variables, placement, tokens, cls
@@ -426,8 +450,9 @@ def _depth_from_scores(scores, bins):
     return prob @ bins
 
 
-def test_depth_head_matches_manual_computation_and_range():
-    head, variables, placement, tokens, cls = _depth_head_setup(8)
+@pytest.mark.parametrize("resize", ["stretch", "crop"])
+def test_depth_head_matches_manual_computation_and_range(resize):
+    head, variables, placement, tokens, cls = _depth_head_setup(8, resize=resize)
     depth, scores = head.apply(variables, jnp.asarray(tokens), jnp.asarray(cls), placement, train=False)
     depth, scores = np.asarray(depth), np.asarray(scores)
     assert depth.shape == (2, 30, 41) and scores.shape == (2, 30, 41, 32)
@@ -439,28 +464,29 @@ def test_depth_head_matches_manual_computation_and_range():
     conv = x @ p["conv_depth"]["kernel"] + p["conv_depth"]["bias"]
     up = torch_resize(conv, (12, 12))
     d = _depth_from_scores(up, np.linspace(0.5, 10.0, 32))[..., None]
-    crop = lambda a: a[:, placement.top : placement.top + 30, placement.left : placement.left + 41]
-    np.testing.assert_allclose(depth, crop(torch_resize(d, (42, 42)))[..., 0], atol=2e-5, rtol=1e-5)
-    np.testing.assert_allclose(scores, crop(torch_resize(up, (42, 42))), atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(depth, _to_input(d, placement, resize)[..., 0], atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(scores, _to_input(up, placement, resize), atol=2e-5, rtol=1e-5)
 
     # The reference order (upsample the features x4, then the 1x1 conv) gives the same depth.
     up_first = torch_resize(x, (12, 12)) @ p["conv_depth"]["kernel"].astype(np.float64) + p["conv_depth"]["bias"]
     np.testing.assert_allclose(up_first, up, atol=1e-5)
     d_ref = _depth_from_scores(up_first, np.linspace(0.5, 10.0, 32))[..., None]
-    np.testing.assert_allclose(depth, crop(torch_resize(d_ref, (42, 42)))[..., 0], atol=1e-5)
+    np.testing.assert_allclose(depth, _to_input(d_ref, placement, resize)[..., 0], atol=1e-5)
 
 
-def test_depth_head_with_fusion_shares_the_map():
-    head, variables, placement, tokens, cls = _depth_head_setup(9, fusion=4)
+@pytest.mark.parametrize("fuse_cls", [True, False])
+def test_depth_head_with_fusion(fuse_cls):
+    """The CLS shares the fusion map when it is assembled like the patches (2D wide), and passes
+    unfused when it is the original's alone (D wide: FiT3D's depth tokens)."""
+    head, variables, placement, tokens, cls = _depth_head_setup(9, fusion=4, fuse_cls=fuse_cls, cls_dim=6 if fuse_cls else 3)
     depth, _ = head.apply(variables, jnp.asarray(tokens), jnp.asarray(cls), placement, train=False)
     p = jax.tree.map(np.asarray, variables["params"])
     fuse = lambda a: a @ p["Fusion_0"]["fusion"]["kernel"] + p["Fusion_0"]["fusion"]["bias"]
-    t, c = fuse(tokens), fuse(cls)
-    x = np.concatenate([t, np.broadcast_to(c[:, None, None], (2, 3, 3, 4))], -1)
+    t, c = fuse(tokens), fuse(cls) if fuse_cls else cls
+    x = np.concatenate([t, np.broadcast_to(c[:, None, None], (2, 3, 3, c.shape[-1]))], -1)
     up = torch_resize(x @ p["conv_depth"]["kernel"] + p["conv_depth"]["bias"], (12, 12))
-    d = torch_resize(_depth_from_scores(up, np.linspace(0.5, 10.0, 32))[..., None], (42, 42))
-    want = d[:, placement.top : placement.top + 30, placement.left : placement.left + 41, 0]
-    np.testing.assert_allclose(np.asarray(depth), want, atol=2e-5)
+    d = _depth_from_scores(up, np.linspace(0.5, 10.0, 32))[..., None]
+    np.testing.assert_allclose(np.asarray(depth), _to_input(d, placement, "stretch")[..., 0], atol=2e-5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,7 +520,7 @@ def vit_outputs(tiny_vit, vit_images):
 @pytest.mark.parametrize("assembly", ASSEMBLIES)
 def test_assemblies(assembly, tiny_vit, vit_images, vit_outputs):
     model, params = tiny_vit
-    backbones = Backbones(model, assembly)
+    backbones = Backbones(model, assembly, "segmentation")
 
     def total(p):
         t, c = backbones.features(p, vit_images)
@@ -533,9 +559,48 @@ def test_assemblies(assembly, tiny_vit, vit_images, vit_outputs):
         assert np.allclose(np.asarray(other), tokens, atol=1e-6) == (key not in uses), key
 
 
-def test_unknown_assembly_is_rejected(tiny_vit):
-    with pytest.raises(ValueError):
-        Backbones(tiny_vit[0], "sum")
+def _layer_norm(x, norm):
+    x = np.asarray(x, np.float64)
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-6) * np.asarray(norm["scale"]) + np.asarray(norm["bias"])
+
+
+@pytest.mark.parametrize("assembly", ASSEMBLIES)
+def test_depth_tokens_are_raw_with_the_first_models_cls(assembly, tiny_vit, vit_images, vit_outputs):
+    """FiT3D's depth features (linear_evaluate_fit3d.py, norm=False): the last block before the final
+    LayerNorm, so that this LayerNorm maps each model's part onto its normed tokens, and the CLS of
+    the first model alone (the fine-tuned model's is dropped)."""
+    model, params = tiny_vit
+    backbones = Backbones(model, assembly, "depth")
+    assert backbones.raw_tokens and backbones.cls_dim == 32
+    run = jax.jit(backbones.features)
+    tokens, cls = (np.asarray(a) for a in run(params, vit_images))
+    assert tokens.shape == (2, 2, 3, backbones.feature_dim) and cls.shape == (2, 32)
+    first = "finetuned" if assembly == "finetuned" else "original"
+    norm = lambda k: params[k]["norm"]
+    np.testing.assert_allclose(_layer_norm(cls, norm(first)), vit_outputs[first].cls_token, atol=1e-4)
+    assert not np.allclose(cls, vit_outputs[first].cls_token, atol=1e-2)  # not normed
+    parts = {"original": ["original"], "finetuned": ["finetuned"], "duplicate": ["original", "original"]}.get(
+        assembly, ["original", "finetuned"])
+    if assembly != "add":
+        for i, k in enumerate(parts):
+            np.testing.assert_allclose(_layer_norm(tokens[..., 32 * i : 32 * (i + 1)], norm(k)), vit_outputs[k].patch_tokens,
+                                       atol=1e-4)
+    if "finetuned" in parts and assembly != "finetuned":  # the fine-tuned model's CLS is not used
+        negated = dict(params, finetuned=jax.tree.map(lambda a: -a, params["finetuned"]))
+        np.testing.assert_array_equal(np.asarray(run(negated, vit_images)[1]), cls)
+    # dinov2 tokens: normed, and the CLS assembled like the patches
+    normed = Backbones(model, assembly, "depth", tokens="dinov2")
+    assert not normed.raw_tokens and normed.cls_dim == normed.feature_dim
+
+
+def test_unknown_assembly_task_or_tokens_is_rejected(tiny_vit):
+    with pytest.raises(ValueError, match="assembly"):
+        Backbones(tiny_vit[0], "sum", "segmentation")
+    with pytest.raises(ValueError, match="task"):
+        Backbones(tiny_vit[0], "concat", "normals")
+    with pytest.raises(ValueError, match="features"):
+        Backbones(tiny_vit[0], "concat", "depth", tokens="mean")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -583,7 +648,7 @@ def test_window_origins_match_mmseg_and_cover(size, crop, stride):
 @pytest.fixture(scope="module")
 def seg_setup(tiny_vit):
     model, params = tiny_vit
-    backbones = Backbones(model, "concat")
+    backbones = Backbones(model, "concat", "segmentation")
     head = SegmentationHead(num_classes=4)
     rng = np.random.default_rng(13)
     dummy = jnp.zeros((1, 3, 3, backbones.feature_dim))
@@ -648,7 +713,7 @@ def test_dense_predictor_slide_mode_matches_mmseg_averaging(seg_setup):
 
 def test_dense_predictor_depth_whole_mode_is_clamped(tiny_vit):
     model, params = tiny_vit
-    backbones = Backbones(model, "original")
+    backbones = Backbones(model, "original", "depth")
     head = DepthHead(min_depth=1.0, max_depth=4.0, num_bins=16)
     rng = np.random.default_rng(16)
     dummy = jnp.zeros((1, 3, 3, 32))
@@ -663,6 +728,14 @@ def test_dense_predictor_depth_whole_mode_is_clamped(tiny_vit):
     np.testing.assert_allclose(out[:20, :24], want, atol=1e-4, rtol=1e-5)
     assert out[:20, :24].min() >= 1.0 - 1e-5 and out[:20, :24].max() <= 4.0 + 1e-5
 
+    # The toolbox's flip test (aug_test): the mirrored image's prediction, clamped, mirrored back,
+    # averaged with the plain one.
+    flipped = np.asarray(inference.DensePredictor(backbones, head, 14, flip=True).predict(params, variables, prepared))
+    mirrored = _direct(backbones, head, params, variables, np.ascontiguousarray(image[:, ::-1]))[:, ::-1]
+    both = (np.clip(direct, 1.0, 4.0) + np.clip(mirrored, 1.0, 4.0)) / 2
+    np.testing.assert_allclose(flipped[:20, :24], torch_resize(both[None], (20, 24))[0], atol=1e-4, rtol=1e-5)
+    assert not np.allclose(flipped[:20, :24], out[:20, :24], atol=1e-3)  # the mirror image adds something
+
 
 # ----------------------------------------------------------------------------------------------
 # 8. Learning-rate schedule and optimizer
@@ -670,7 +743,12 @@ def test_dense_predictor_depth_whole_mode_is_clamped(tiny_vit):
 
 
 def mmcv_lr(step, s: Schedule):
-    regular = (s.learning_rate - s.min_lr) * (1 - step / s.iterations) ** s.power + s.min_lr
+    """mmcv 1.5's LrUpdaterHook (lr_updater.py): Poly or CosineAnnealing, then the linear warm-up."""
+    if s.policy == "cosine":
+        target = s.learning_rate * s.min_lr_ratio
+        regular = target + 0.5 * (s.learning_rate - target) * (math.cos(math.pi * step / s.iterations) + 1)
+    else:
+        regular = (s.learning_rate - s.min_lr) * (1 - step / s.iterations) ** s.power + s.min_lr
     if step >= s.warmup_iterations:
         return regular
     k = (1 - step / s.warmup_iterations) * (1 - s.warmup_ratio)
@@ -691,6 +769,59 @@ def test_learning_rate_is_mmcv_poly_with_linear_warmup(schedule):
     assert float(lr(w)) == pytest.approx(poly_at_w, rel=1e-6)
     assert float(lr(w // 2)) < float(lr(w))  # still warming up
     assert float(lr(n)) == pytest.approx(schedule.min_lr, abs=1e-12)
+
+
+def test_learning_rate_is_mmcv_cosine_with_linear_warmup():
+    s = Schedule(learning_rate=1e-4, iterations=38_400, warmup_iterations=12_800, warmup_ratio=1e-3, policy="cosine",
+                 min_lr_ratio=1e-8)  # FiT3D's depth schedule
+    lr = learning_rate(s)
+    for step in (0, 1, 6400, 12_799, 12_800, 12_801, 25_000, 38_399, 38_400):
+        assert float(lr(step)) == pytest.approx(mmcv_lr(step, s), rel=1e-4, abs=1e-15), step
+    assert float(lr(38_400)) == pytest.approx(1e-12, rel=1e-3)
+    assert float(lr(12_800)) < 1e-4 * 0.8  # the cosine has been decaying under the warm-up
+
+
+def mmcv_one_cycle_momentum(step, iterations, base=0.85, peak=0.95, pct_start=0.3):
+    """mmcv 1.5's OneCycleMomentumUpdaterHook.get_momentum (two phases, annealing_cos)."""
+    cos = lambda start, end, factor: end + 0.5 * (start - end) * (math.cos(math.pi * factor) + 1)
+    phases = [(float(pct_start * iterations) - 1, peak, base), (iterations - 1, base, peak)]
+    start_iter = 0
+    for i, (end_iter, start, end) in enumerate(phases):
+        if step <= end_iter or i == len(phases) - 1:
+            return cos(start, end, (step - start_iter) / (end_iter - start_iter))
+        start_iter = end_iter
+
+
+def test_one_cycle_beta1_is_mmcv_one_cycle_momentum():
+    beta1 = one_cycle_beta1(38_400)
+    for step in (0, 1, 5000, 11_518, 11_519, 11_520, 20_000, 38_399):
+        assert float(beta1(step)) == pytest.approx(mmcv_one_cycle_momentum(step, 38_400), rel=1e-6), step
+    assert float(beta1(0)) == pytest.approx(0.95) and float(beta1(11_519)) == pytest.approx(0.85)
+
+
+def test_onecycle_optimizer_matches_torch_adamw_with_mmcv_hooks():
+    """AdamW as FiT3D's depth runs it: torch's AdamW, whose lr and betas[0] the mmcv hooks set
+    before every iteration, and gradient clipping at max_norm."""
+    s = Schedule(learning_rate=1e-2, weight_decay=0.01, iterations=12, warmup_iterations=4, warmup_ratio=1e-3,
+                 policy="cosine", min_lr_ratio=1e-8, momentum="onecycle", clip_norm=35.0)
+    opt = optimizer(s)
+    rng = np.random.default_rng(19)
+    w0 = rng.normal(size=(5,))
+    params = {"w": jnp.asarray(w0, jnp.float32)}
+    state = opt.init(params)
+    torch_w = torch.nn.Parameter(torch.tensor(w0, dtype=torch.float64))
+    torch_opt = torch.optim.AdamW([torch_w], lr=s.learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    for step in range(s.iterations):
+        g = rng.normal(size=5) * (50.0 if step == 3 else 1e-2)  # one step beyond the clip
+        for group in torch_opt.param_groups:
+            group["lr"] = mmcv_lr(step, s)
+            group["betas"] = (mmcv_one_cycle_momentum(step, s.iterations), 0.999)
+        torch_w.grad = torch.tensor(g)
+        torch.nn.utils.clip_grad_norm_([torch_w], 35.0)
+        torch_opt.step()
+        updates, state = opt.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+        params = {"w": params["w"] + updates["w"]}
+        np.testing.assert_allclose(np.asarray(params["w"]), torch_w.detach().numpy(), rtol=2e-5, atol=1e-7)
 
 
 def test_learning_rate_warmup_start_is_accurate():
@@ -854,6 +985,21 @@ def test_depth_train_shapes_padding_and_determinism():
         np.testing.assert_array_equal(_denormalize(out_image)[..., 0], (out_depth * 40).astype(np.uint8))
 
 
+@pytest.mark.parametrize("mode", ["raw", "unit"])
+def test_depth_colour_augmentation(mode):
+    """FiT3D's ColorAug (depth/datasets/pipelines/transforms.py) powers the 0-255 values, scales,
+    clips and keeps floats; "unit" powers [0, 1] values."""
+    rng = np.random.default_rng(34)
+    image = rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)
+    depth = np.ones((10, 12), np.float32)
+    a = augment.Augment(crop=(10, 12), rotate_prob=0.0, flip_prob=0.0, color_prob=1.0, gamma_range=(1.1, 1.1),
+                        brightness_range=(0.9, 0.9), color_range=(1.05, 1.05), color_gamma=mode)
+    out, _ = augment.depth_train(image, depth, np.random.default_rng(0), a)
+    x = image.astype(np.float64)
+    want = np.clip(x**1.1 * 0.9 * 1.05, 0, 255) if mode == "raw" else np.clip((x / 255) ** 1.1 * 0.9 * 1.05, 0, 1) * 255
+    np.testing.assert_allclose(out, (want / 255 - IMAGENET_MEAN) / IMAGENET_STD, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------
 # The depth task glues sig + 0.5 gradient loss and the evaluation range
 # ----------------------------------------------------------------------------------------------
@@ -864,14 +1010,46 @@ def _depth_dataset():
     return Dataset("stub", DEPTH, empty, empty, min_depth=0.5, max_depth=8.0)
 
 
+def fit3d_gradient_loss(pred, gt):
+    """The toolbox's GradientLoss as FiT3D calls it (gradientloss.py, max_depth None), on the
+    (B, 1, H, W) tensors its head hands it: the slicing lands on the batch and channel axes."""
+    x, t = (torch.as_tensor(a, dtype=torch.float64)[:, None] for a in (pred, gt))
+    total = 0.0
+    for inp, tgt in zip([x] + [x[:: 2 * i, :: 2 * i] for i in range(1, 4)], [t] + [t[:: 2 * i, :: 2 * i] for i in range(1, 4)]):
+        mask = tgt > 0
+        d = (torch.log(inp + 1e-3) - torch.log(tgt + 1e-3)) * mask
+        v = torch.abs(d[0:-2, :] - d[2:, :]) * mask[0:-2, :] * mask[2:, :]
+        h = torch.abs(d[:, 0:-2] - d[:, 2:]) * mask[:, 0:-2] * mask[:, 2:]
+        total = total + (torch.sum(h) + torch.sum(v)) / torch.sum(mask)
+    return float(total)
+
+
+def _depth_backbones():
+    return Backbones(DinoV2(ViTConfig(embed_dim=8, depth=1, num_heads=1)), "original", "depth")
+
+
+def _depth_task(**protocol):
+    return DepthTask(_depth_dataset(), _depth_backbones(), Protocol(**protocol, sigloss_warmup=5))
+
+
 def test_depth_task_loss_and_reduce():
-    task = DepthTask(_depth_dataset(), None, warmup_calls=5)
+    """FiT3D's loss on a batch of 4 over 2 GPUs: per GPU, SigLoss + 0.5 GradientLoss over its 2
+    images (valid: gt > 0), averaged over the GPUs."""
+    task = _depth_task()
     rng = np.random.default_rng(40)
-    pred, gt, _ = _depth_pair(rng, (2, 9, 10), 8.0)
+    pred, gt, _ = _depth_pair(rng, (4, 9, 10), 8.0)
     loss = jax.jit(lambda depth, target, step: task.loss((depth, None), target, step))
     for step, warm in ((0, True), (4, True), (5, False)):
-        want = torch_sigloss(pred, gt, 8.0, warm) + 0.5 * torch_gradient_loss(pred, gt, 8.0)
-        assert float(loss(jnp.asarray(pred), jnp.asarray(gt), jnp.asarray(step))) == pytest.approx(want, rel=1e-5)
+        per_gpu = [torch_sigloss(pred[i : i + 2], gt[i : i + 2], np.inf, warm) + 0.5 * fit3d_gradient_loss(pred[i : i + 2], gt[i : i + 2])
+                   for i in (0, 2)]
+        assert fit3d_gradient_loss(pred[:2], gt[:2]) == 0.0
+        assert float(loss(jnp.asarray(pred), jnp.asarray(gt), jnp.asarray(step))) == pytest.approx(np.mean(per_gpu), rel=1e-5)
+    # one pool over the batch, plus this project's per-image gradient loss
+    task = _depth_task(depth_loss="sigloss+gradient", depth_loss_group=0)
+    loss = jax.jit(lambda depth, target: task.loss((depth, None), target, 10))
+    want = torch_sigloss(pred, gt, np.inf, False) + 0.5 * torch_gradient_loss(pred, gt, np.inf)
+    assert float(loss(jnp.asarray(pred), jnp.asarray(gt))) == pytest.approx(want, rel=1e-5)
+    task = _depth_task()
 
     # evaluation counts min < gt < max inside the mask only
     gt2 = np.array([[0.5, 1.0, 2.0], [8.0, 4.0, 9.0]], np.float32)
@@ -881,5 +1059,5 @@ def test_depth_task_loss_and_reduce():
     want, n = _numpy_depth_metrics(pred2[None, ..., 0], gt2[None], (mask & (gt2 > 0.5) & (gt2 < 8.0))[None])
     assert int(count) == n == 1
     np.testing.assert_allclose(np.asarray(sums), want, rtol=1e-5)
-    with pytest.raises(ValueError):
-        DepthTask(_depth_dataset(), None, loss="l1")
+    with pytest.raises(ValueError, match="depth_loss"):
+        make_task(_depth_dataset(), _depth_backbones(), Protocol(depth_loss="l1"))

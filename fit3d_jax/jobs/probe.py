@@ -17,6 +17,7 @@ from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.probe import augment
 from fit3d_jax.probe.assembly import ASSEMBLIES, NEEDS_FINETUNED, Backbones
 from fit3d_jax.probe.datasets import TASKS, DatasetError, load_dataset
+from fit3d_jax.probe.protocol import Protocol
 from fit3d_jax.probe.train import Evaluation, ProbeSettings, Schedule, evaluate, train
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
 from fit3d_jax.weights import WeightsError, load_params
@@ -35,16 +36,25 @@ def settings_from(config: ml_collections.ConfigDict) -> ProbeSettings:
         schedule=_build(Schedule, config.schedule, "schedule"),
         augment=_build(augment.Augment, config.augment, "augment"),
         evaluation=_build(Evaluation, config.evaluation, "evaluation"),
+        protocol=_build(Protocol, config.protocol, "protocol"),
         cache_features=config.cache_features,
-        depth_loss=config.depth_loss,
     )
     s = settings.schedule
     if s.iterations < 1 or s.batch_size < 1 or not s.learning_rate > 0:
         raise ConfigError("config.schedule: iterations, batch_size and learning_rate must be positive")
-    if settings.evaluation.mode not in ("slide", "whole"):
-        raise ConfigError(f"config.evaluation.mode={settings.evaluation.mode!r} is not 'slide' or 'whole'")
-    if settings.depth_loss not in ("sigloss", "classification"):
-        raise ConfigError(f"config.depth_loss={settings.depth_loss!r} is not 'sigloss' or 'classification'")
+    choices = (("schedule.policy", s.policy, ("poly", "cosine")), ("schedule.momentum", s.momentum, ("constant", "onecycle")),
+               ("evaluation.mode", settings.evaluation.mode, ("slide", "whole")),
+               ("augment.color_gamma", settings.augment.color_gamma, ("raw", "unit")))
+    for field, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"config.{field}={value!r} is not one of {allowed}")
+    try:
+        settings.protocol.check()
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from None
+    group = settings.protocol.depth_loss_group
+    if config.task == "depth" and group and s.batch_size % group:
+        raise ConfigError(f"config.protocol.depth_loss_group={group} does not divide config.schedule.batch_size={s.batch_size}")
     return settings
 
 
@@ -112,9 +122,10 @@ def run(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{field}={config[field]} must be >= 1")
     output_dir = outputs.claim_run(outputs.output_dir(config.output_dir, "config.output_dir"), "probe", "config.output_dir")
     vit_config, params = backbone_params(config, config.assembly)
-    backbones = Backbones(DinoV2(vit_config, dtype=dtype), config.assembly)
+    backbones = Backbones(DinoV2(vit_config, dtype=dtype), config.assembly, config.task, settings.protocol.features)
+    channels = f"{backbones.feature_dim} channels" + (f" + CLS {backbones.cls_dim}" if config.task == "depth" else "")
     print(f"probe: {config.task} on {dataset.name} ({len(dataset.train)} train / {len(dataset.test)} test examples), "
-          f"assembly {config.assembly} ({backbones.feature_dim} channels), {settings.schedule.iterations} iterations, "
+          f"assembly {config.assembly} ({channels}), {settings.schedule.iterations} iterations, "
           f"global batch {settings.schedule.batch_size}, {jax.device_count()} device(s)")
     run_identity = {"data": json.loads(json.dumps(config.data.to_dict(), default=str)), "dtype": config.dtype,
                     "weights": config.weights, "finetuned": str(Path(config.finetuned).resolve()) if config.finetuned else ""}

@@ -5,9 +5,9 @@ random crop with ``cat_max_ratio`` (up to 10 tries for a crop no single class do
 horizontal flip, photometric distortion (brightness, contrast before or after, saturation, hue),
 normalise, pad to the crop (image 0, label IGNORE_INDEX).
 
-Depth (the DINOv2 / depth-toolbox pipeline): random rotation (image bilinear, depth nearest),
-horizontal flip, random crop, colour augmentation (gamma, brightness, per-channel colour),
-normalise, pad to the crop (depth 0 = invalid).
+Depth (FiT3D's depth-toolbox pipeline, after the dataset's own crop: NYUCrop, KBCrop): random
+rotation (image bilinear, depth nearest, zero borders), horizontal flip, random crop, colour
+augmentation (gamma, brightness, per-channel colour), normalise, pad to the crop (depth 0 = invalid).
 
 Randomness comes from a numpy Generator the caller seeds per (seed, step, sample), so a resumed
 run draws the same batches.
@@ -20,7 +20,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from fit3d_jax.images import normalize
+from fit3d_jax.images import IMAGENET_MEAN, IMAGENET_STD, normalize
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 
 
@@ -34,12 +34,15 @@ class Augment:
     cat_max_ratio: float = 0.75
     photometric: bool = True
     # depth
-    rotate_prob: float = 1.0
+    rotate_prob: float = 0.5
     rotate_degrees: float = 2.5
     color_prob: float = 0.5
     gamma_range: tuple[float, float] = (0.9, 1.1)
     brightness_range: tuple[float, float] = (0.75, 1.25)
     color_range: tuple[float, float] = (0.9, 1.1)
+    # raw: FiT3D's ColorAug, the gamma power of the 0-255 values (a brightening of up to 1.7x at gamma
+    # 1.1), kept as floats; unit: the gamma of [0, 1] values, as intended
+    color_gamma: str = "raw"
 
 
 def keep_ratio_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:
@@ -121,12 +124,19 @@ def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, 
         matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
         image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR)
         depth = cv2.warpAffine(depth, matrix, (w, h), flags=cv2.INTER_NEAREST)
-    top, left, h, w = _crop_origin(rng, depth.shape, a.crop)
-    image, depth = image[top : top + h, left : left + w], depth[top : top + h, left : left + w]
     if rng.random() < a.flip_prob:
         image, depth = image[:, ::-1], depth[:, ::-1]
+    top, left, h, w = _crop_origin(rng, depth.shape, a.crop)
+    image, depth = image[top : top + h, left : left + w], depth[top : top + h, left : left + w]
+    pixels = image.astype(np.float32)
     if rng.random() < a.color_prob:
-        x = (image.astype(np.float32) / 255.0) ** rng.uniform(*a.gamma_range)
-        x = x * rng.uniform(*a.brightness_range) * rng.uniform(*a.color_range, size=3)
-        image = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return _pad(normalize(np.ascontiguousarray(image)), np.ascontiguousarray(depth, np.float32), a.crop, 0.0)
+        gamma, brightness = rng.uniform(*a.gamma_range), rng.uniform(*a.brightness_range)
+        colors = rng.uniform(*a.color_range, size=3)
+        if a.color_gamma == "raw":
+            pixels = np.clip(pixels.astype(np.float64) ** gamma * brightness * colors, 0, 255)
+        elif a.color_gamma == "unit":
+            pixels = np.clip((pixels.astype(np.float64) / 255) ** gamma * brightness * colors, 0, 1) * 255
+        else:
+            raise ValueError(f"augment.color_gamma={a.color_gamma!r} is not 'raw' or 'unit'")
+    normalised = ((pixels / 255 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+    return _pad(np.ascontiguousarray(normalised), np.ascontiguousarray(depth, np.float32), a.crop, 0.0)

@@ -1,9 +1,9 @@
 """The linear heads of the DINOv2 evaluation protocol (their ``BNHead`` in "linear" mode).
 
 Both take the assembled token grid (B, h, w, C) of a centre-padded input and return a map at the
-unpadded input size: the head's output is resized bilinearly to the padded size and the padding
-is cropped away (DINOv2 instead resizes the padded grid onto the unpadded size, stretching it by
-less than one patch).
+unpadded input size. ``resize="stretch"`` (FiT3D, mmseg and the depth toolbox) resizes the padded
+grid's output onto the unpadded size, stretching it by less than one patch; ``"crop"`` resizes it
+to the padded size and cuts the padding away, so that each output pixel stays under its token.
 """
 
 from __future__ import annotations
@@ -50,8 +50,12 @@ class Placement:
         return x[:, self.top : self.top + self.height, self.left : self.left + self.width]
 
 
-def to_input_size(x: jax.Array, placement: Placement) -> jax.Array:
-    return placement.crop(resize_bilinear(x, (placement.padded_height, placement.padded_width)))
+def to_input_size(x: jax.Array, placement: Placement, resize: str = "stretch") -> jax.Array:
+    if resize == "stretch":
+        return resize_bilinear(x, (placement.height, placement.width))
+    if resize == "crop":
+        return placement.crop(resize_bilinear(x, (placement.padded_height, placement.padded_width)))
+    raise ValueError(f"resize {resize!r} is not 'stretch' or 'crop'")
 
 
 class Fusion(nn.Module):
@@ -69,6 +73,7 @@ class SegmentationHead(nn.Module):
 
     num_classes: int
     fusion_features: int | None = None
+    resize: str = "stretch"
 
     @nn.compact
     def __call__(self, tokens: jax.Array, cls: jax.Array, placement: Placement, train: bool) -> jax.Array:
@@ -76,27 +81,30 @@ class SegmentationHead(nn.Module):
         x = Fusion(self.fusion_features)(tokens) if self.fusion_features else tokens
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(x)
         logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), name="conv_seg")(x)
-        return to_input_size(logits, placement)
+        return to_input_size(logits, placement, self.resize)
 
 
 class DepthHead(nn.Module):
     """[patch, CLS] per token -> 1x1 conv to ``num_bins`` scores -> x4 bilinear -> "linear"
     normalisation (ReLU, + 0.1, divide by the sum) -> depth = sum of bin centres (linspace over
     [min_depth, max_depth]) weighted by the scores; returns (depth (B, H, W), bin scores
-    (B, H, W, num_bins) before normalisation, for the classification loss)."""
+    (B, H, W, num_bins) before normalisation, for the classification loss). With fusion, the CLS
+    token goes through the same map when it is assembled like the patches (``fuse_cls``)."""
 
     min_depth: float
     max_depth: float
     num_bins: int = 256
     upsample: int = 4
     fusion_features: int | None = None
+    fuse_cls: bool = True
+    resize: str = "stretch"
 
     @nn.compact
     def __call__(self, tokens: jax.Array, cls: jax.Array, placement: Placement, train: bool) -> tuple[jax.Array, jax.Array]:
         del train  # no BatchNorm here (commented out in the DINOv2 depth head)
         if self.fusion_features:
             fuse = Fusion(self.fusion_features)
-            tokens, cls = fuse(tokens), fuse(cls)
+            tokens, cls = fuse(tokens), fuse(cls) if self.fuse_cls else cls
         x = jnp.concatenate([tokens, jnp.broadcast_to(cls[:, None, None], tokens.shape[:3] + cls.shape[-1:])], axis=-1)
         # The 1x1 conv and bilinear resizing are both linear, so convolving before the x4
         # upsampling equals the reference order and costs 16x less.
@@ -107,4 +115,4 @@ class DepthHead(nn.Module):
         probabilities = probabilities / jnp.sum(probabilities, axis=-1, keepdims=True)
         bins = jnp.linspace(self.min_depth, self.max_depth, self.num_bins)
         depth = jnp.einsum("bhwk,k->bhw", probabilities, bins)[..., None]
-        return to_input_size(depth, placement)[..., 0], to_input_size(scores, placement)
+        return to_input_size(depth, placement, self.resize)[..., 0], to_input_size(scores, placement, self.resize)

@@ -80,35 +80,43 @@ def pad_to(array: np.ndarray, shape: tuple[int, int], fill) -> np.ndarray:
 
 class DensePredictor:
     """``predict(backbone_params, head_variables, prepared)`` -> (label_h bucket, label_w bucket, K)
-    map: class scores (segmentation) or depth (K = 1, clamped to the head's range)."""
+    map: class scores (segmentation) or depth (K = 1, clamped to the head's range). With ``flip``,
+    each window is also predicted mirrored and mirrored back, and the two maps are averaged (each
+    clamped first, as the depth toolbox's aug_test; in whole-image mode this is its exact flip test)."""
 
-    def __init__(self, backbones, head, patch_size: int):
-        self.backbones, self.head, self.patch_size = backbones, head, patch_size
+    def __init__(self, backbones, head, patch_size: int, flip: bool = False):
+        self.backbones, self.head, self.patch_size, self.flip = backbones, head, patch_size, flip
         self._depth = hasattr(head, "num_bins")
 
     @functools.partial(jax.jit, static_argnums=(0, 8))
     def _predict(self, backbone_params, head_variables, windows, origins, valid, rows, cols, canvas):
         n, wh, ww = windows.shape[:3]
         placement = Placement.for_size(wh, ww, self.patch_size)
-        tokens, cls = self.backbones.features(backbone_params, placement.pad(windows))
+        inputs = jnp.concatenate([windows, windows[:, :, ::-1]]) if self.flip else windows
+        tokens, cls = self.backbones.features(backbone_params, placement.pad(inputs))
         out = self.head.apply(head_variables, tokens, cls, placement, train=False)
         out = out[0][..., None] if self._depth else out
-        out = out * valid[:, None, None, None]
+        passes = [out[:n], out[n:, :, ::-1]] if self.flip else [out]
 
-        def add(k, acc):
-            scores, counts = acc
-            y, x = origins[k, 0], origins[k, 1]
-            window = jax.lax.dynamic_slice(scores, (y, x, 0), out.shape[1:])
-            scores = jax.lax.dynamic_update_slice(scores, window + out[k], (y, x, 0))
-            count = jax.lax.dynamic_slice(counts, (y, x, 0), (wh, ww, 1))
-            counts = jax.lax.dynamic_update_slice(counts, count + valid[k], (y, x, 0))
-            return scores, counts
+        def merge(out):
+            """The windows' outputs, averaged where they overlap, on the canvas."""
+            out = out * valid[:, None, None, None]
 
-        zeros = (jnp.zeros((*canvas, out.shape[-1]), jnp.float32), jnp.zeros((*canvas, 1), jnp.float32))
-        scores, counts = jax.lax.fori_loop(0, n, add, zeros)
-        mean = scores / jnp.maximum(counts, 1.0)
-        if self._depth:
-            mean = jnp.clip(mean, self.head.min_depth, self.head.max_depth)
+            def add(k, acc):
+                scores, counts = acc
+                y, x = origins[k, 0], origins[k, 1]
+                window = jax.lax.dynamic_slice(scores, (y, x, 0), out.shape[1:])
+                scores = jax.lax.dynamic_update_slice(scores, window + out[k], (y, x, 0))
+                count = jax.lax.dynamic_slice(counts, (y, x, 0), (wh, ww, 1))
+                counts = jax.lax.dynamic_update_slice(counts, count + valid[k], (y, x, 0))
+                return scores, counts
+
+            zeros = (jnp.zeros((*canvas, out.shape[-1]), jnp.float32), jnp.zeros((*canvas, 1), jnp.float32))
+            scores, counts = jax.lax.fori_loop(0, n, add, zeros)
+            mean = scores / jnp.maximum(counts, 1.0)
+            return jnp.clip(mean, self.head.min_depth, self.head.max_depth) if self._depth else mean
+
+        mean = sum(merge(o) for o in passes) / len(passes)
         return apply_weights(mean[None], rows, cols)[0]
 
     def predict(self, backbone_params, head_variables, p: Prepared) -> jax.Array:

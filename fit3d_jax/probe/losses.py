@@ -1,11 +1,12 @@
 """Probe losses: cross-entropy with an ignore index (segmentation); the scale-invariant log loss
 (SigLoss), the multi-scale gradient loss and the plain bin classification loss (depth).
 
-SigLoss and the gradient loss follow the DINOv2 depth code (``dinov2/eval/depth/models/losses``):
-eps 1e-3, valid = gt > 0 (and <= max depth), pooled over the batch; SigLoss uses only the mean
-term for its first 100 calls ("warm-up") and torch's unbiased variance after. DINOv2 applies its
-gradient loss to (B, 1, H, W) tensors, where the slicing lands on the batch and channel axes; here
-it is applied over each image's height and width, as intended.
+SigLoss and the gradient loss follow FiT3D's depth toolbox (``evaluation/depth/models/losses``):
+eps 1e-3, valid = gt > 0 (and <= max depth), pooled over the images of one GPU; SigLoss uses only
+the mean term for its first 100 calls ("warm-up") and torch's unbiased variance after. The toolbox
+applies its gradient loss to (B, 1, H, W) tensors, where the slicing lands on the batch and channel
+axes (identically zero at 2 images per GPU); here it is applied over each image's height and width,
+as intended, and only where the protocol asks for it.
 """
 
 from __future__ import annotations
@@ -17,19 +18,21 @@ from fit3d_jax.probe.metrics import IGNORE_INDEX
 
 SIG_EPS = 1e-3
 SIG_LAMBDA = 0.15
-SIG_WARMUP_CALLS = 100
 
 
-def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy over pixels whose label is not IGNORE_INDEX (0 if none)."""
-    return masked_cross_entropy(logits, labels, labels != IGNORE_INDEX)
+def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array, all_pixels: bool = True) -> jax.Array:
+    """Softmax cross-entropy summed over pixels whose label is not IGNORE_INDEX, divided by every
+    pixel (``all_pixels``: mmseg 0.27's default, ``avg_non_ignore=False``) or by the labelled ones
+    (0 if none)."""
+    return masked_cross_entropy(logits, labels, labels != IGNORE_INDEX, all_pixels)
 
 
-def masked_cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> jax.Array:
+def masked_cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, all_pixels: bool = False) -> jax.Array:
     safe = jnp.where(valid, labels, 0).astype(jnp.int32)
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     nll = -jnp.take_along_axis(log_p, safe[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    count = valid.size if all_pixels else jnp.maximum(jnp.sum(valid), 1)
+    return jnp.sum(jnp.where(valid, nll, 0.0)) / count
 
 
 def depth_valid(gt: jax.Array, max_depth: float | None) -> jax.Array:
@@ -46,6 +49,18 @@ def sig_loss(prediction: jax.Array, gt: jax.Array, valid: jax.Array, warm_up: ja
     var = jnp.sum(jnp.where(valid, (g - mean) ** 2, 0.0)) / (n - 1)
     mean_term = SIG_LAMBDA * mean**2
     return jnp.sqrt(jnp.where(warm_up, mean_term, var + mean_term) + 1e-12)
+
+
+def grouped_sig_loss(prediction: jax.Array, gt: jax.Array, valid: jax.Array, warm_up: jax.Array | bool, group: int) -> jax.Array:
+    """The mean of ``sig_loss`` over consecutive groups of ``group`` images of the (B, H, W) batch
+    (FiT3D: one SigLoss per GPU over its images, gradients averaged over GPUs); 0 or B = one pool."""
+    batch = prediction.shape[0]
+    if group in (0, batch):
+        return sig_loss(prediction, gt, valid, warm_up)
+    if batch % group:
+        raise ValueError(f"protocol.depth_loss_group={group} does not divide the batch of {batch}")
+    split = lambda x: x.reshape(batch // group, group, *x.shape[1:])
+    return jnp.mean(jax.vmap(sig_loss, in_axes=(0, 0, 0, None))(split(prediction), split(gt), split(valid), warm_up))
 
 
 def _gradient_term(prediction: jax.Array, gt: jax.Array, valid: jax.Array) -> jax.Array:

@@ -8,22 +8,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from fit3d_jax.probe import losses, metrics
+from fit3d_jax.probe.assembly import Backbones
 from fit3d_jax.probe.datasets import DEPTH, SEGMENTATION, Dataset
 from fit3d_jax.probe.heads import DepthHead, SegmentationHead
-
-DEPTH_LOSSES = ("sigloss", "classification")
+from fit3d_jax.probe.protocol import Protocol
 
 
 class SegmentationTask:
     name = SEGMENTATION
 
-    def __init__(self, dataset: Dataset, fusion_features: int | None):
-        self.dataset = dataset
-        self.head = SegmentationHead(dataset.num_classes, fusion_features)
+    def __init__(self, dataset: Dataset, backbones: Backbones, protocol: Protocol):
+        self.dataset, self.protocol = dataset, protocol
+        self.head = SegmentationHead(dataset.num_classes, backbones.fusion_features, resize=protocol.output_resize)
 
     def loss(self, out, target, step):
         del step
-        return losses.segmentation_cross_entropy(out, target)
+        return losses.segmentation_cross_entropy(out, target, all_pixels=self.protocol.seg_loss_average == "all_pixels")
 
     def empty_sums(self):
         n = self.dataset.num_classes
@@ -44,18 +44,20 @@ class SegmentationTask:
 class DepthTask:
     name = DEPTH
 
-    def __init__(self, dataset: Dataset, fusion_features: int | None, loss: str = "sigloss", warmup_calls: int = losses.SIG_WARMUP_CALLS):
-        if loss not in DEPTH_LOSSES:
-            raise ValueError(f"depth loss {loss!r} is not one of {DEPTH_LOSSES}")
-        self.dataset, self.loss_name, self.warmup_calls = dataset, loss, warmup_calls
-        self.head = DepthHead(dataset.min_depth, dataset.max_depth, fusion_features=fusion_features)
+    def __init__(self, dataset: Dataset, backbones: Backbones, protocol: Protocol):
+        self.dataset, self.protocol, self.warmup_calls = dataset, protocol, protocol.sigloss_warmup
+        self.head = DepthHead(dataset.min_depth, dataset.max_depth, fusion_features=backbones.fusion_features,
+                              fuse_cls=not backbones.raw_tokens, resize=protocol.output_resize)
 
     def loss(self, out, target, step):
         depth, scores = out
-        valid = losses.depth_valid(target, self.dataset.max_depth)
-        if self.loss_name == "classification":
+        # FiT3D's SigLoss and GradientLoss leave max_depth at None: every pixel with depth counts.
+        valid = losses.depth_valid(target, None)
+        p = self.protocol
+        if p.depth_loss == "classification":
             return losses.bin_classification_loss(scores, target, valid, self.dataset.min_depth, self.dataset.max_depth)
-        return losses.sig_loss(depth, target, valid, step < self.warmup_calls) + 0.5 * losses.gradient_loss(depth, target, valid)
+        loss = losses.grouped_sig_loss(depth, target, valid, step < self.warmup_calls, p.depth_loss_group)
+        return loss + 0.5 * losses.gradient_loss(depth, target, valid) if p.depth_loss == "sigloss+gradient" else loss
 
     def empty_sums(self):
         return jnp.zeros(len(metrics.DEPTH_METRICS), jnp.float32), jnp.zeros((), jnp.int32)
@@ -72,7 +74,7 @@ class DepthTask:
         return 0.0
 
 
-def make_task(dataset: Dataset, fusion_features: int | None, depth_loss: str = "sigloss"):
-    if dataset.task == SEGMENTATION:
-        return SegmentationTask(dataset, fusion_features)
-    return DepthTask(dataset, fusion_features, depth_loss)
+def make_task(dataset: Dataset, backbones: Backbones, protocol: Protocol | None = None):
+    protocol = protocol or Protocol()
+    protocol.check()
+    return (SegmentationTask if dataset.task == SEGMENTATION else DepthTask)(dataset, backbones, protocol)

@@ -44,22 +44,27 @@ from fit3d_jax.probe import augment, inference
 from fit3d_jax.probe.assembly import Backbones
 from fit3d_jax.probe.datasets import SEGMENTATION, Dataset
 from fit3d_jax.probe.heads import Placement
+from fit3d_jax.probe.protocol import Protocol
 from fit3d_jax.probe.tasks import make_task
 
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """AdamW with mmcv's poly decay and linear warm-up (DINOv2 segmentation: lr 1e-3, wd 1e-4,
-    warm-up 1500, 40k iterations, batch 16; depth: lr 1e-4, wd 0.01, warm-up 12.8k, 38.4k
-    iterations, clip 35)."""
+    """AdamW on mmcv's schedules with a linear warm-up, as FiT3D's configs set them. Segmentation:
+    lr 1e-3, wd 1e-4, poly, warm-up 1500 (ratio 1e-6), 40k iterations, batch 16. Depth: lr 1e-4,
+    wd 0.01, cosine to lr x 1e-8, warm-up 12.8k (ratio 1e-3), 38.4k iterations, clip 35, and
+    ``momentum_config=dict(policy="OneCycle")``, which drives AdamW's beta1 0.95 -> 0.85 -> 0.95."""
 
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     iterations: int = 40_000
     warmup_iterations: int = 1500
     warmup_ratio: float = 1e-6
-    power: float = 1.0
-    min_lr: float = 0.0
+    policy: str = "poly"  # poly | cosine
+    power: float = 1.0  # poly
+    min_lr: float = 0.0  # poly
+    min_lr_ratio: float = 0.0  # cosine: the final rate over the initial one
+    momentum: str = "constant"  # constant (beta1 0.9) | onecycle (mmcv's OneCycleMomentumUpdaterHook defaults)
     clip_norm: float = 0.0  # 0 = no clipping
     batch_size: int = 16  # global
 
@@ -69,6 +74,7 @@ class Evaluation:
     mode: str = "slide"  # slide | whole
     crop: tuple[int, int] = (512, 512)
     stride: tuple[int, int] = (341, 341)
+    flip: bool = False  # average with the prediction of the mirrored input (FiT3D's depth test pipeline)
     max_images: int = 0  # 0 = the whole test split
     num_visualize: int = 8  # prediction-beside-ground-truth PNGs
 
@@ -78,8 +84,8 @@ class ProbeSettings:
     schedule: Schedule = dataclasses.field(default_factory=Schedule)
     augment: augment.Augment = dataclasses.field(default_factory=augment.Augment)
     evaluation: Evaluation = dataclasses.field(default_factory=Evaluation)
+    protocol: Protocol = dataclasses.field(default_factory=Protocol)
     cache_features: bool = False
-    depth_loss: str = "sigloss"  # sigloss (+ 0.5 gradient loss) | classification
 
 
 class TrainState(train_state.TrainState):
@@ -90,10 +96,22 @@ class TrainState(train_state.TrainState):
 GUARDED = ("loss", "gradients")
 
 
+def half_cosine(factor: jax.Array) -> jax.Array:
+    """(cos(pi f) + 1) / 2, mmcv's annealing_cos factor, as cos(pi f / 2)^2: float32 keeps its
+    relative precision near f = 1, where the sum cancels."""
+    return jnp.cos(jnp.pi * factor / 2) ** 2
+
+
 def learning_rate(s: Schedule) -> optax.Schedule:
+    """mmcv's LrUpdaterHook at iteration ``step`` (0-based): the policy's rate, times the linear
+    warm-up factor while warming up."""
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
-        regular = (s.learning_rate - s.min_lr) * (1 - step / s.iterations) ** s.power + s.min_lr
+        if s.policy == "cosine":  # annealing_cos(base, base * min_lr_ratio, step / iterations)
+            end = s.learning_rate * s.min_lr_ratio
+            regular = end + (s.learning_rate - end) * half_cosine(step / s.iterations)
+        else:
+            regular = (s.learning_rate - s.min_lr) * (1 - step / s.iterations) ** s.power + s.min_lr
         # mmcv: regular * (1 - k), k = (1 - step / warmup) * (1 - ratio); written without the
         # cancellation of 1 - k, which float32 would make 1% wrong at step 0.
         warm = s.warmup_ratio + (1 - s.warmup_ratio) * step / max(s.warmup_iterations, 1)
@@ -102,8 +120,26 @@ def learning_rate(s: Schedule) -> optax.Schedule:
     return schedule
 
 
+def one_cycle_beta1(iterations: int, base: float = 0.85, peak: float = 0.95, pct_start: float = 0.3) -> optax.Schedule:
+    """mmcv's OneCycleMomentumUpdaterHook (two phases, cosine) as AdamW's beta1 at iteration
+    ``step``: ``peak`` -> ``base`` until iteration pct_start * iterations - 1, then back to ``peak``
+    at iterations - 1."""
+    turn = pct_start * iterations - 1
+    cos = lambda start, end, f: end + (start - end) * half_cosine(f)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        return jnp.where(step <= turn, cos(peak, base, step / turn), cos(base, peak, (step - turn) / (iterations - 1 - turn)))
+
+    return schedule
+
+
 def optimizer(s: Schedule) -> optax.GradientTransformation:
-    adamw = optax.adamw(learning_rate(s), b1=0.9, b2=0.999, eps=1e-8, weight_decay=s.weight_decay)
+    if s.momentum == "onecycle":  # beta1 as a schedule (Adam's bias correction uses the current beta1, as torch's)
+        adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=learning_rate(s), b1=one_cycle_beta1(s.iterations),
+                                                      b2=0.999, eps=1e-8, weight_decay=s.weight_decay)
+    else:
+        adamw = optax.adamw(learning_rate(s), b1=0.9, b2=0.999, eps=1e-8, weight_decay=s.weight_decay)
     return optax.chain(optax.clip_by_global_norm(s.clip_norm), adamw) if s.clip_norm > 0 else adamw
 
 
@@ -206,7 +242,7 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
     s = settings.schedule
     mesh = harness_mesh.data_mesh()
     harness_mesh.per_device(s.batch_size, mesh, "config.schedule.batch_size")
-    task = make_task(dataset, backbones.fusion_features, settings.depth_loss)
+    task = make_task(dataset, backbones, settings.protocol)
     patch = backbones.model.config.patch_size
     output_dir = Path(output_dir)
 
@@ -215,7 +251,8 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
     placement = Placement.for_size(*input_size, patch)
     grid = (placement.padded_height // patch, placement.padded_width // patch)
     example_tokens = jnp.zeros((1, *grid, backbones.feature_dim), jnp.float32)
-    variables = task.head.init(jax.random.key(seed), example_tokens, example_tokens[:, 0, 0], placement, train=False)
+    example_cls = jnp.zeros((1, backbones.cls_dim), jnp.float32)
+    variables = task.head.init(jax.random.key(seed), example_tokens, example_cls, placement, train=False)
     state = TrainState.create(apply_fn=task.head.apply, params=variables["params"], tx=optimizer(s),
                               batch_stats=variables.get("batch_stats", {}), nonfinite=guard.NonFinite.none())
     recorded = json.loads(json.dumps(dataclasses.asdict(settings), default=str))
@@ -276,7 +313,7 @@ def evaluate(task, dataset: Dataset, backbones: Backbones, backbone_params: dict
     ev = settings.evaluation
     if ev.mode not in ("slide", "whole"):
         raise ValueError(f"evaluation mode {ev.mode!r} is not 'slide' or 'whole'")
-    predictor = inference.DensePredictor(backbones, task.head, backbones.model.config.patch_size)
+    predictor = inference.DensePredictor(backbones, task.head, backbones.model.config.patch_size, flip=ev.flip)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     reduce = jax.jit(task.reduce)
     add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import ml_collections
 
-from fit3d_jax.probe.datasets.files import kitti, scannetpp_depth, scannetpp_segmentation, scenes, voc
-from fit3d_jax.probe.datasets.tfds_sets import ade20k, nyu_depth
+from fit3d_jax.probe.datasets.files import (
+    ade20k,
+    kitti,
+    nyu_depth,
+    nyu_segmentation,
+    scannet_depth,
+    scannet_segmentation,
+    scannetpp_depth,
+    scannetpp_segmentation,
+    scenes,
+    voc,
+)
+from fit3d_jax.probe.datasets.tfds_sets import ade20k_tfds, nyu_depth_tfds
 from fit3d_jax.probe.datasets.types import (
     DEPTH,
     SEGMENTATION,
@@ -16,13 +27,18 @@ from fit3d_jax.probe.datasets.types import (
     Split,
 )
 
-LOADERS = {
-    "ade20k": (ade20k, SEGMENTATION),
-    "voc": (voc, SEGMENTATION),
-    "nyu_depth": (nyu_depth, DEPTH),
-    "kitti": (kitti, DEPTH),
+LOADERS = {  # FiT3D's evaluation layouts (files.py), tfds where it has the dataset, the built-in rooms
     "scannetpp": (scannetpp_segmentation, SEGMENTATION),
     "scannetpp_depth": (scannetpp_depth, DEPTH),
+    "scannet": (scannet_segmentation, SEGMENTATION),
+    "scannet_depth": (scannet_depth, DEPTH),
+    "nyu": (nyu_segmentation, SEGMENTATION),
+    "nyu_depth": (nyu_depth, DEPTH),
+    "nyu_depth_tfds": (nyu_depth_tfds, DEPTH),
+    "ade20k": (ade20k, SEGMENTATION),
+    "ade20k_tfds": (ade20k_tfds, SEGMENTATION),
+    "voc": (voc, SEGMENTATION),
+    "kitti": (kitti, DEPTH),
     "scenes": (scenes, None),  # both tasks
 }
 

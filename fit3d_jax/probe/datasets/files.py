@@ -1,4 +1,6 @@
-"""Datasets read from their standard folder layouts.
+"""Datasets read from the folder layouts FiT3D's evaluation configs read (``evaluation/configs``:
+``data_root = eval_data/<dataset>``), which are the layouts of mmsegmentation's datasets and of the
+depth toolbox.
 
 Pascal VOC 2012 segmentation (tfds's ``voc`` has boxes only, no masks)::
 
@@ -7,8 +9,8 @@ Pascal VOC 2012 segmentation (tfds's ``voc`` has boxes only, no masks)::
     VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt
     optional, the usual augmented set: SegmentationClassAug/<id>.png + ImageSets/Segmentation/trainaug.txt
 
-Segmentation folders as mmsegmentation's CustomDataset reads them (FiT3D's ScanNet++, ScanNet,
-NYUv2 and ADE20K layouts)::
+Segmentation folders as mmsegmentation's CustomDataset reads them (FiT3D's ScanNet++ ``.JPG``,
+ScanNet ``.jpg``, NYUv2 ``.png`` and ADE20K's ``ADEChallengeData2016`` ``.jpg``)::
 
     <data_dir>/images/{training,validation}/<name><img_suffix>
     <data_dir>/annotations/{training,validation}/<name>.png      class ids; with reduce_zero_label
@@ -17,7 +19,11 @@ NYUv2 and ADE20K layouts)::
 Depth split files as FiT3D's depth toolbox and BTS read them: one line per frame
 ``<image> <depth> [focal]``, paths relative to ``data_dir`` (a leading "/" is dropped), lines whose
 depth is ``None`` skipped; depth PNGs are uint16, metres x ``depth_scale`` (ScanNet++, ScanNet, NYUv2:
-1000; KITTI: 256), 0 = no measurement. KITTI frames are KB-cropped to 352x1216.
+1000; KITTI: 256), 0 = no measurement. Files: ``nyu_{train,test}.txt``, ``scannet_{train,val}.txt``,
+``scannetpp_{train,val}.txt``, ``kitti_eigen_{train,test}.txt`` (KITTI's paths below ``input/`` and
+``gt_depth/``). NYUv2 training frames are cropped to rows 45:472, columns 43:608 (the toolbox's
+NYUCrop); KITTI frames are KB-cropped to 352x1216, as the toolbox crops the image in training and
+testing and the ground truth in training and evaluation.
 
 Scenes (the built-in synthetic rooms): every view of every scene in the listed folders, with the
 frames' ``label_path`` (class ids named by ``classes.json``) or ``depth_path``.
@@ -31,14 +37,16 @@ import cv2
 import numpy as np
 
 from fit3d_jax.images import ImageError, load_image
+from fit3d_jax.probe.datasets.classes import ADE20K_CLASSES, NYU_CLASSES, SCANNET_CLASSES, VOC_CLASSES
 from fit3d_jax.probe.datasets.types import (
     DEPTH,
+    EIGEN_CROP,
+    GARG_CROP,
     SEGMENTATION,
     Dataset,
     DatasetError,
     Example,
     Split,
-    fraction_crop,
 )
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 from fit3d_jax.scenes import (
@@ -51,12 +59,8 @@ from fit3d_jax.scenes import (
 )
 from fit3d_jax.scenes.scannetpp import TOP100
 
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
 KITTI_KB_CROP = (352, 1216)  # bottom-centre crop the KITTI benchmark (and DINOv2) evaluate on
-GARG_CROP = fraction_crop(0.40810811, 0.99189189, 0.03594771, 0.96405229)
+NYU_TRAIN_CROP = (slice(45, 472), slice(43, 608))  # the toolbox's NYUCrop, training only
 
 
 def _image(path: Path, where: str) -> np.ndarray:
@@ -134,18 +138,24 @@ def _depth_png(path: Path, image: np.ndarray, scale: float) -> np.ndarray:
     return raw.astype(np.float32) / scale
 
 
+def nyu_train_crop(array: np.ndarray) -> np.ndarray:
+    if array.shape[:2] != (480, 640):
+        raise DatasetError(f"NYUv2 training frame {array.shape[1]}x{array.shape[0]} is not 640x480 (NYUCrop is 45:472, 43:608)")
+    return array[NYU_TRAIN_CROP]
+
+
 def depth_splits(data_dir: str, train_split: str, test_split: str, *, depth_scale: float, min_depth: float,
-                 max_depth: float, image_root: str = "", depth_root: str = "", crop=None, eval_crop=None,
+                 max_depth: float, image_root: str = "", depth_root: str = "", crop=None, train_crop=None, eval_crop=None,
                  name: str = "depth") -> Dataset:
     """Depth frames listed in split files (see the module docstring); ``crop`` applies to image and
-    depth as they are read (KITTI's KB crop)."""
+    depth as they are read (KITTI's KB crop), ``train_crop`` to the training split's only (NYUCrop)."""
     root = Path(data_dir)
     how_to = (f"Give the split files (config fields data.train_split / data.test_split), with lines '<image> <depth>' "
               f"relative to data.data_dir={str(root)!r}.")
     if not root.is_dir():
         raise DatasetError(f"config.data.data_dir={str(root)!r}: no such folder. {how_to}")
 
-    def split(split_name: str) -> Split:
+    def split(split_name: str, crops) -> Split:
         path = Path(split_name) if Path(split_name).is_absolute() else root / split_name
         rows = []
         for number, line in enumerate(_lines(path, how_to), 1):
@@ -159,22 +169,39 @@ def depth_splits(data_dir: str, train_split: str, test_split: str, *, depth_scal
             image_path, depth_path = rows[i]
             image = _image(image_path, f"{name} {path.name}")
             depth = _depth_png(depth_path, image, depth_scale)
-            if crop is not None:
-                image, depth = crop(image), crop(depth)
+            for c in crops:
+                image, depth = c(image), c(depth)
             return Example(str(image_path), image, depth)
 
         return Split(f"{name}[{path.name}]", len(rows), read)
 
-    return Dataset(name, DEPTH, split(train_split), split(test_split), min_depth=min_depth, max_depth=max_depth,
-                   eval_crop=eval_crop)
+    crops = [c for c in (crop,) if c is not None]
+    return Dataset(name, DEPTH, split(train_split, crops + ([train_crop] if train_crop else [])), split(test_split, crops),
+                   min_depth=min_depth, max_depth=max_depth, eval_crop=eval_crop)
 
 
-def kitti(data_dir: str, train_split: str, test_split: str, image_root: str = "", depth_root: str = "",
-          min_depth: float = 1e-3, max_depth: float = 80.0) -> Dataset:
-    """The Eigen split files as BTS / DINOv2 use them; frames are KB-cropped to 352x1216 and the
-    metrics use the Garg crop (as DINOv2)."""
+def kitti(data_dir: str, train_split: str = "kitti_eigen_train.txt", test_split: str = "kitti_eigen_test.txt",
+          image_root: str = "input", depth_root: str = "gt_depth", min_depth: float = 1e-3, max_depth: float = 80.0) -> Dataset:
+    """The BTS Eigen split; frames are KB-cropped to 352x1216 and the metrics use the Garg crop of
+    the cropped frame (the toolbox's eval_kb_crop, then eval_mask)."""
     return depth_splits(data_dir, train_split, test_split, depth_scale=256.0, min_depth=min_depth, max_depth=max_depth,
                         image_root=image_root, depth_root=depth_root, crop=kb_crop, eval_crop=GARG_CROP, name="kitti")
+
+
+def nyu_depth(data_dir: str, train_split: str = "nyu_train.txt", test_split: str = "nyu_test.txt",
+              min_depth: float = 1e-3, max_depth: float = 10.0) -> Dataset:
+    """FiT3D's NYUv2 depth (``eval_data/nyu``): 640x480 frames, millimetre PNGs, NYUCrop in training,
+    the Eigen crop at evaluation."""
+    return depth_splits(data_dir, train_split, test_split, depth_scale=1000.0, min_depth=min_depth, max_depth=max_depth,
+                        train_crop=nyu_train_crop, eval_crop=EIGEN_CROP, name="nyu")
+
+
+def scannet_depth(data_dir: str, train_split: str = "scannet_train.txt", test_split: str = "scannet_val.txt",
+                  min_depth: float = 1e-3, max_depth: float = 10.0) -> Dataset:
+    """FiT3D's ScanNet depth (``eval_data/scannet``): millimetre PNGs, no training crop, the Eigen
+    crop at evaluation (640x480 frames)."""
+    return depth_splits(data_dir, train_split, test_split, depth_scale=1000.0, min_depth=min_depth, max_depth=max_depth,
+                        eval_crop=EIGEN_CROP, name="scannet")
 
 
 def scannetpp_depth(data_dir: str, train_split: str = "scannetpp_train.txt", test_split: str = "scannetpp_val.txt",
@@ -220,6 +247,26 @@ def segmentation_folders(data_dir: str, *, classes: tuple[str, ...], img_suffix:
 def scannetpp_segmentation(data_dir: str) -> Dataset:
     """FiT3D's ScanNet++ segmentation: 100 classes (top100.txt), .JPG images, reduce_zero_label."""
     return segmentation_folders(data_dir, classes=TOP100, img_suffix=".JPG", name="scannetpp")
+
+
+def scannet_segmentation(data_dir: str) -> Dataset:
+    """FiT3D's ScanNet segmentation (``eval_data/scannet``): the 40 NYU40 classes, .jpg images,
+    reduce_zero_label."""
+    return segmentation_folders(data_dir, classes=SCANNET_CLASSES, img_suffix=".jpg", name="scannet")
+
+
+def nyu_segmentation(data_dir: str) -> Dataset:
+    """FiT3D's NYUv2 segmentation (``eval_data/nyuv2``): 13 classes, .png images, reduce_zero_label."""
+    return segmentation_folders(data_dir, classes=NYU_CLASSES, img_suffix=".png", name="nyuv2")
+
+
+def ade20k(data_dir: str) -> Dataset:
+    """ADE20K as released (``ADEChallengeData2016``, the folder or its parent): 150 classes, .jpg
+    images, reduce_zero_label."""
+    root = Path(data_dir)
+    if not (root / "images").is_dir() and (root / "ADEChallengeData2016").is_dir():
+        root = root / "ADEChallengeData2016"
+    return segmentation_folders(str(root), classes=ADE20K_CLASSES, img_suffix=".jpg", name="ade20k")
 
 
 def scenes(train: str, test: str, task: str, min_depth: float = 1e-3, max_depth: float = 20.0,

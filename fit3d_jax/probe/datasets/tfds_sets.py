@@ -17,35 +17,17 @@ from collections.abc import Callable
 
 import numpy as np
 
+from fit3d_jax.probe.datasets.classes import ADE20K_CLASSES
 from fit3d_jax.probe.datasets.types import (
     DEPTH,
+    EIGEN_CROP,
     SEGMENTATION,
     Dataset,
     DatasetError,
     Example,
     Split,
-    box_crop,
 )
 from fit3d_jax.probe.metrics import IGNORE_INDEX
-
-ADE20K_CLASSES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
-    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
-    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel", "light",
-    "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
-    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
-    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
-    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
-    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
-)
-assert len(ADE20K_CLASSES) == 150
 
 
 def open_split(name: str, split: str, data_dir: str):
@@ -96,7 +78,7 @@ def _ade20k_example(record: dict, where: str) -> Example:
     return Example(where, image, np.where(raw == 0, IGNORE_INDEX, raw - 1).astype(np.int32))
 
 
-def ade20k(data_dir: str = "", train_split: str = "train", test_split: str = "test") -> Dataset:
+def ade20k_tfds(data_dir: str = "", train_split: str = "train", test_split: str = "test") -> Dataset:
     """150 classes; the annotation's channel 0 holds 0 = "other" (ignored) or class id + 1
     (mmseg's ``reduce_zero_label``). tfds's ``test`` split is the ADE20K validation set."""
     split = lambda name: tfds_split("scene_parse150", name, data_dir, _ade20k_example)
@@ -111,10 +93,10 @@ def _nyu_example(record: dict, where: str) -> Example:
     return Example(where, image, np.where(np.isfinite(depth), depth, 0.0).astype(np.float32))
 
 
-def nyu_depth(data_dir: str = "", train_split: str = "train", test_split: str = "validation",
+def nyu_depth_tfds(data_dir: str = "", train_split: str = "train", test_split: str = "validation",
               min_depth: float = 1e-3, max_depth: float = 10.0) -> Dataset:
     """480x640 images with depth in metres (float16 in the files); the metrics use the Eigen crop
     (rows 45:471, columns 41:601) as the DINOv2 evaluation does."""
     split = lambda name: tfds_split("nyu_depth_v2", name, data_dir, _nyu_example)
     return Dataset("nyu_depth_v2", DEPTH, split(train_split), split(test_split), min_depth=min_depth, max_depth=max_depth,
-                   eval_crop=box_crop(45, 471, 41, 601, (480, 640)))
+                   eval_crop=EIGEN_CROP)

@@ -80,3 +80,9 @@ def box_crop(top: int, bottom: int, left: int, right: int, size: tuple[int, int]
         return m
 
     return mask
+
+
+# The depth toolbox's evaluation masks: Garg's (KITTI, of the KB-cropped frame) and Eigen's (NYUv2 and
+# ScanNet, for 640x480 frames).
+GARG_CROP = fraction_crop(0.40810811, 0.99189189, 0.03594771, 0.96405229)
+EIGEN_CROP = box_crop(45, 471, 41, 601, (480, 640))
