@@ -252,8 +252,12 @@ def test_segmentation_folders_reduce_zero_label(tmp_path, loader, suffix, classe
 def test_ade20k_accepts_the_release_folder_or_its_parent(tmp_path):
     layouts.segmentation_folders(tmp_path / "ADEChallengeData2016", 22, suffix=".jpg", classes=[1, 2], size=(30, 40), train=1, test=1)
     assert len(files.ade20k(str(tmp_path)).test) == len(files.ade20k(str(tmp_path / "ADEChallengeData2016")).test) == 1
-    with pytest.raises(DatasetError, match=r"images/training: no such folder\. Expected .*\*\.jpg"):
+    with pytest.raises(DatasetError, match=r"images/training: no such folder\. Expected .*\*\.jpg.*ADEChallengeData2016\.zip"):
         files.ade20k(str(tmp_path / "elsewhere"))
+    with pytest.raises(DatasetError, match=r"scannet_train\.txt: split file not found.*official site"):
+        files.scannet_depth(str(tmp_path))
+    with pytest.raises(DatasetError, match=r"images/training: no such folder.*prepare_scannetpp"):
+        files.scannetpp_segmentation(str(tmp_path))
 
 
 def test_voc_as_fit3d_names_it_and_without_reduction(tmp_path):

@@ -59,6 +59,14 @@ from fit3d_jax.scenes import (
 )
 from fit3d_jax.scenes.scannetpp import TOP100
 
+# How to obtain the datasets FiT3D evaluates on (its README, "Evaluation": eval_data/<name>).
+OBTAIN = {
+    "scannetpp": ("write it with configs/prepare_scannetpp.py (probe_data=True), or download FiT3D's processed ScanNet++ "
+                  "evaluation data (link in ywyue/FiT3D's README)"),
+    "official": ("download it from the dataset's official site and arrange it as FiT3D's README shows for eval_data/ "
+                 "(ywyue/FiT3D, Evaluation)"),
+    "ade20k": "download ADEChallengeData2016.zip (MIT Scene Parsing benchmark) and unzip it",
+}
 KITTI_KB_CROP = (352, 1216)  # bottom-centre crop the KITTI benchmark (and DINOv2) evaluate on
 NYU_TRAIN_CROP = (slice(45, 472), slice(43, 608))  # the toolbox's NYUCrop, training only
 
@@ -146,12 +154,12 @@ def nyu_train_crop(array: np.ndarray) -> np.ndarray:
 
 def depth_splits(data_dir: str, train_split: str, test_split: str, *, depth_scale: float, min_depth: float,
                  max_depth: float, image_root: str = "", depth_root: str = "", crop=None, train_crop=None, eval_crop=None,
-                 name: str = "depth") -> Dataset:
+                 name: str = "depth", obtain: str = OBTAIN["official"]) -> Dataset:
     """Depth frames listed in split files (see the module docstring); ``crop`` applies to image and
     depth as they are read (KITTI's KB crop), ``train_crop`` to the training split's only (NYUCrop)."""
     root = Path(data_dir)
     how_to = (f"Give the split files (config fields data.train_split / data.test_split), with lines '<image> <depth>' "
-              f"relative to data.data_dir={str(root)!r}.")
+              f"relative to data.data_dir={str(root)!r}; to get the data, {obtain}.")
     if not root.is_dir():
         raise DatasetError(f"config.data.data_dir={str(root)!r}: no such folder. {how_to}")
 
@@ -208,17 +216,19 @@ def scannetpp_depth(data_dir: str, train_split: str = "scannetpp_train.txt", tes
                     min_depth: float = 1e-3, max_depth: float = 20.0) -> Dataset:
     """FiT3D's ScanNet++ depth: millimetre PNGs, 0.001-20 m, no crop (prepare_scannetpp writes them)."""
     return depth_splits(data_dir, train_split, test_split, depth_scale=1000.0, min_depth=min_depth, max_depth=max_depth,
-                        name="scannetpp")
+                        name="scannetpp", obtain=OBTAIN["scannetpp"])
 
 
 def segmentation_folders(data_dir: str, *, classes: tuple[str, ...], img_suffix: str, seg_suffix: str = ".png",
                          reduce_zero_label: bool = True, train_dirs=("images/training", "annotations/training"),
-                         test_dirs=("images/validation", "annotations/validation"), name: str = "segmentation") -> Dataset:
+                         test_dirs=("images/validation", "annotations/validation"), name: str = "segmentation",
+                         obtain: str = OBTAIN["official"]) -> Dataset:
     """mmseg's CustomDataset layout: every ``<img_suffix>`` file below the image folder (sorted), its
     label the same name with ``seg_suffix`` below the annotation folder."""
     root = Path(data_dir)
     how_to = (f"Expected {root}/{train_dirs[0]}/*{img_suffix} with labels in {root}/{train_dirs[1]}/*{seg_suffix} (and "
-              f"{test_dirs[0]}, {test_dirs[1]}), as FiT3D's evaluation reads them (config field data.data_dir).")
+              f"{test_dirs[0]}, {test_dirs[1]}), as FiT3D's evaluation reads them (config field data.data_dir); to get the "
+              f"data, {obtain}.")
 
     def split(images: str, annotations: str) -> Split:
         folder = root / images
@@ -246,7 +256,7 @@ def segmentation_folders(data_dir: str, *, classes: tuple[str, ...], img_suffix:
 
 def scannetpp_segmentation(data_dir: str) -> Dataset:
     """FiT3D's ScanNet++ segmentation: 100 classes (top100.txt), .JPG images, reduce_zero_label."""
-    return segmentation_folders(data_dir, classes=TOP100, img_suffix=".JPG", name="scannetpp")
+    return segmentation_folders(data_dir, classes=TOP100, img_suffix=".JPG", name="scannetpp", obtain=OBTAIN["scannetpp"])
 
 
 def scannet_segmentation(data_dir: str) -> Dataset:
@@ -266,7 +276,7 @@ def ade20k(data_dir: str) -> Dataset:
     root = Path(data_dir)
     if not (root / "images").is_dir() and (root / "ADEChallengeData2016").is_dir():
         root = root / "ADEChallengeData2016"
-    return segmentation_folders(str(root), classes=ADE20K_CLASSES, img_suffix=".jpg", name="ade20k")
+    return segmentation_folders(str(root), classes=ADE20K_CLASSES, img_suffix=".jpg", name="ade20k", obtain=OBTAIN["ade20k"])
 
 
 def scenes(train: str, test: str, task: str, min_depth: float = 1e-3, max_depth: float = 20.0,
