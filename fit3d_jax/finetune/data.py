@@ -1,5 +1,5 @@
 """Stage II samples: random training views uniformly over all views of all scenes, prepared on
-the host (image read and resized to a multiple of 14, mask reduced to token weights, random
+the host (image read and resized to a multiple of the patch size, mask reduced to token weights, random
 horizontal flip) by worker threads ahead of the training step. Images stay uint8: the step
 normalises them on the device (a quarter of the host work and of the transfer).
 
@@ -32,7 +32,7 @@ class Sample:
 class HostBatch:
     step: int  # 0-based index of the training step this batch is for
     samples: list[Sample]
-    images: np.ndarray  # (B, h14, w14, 3) uint8 RGB, flipped where the sample says
+    images: np.ndarray  # (B, h_p, w_p, 3) uint8 RGB (multiples of the patch size), flipped where the sample says
     token_weights: np.ndarray  # (B, h, w) float32: fraction of unmasked pixels under each token
 
 
@@ -54,7 +54,7 @@ class Sampler:
 
 
 def image_size(scenes: list[StoredScene], patch_size: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """(full size (H, W), ViT input (h14, w14), token grid (h, w)); every view must share them."""
+    """(full size (H, W), ViT input (multiples of the patch size), token grid (h, w)); every view must share them."""
     sizes = {(v.height, v.width) for s in scenes for v in s.views}
     if len(sizes) != 1:
         raise SceneError(f"stage II needs one image size across scenes, the store has {sorted(sizes)}")

@@ -2,7 +2,7 @@
 
 Per step: a batch of random training views (one sample per device slot of the global batch);
 every device renders the targets of its own samples (no gradients), the model sees the views'
-images resized to a multiple of 14, and the loss is the L1 between its final-norm patch tokens and
+images resized to a multiple of the patch size, and the loss is the L1 between its final-norm patch tokens and
 the targets over unmasked tokens. AdamW (lr 1e-5, weight decay 1e-4), gradient norm clipped at
 0.1. The step is jitted over a mesh of all devices: batch sharded, parameters replicated, so the
 same code runs on one GPU, several, or several hosts (``jax.distributed``).

@@ -1,6 +1,6 @@
 """DINOv2 feature targets of a scene's views, computed once and cached per scene.
 
-As the authors do: the image is resized *down* to a multiple of 14 on each side, the ViT's
+As the authors do: the image is resized *down* to a multiple of the patch size on each side, the ViT's
 final-norm patch tokens (h, w, D) are the target, and the training step upsamples them
 bilinearly to the full image resolution. The low-resolution tokens are what is cached (float16),
 so a scene of hundreds of views costs megabytes rather than hundreds of gigabytes.
@@ -37,7 +37,9 @@ def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32
     is padded to the full batch size, so the model compiles once."""
     model = DinoV2(weights.config, dtype=dtype)
     extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens.astype(jnp.float16))
-    images = Prefetcher(lambda i: normalize(resize_to_patch_multiple(read_image(views[i]))), 0, len(views), depth=2 * BATCH)
+    patch = weights.config.patch_size
+    images = Prefetcher(lambda i: normalize(resize_to_patch_multiple(read_image(views[i]), patch_size=patch)), 0, len(views),
+                        depth=2 * BATCH)
     out = []
     try:
         for start in range(0, len(views), BATCH):

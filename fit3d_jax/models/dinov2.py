@@ -1,4 +1,6 @@
-"""DINOv2 vision transformer (ViT-S/B/L/g, patch 14, optional registers) in Flax linen.
+"""DINOv2 vision transformer (ViT-S/B/L/g, patch 14, optional registers) in Flax linen, and the
+other timm VisionTransformers FiT3D fine-tunes (CLIP, MAE, DeiT-III: ``timm_config``), which
+differ only in patch size, layer scale, a pre-norm, the patch bias and LayerNorm's epsilon.
 
 Module and parameter names mirror the official state dict (``blocks.3.attn.qkv.weight`` is
 ``params["blocks_3"]["attn"]["qkv"]["kernel"]``, transposed), so checkpoint conversion in
@@ -58,7 +60,8 @@ INTERPOLATIONS: dict[str, tuple[tuple[float, bool], tuple[float, bool]]] = {
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
-    """Architecture of a DINOv2 ViT; JSON-serialisable via ``to_dict`` / ``from_dict``."""
+    """Architecture of a DINOv2 ViT, or of another timm ``VisionTransformer`` (CLIP, MAE, DeiT-III:
+    see TIMM_MODELS); JSON-serialisable via ``to_dict`` / ``from_dict``. The defaults are DINOv2's."""
 
     embed_dim: int = 384
     depth: int = 12
@@ -68,6 +71,11 @@ class ViTConfig:
     patch_size: int = 14
     pos_grid: int = 37  # the position embeddings cover a pos_grid x pos_grid token grid
     interpolation: Literal["official", "timm", "hf"] = "official"
+    layer_scale: bool = True  # ls1 / ls2 in every block (DINOv2, DeiT-III)
+    norm_pre: bool = False  # a LayerNorm after the position embeddings (CLIP)
+    patch_bias: bool = True  # the patch embedding's bias (CLIP has none)
+    norm_eps: float = 1e-6  # every LayerNorm's epsilon (CLIP: 1e-5)
+    timm_name: str = ""  # the timm model this is, where it is one of TIMM_MODELS
 
     def __post_init__(self):
         if self.embed_dim % self.num_heads:
@@ -76,6 +84,8 @@ class ViTConfig:
             raise ValueError(f"ffn must be 'mlp' or 'swiglu', got {self.ffn!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.timm_name and self.timm_name not in TIMM_MODELS:
+            raise ValueError(f"timm_name must be one of {sorted(TIMM_MODELS)}, got {self.timm_name!r}")
 
     @property
     def hidden_dim(self) -> int:
@@ -90,16 +100,19 @@ class ViTConfig:
 
     @property
     def arch(self) -> str | None:
-        """The official arch name ("vits14", ...) if the shape is a standard one, else None."""
+        """The official arch name ("vits14", ...) if the shape is a standard DINOv2 one, else None."""
         shape = (self.embed_dim, self.depth, self.num_heads, self.ffn)
-        standard = self.patch_size == 14 and self.pos_grid == 37
+        standard = self.patch_size == 14 and self.pos_grid == 37 and self.layer_scale and not self.norm_pre and self.patch_bias
         return next((name for name, spec in ARCHS.items() if spec == shape and standard), None)
 
     @property
     def name(self) -> str:
-        """"ViT-S/14" etc., or a short description of a non-standard shape."""
+        """"ViT-S/14" etc., the timm model's name, or a short description of another shape."""
+        if self.timm_name:
+            return self.timm_name
         arch = self.arch
-        return f"ViT-{arch[3].upper()}/14" if arch else f"custom ViT (D={self.embed_dim}, {self.depth} blocks)"
+        patch = f", patch {self.patch_size}" if self.patch_size != 14 else ""
+        return f"ViT-{arch[3].upper()}/14" if arch else f"custom ViT (D={self.embed_dim}, {self.depth} blocks{patch})"
 
     def describe(self) -> str:
         regs = f", {self.num_register_tokens} registers" if self.num_register_tokens else ""
@@ -114,6 +127,28 @@ class ViTConfig:
         if unknown:
             raise ValueError(f"unknown ViTConfig fields {sorted(unknown)}")
         return cls(**d)
+
+
+# The timm VisionTransformers FiT3D fine-tunes (hubconf.py, utils/model_utils.py; created with
+# num_classes=0, dynamic_img_size=True), as ViTConfig fields. "no_embed_class" models keep no class
+# position: their pos_embed has pos_grid^2 rows, read here as a zero class row (identical outputs).
+TIMM_MODELS: dict[str, dict[str, Any]] = {
+    "vit_small_patch14_dinov2": dict(embed_dim=384, num_heads=6, patch_size=14, pos_grid=37),
+    "vit_base_patch14_dinov2": dict(embed_dim=768, num_heads=12, patch_size=14, pos_grid=37),
+    "vit_small_patch14_reg4_dinov2": dict(embed_dim=384, num_heads=6, patch_size=14, pos_grid=37, num_register_tokens=4),
+    "vit_base_patch16_clip_384": dict(embed_dim=768, num_heads=12, patch_size=16, pos_grid=24, layer_scale=False, norm_pre=True,
+                                      patch_bias=False, norm_eps=1e-5),
+    "vit_base_patch16_224": dict(embed_dim=768, num_heads=12, patch_size=16, pos_grid=14, layer_scale=False),  # MAE
+    "deit3_base_patch16_224": dict(embed_dim=768, num_heads=12, patch_size=16, pos_grid=14),
+}
+NO_EMBED_CLASS = ("vit_small_patch14_reg4_dinov2", "deit3_base_patch16_224")
+
+
+def timm_config(name: str, depth: int = 12) -> ViTConfig:
+    """The config of one of TIMM_MODELS (``depth`` other than 12 for tests), timm's interpolation."""
+    if name not in TIMM_MODELS:
+        raise ValueError(f"unknown timm model {name!r}; expected one of {sorted(TIMM_MODELS)}")
+    return ViTConfig(depth=depth, interpolation="timm", timm_name=name if depth == 12 else "", **TIMM_MODELS[name])
 
 
 def vit_config(arch: str, *, num_register_tokens: int = 0, interpolation: str = "official") -> ViTConfig:
@@ -141,13 +176,14 @@ class PatchEmbed(nn.Module):
     embed_dim: int
     patch_size: int
     dtype: Any
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         p = self.patch_size
         batch, height, width, channels = images.shape
         patches = images.reshape(batch, height // p, p, width // p, p, channels).transpose(0, 1, 3, 2, 4, 5)
-        x = nn.DenseGeneral(self.embed_dim, axis=(-3, -2, -1), dtype=self.dtype, name="proj")(patches)
+        x = nn.DenseGeneral(self.embed_dim, axis=(-3, -2, -1), use_bias=self.use_bias, dtype=self.dtype, name="proj")(patches)
         return x.reshape(batch, -1, self.embed_dim)
 
 
@@ -272,11 +308,12 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
+        norm = lambda name: nn.LayerNorm(epsilon=c.norm_eps, dtype=self.dtype, name=name)
+        scale = (lambda name: LayerScale(name=name)) if c.layer_scale else (lambda name: lambda y: y.astype(jnp.float32))
         ffn = SwiGLUFFN if c.ffn == "swiglu" else Mlp
         attn = Attention(c.num_heads, self.dtype, self.attention, name="attn")
-        x = x + LayerScale(name="ls1")(attn(norm("norm1")(x)))
-        return x + LayerScale(name="ls2")(ffn(c.hidden_dim, self.dtype, name="mlp")(norm("norm2")(x)))
+        x = x + scale("ls1")(attn(norm("norm1")(x)))
+        return x + scale("ls2")(ffn(c.hidden_dim, self.dtype, name="mlp")(norm("norm2")(x)))
 
 
 class DinoV2(nn.Module):
@@ -300,7 +337,7 @@ class DinoV2(nn.Module):
     def setup(self):
         c = self.config
         grid = c.pos_grid * c.pos_grid
-        self.patch_embed = PatchEmbed(c.embed_dim, c.patch_size, self.dtype)
+        self.patch_embed = PatchEmbed(c.embed_dim, c.patch_size, self.dtype, c.patch_bias)
         self.cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, c.embed_dim))
         self.pos_embed = self.param("pos_embed", nn.initializers.truncated_normal(0.02), (1, 1 + grid, c.embed_dim))
         # Used only where masks are given (iBOT-style masked inputs); kept for faithful export.
@@ -309,9 +346,11 @@ class DinoV2(nn.Module):
             self.register_tokens = self.param(
                 "register_tokens", nn.initializers.normal(1e-6), (1, c.num_register_tokens, c.embed_dim)
             )
+        if c.norm_pre:
+            self.norm_pre = nn.LayerNorm(epsilon=c.norm_eps, dtype=jnp.float32)
         block = nn.remat(Block) if self.remat else Block
         self.blocks = [block(c, self.dtype, self.attention) for _ in range(c.depth)]
-        self.norm = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32)
+        self.norm = nn.LayerNorm(epsilon=c.norm_eps, dtype=jnp.float32)
 
     def _precision(self):
         if jnp.dtype(self.dtype) != jnp.float32:
@@ -354,7 +393,7 @@ class DinoV2(nn.Module):
         if self.config.num_register_tokens:
             registers = jnp.broadcast_to(self.register_tokens, (batch, *self.register_tokens.shape[1:]))
             x = jnp.concatenate([x[:, :1], registers, x[:, 1:]], axis=1)
-        return x
+        return self.norm_pre(x) if self.config.norm_pre else x
 
     def _run_blocks(self, images: jax.Array, masks: jax.Array | None, keep: Sequence[int]) -> tuple[jax.Array, list]:
         x = self._tokens(images, masks)

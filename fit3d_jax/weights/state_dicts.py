@@ -5,6 +5,7 @@ Flax parameters map to it one-to-one (``blocks_3/attn/qkv/kernel`` <-> ``blocks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -12,7 +13,7 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 
-from fit3d_jax.models.dinov2 import ARCHS, HEAD_DIM, ViTConfig, param_shapes, vit_config
+from fit3d_jax.models.dinov2 import ARCHS, HEAD_DIM, TIMM_MODELS, ViTConfig, param_shapes, timm_config, vit_config
 
 StateDict = dict[str, np.ndarray]
 
@@ -122,30 +123,49 @@ def infer_config(
     source: str = "checkpoint",
     key_name: Callable[[str], str] = repr,
 ) -> ViTConfig:
-    """Architecture of an official state dict, read from its keys and shapes."""
-    for key in ("cls_token", "pos_embed", "blocks.0.norm1.weight"):
+    """Architecture of an official-layout state dict, read from its keys and shapes: DINOv2, or
+    one of the other timm VisionTransformers (layer scale, pre-norm and patch bias are read from
+    the keys; a pre-norm means the CLIP family, whose LayerNorms use epsilon 1e-5)."""
+    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight"):
         if key not in sd:
-            raise WeightsError(f"{source}: missing key {key_name(key)}; is this a DINOv2 checkpoint?")
+            raise WeightsError(f"{source}: missing key {key_name(key)}; is this a ViT checkpoint (DINOv2 or timm)?")
     width = sd["cls_token"].shape[-1]
-    if width not in {spec[0] for spec in ARCHS.values()}:
-        raise WeightsError(
-            f"{source}: key {key_name('cls_token')} has width {width}, which is no DINOv2 size (384/768/1024/1536)"
-        )
+    if width % HEAD_DIM:
+        raise WeightsError(f"{source}: key {key_name('cls_token')} has width {width}, not a multiple of the 64-wide heads")
     grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
     if grid * grid + 1 != sd["pos_embed"].shape[1]:
         raise WeightsError(
             f"{source}: key {key_name('pos_embed')} shape {tuple(sd['pos_embed'].shape)} is not 1 + a square grid"
         )
+    patch = sd["patch_embed.proj.weight"].shape
+    if len(patch) != 4 or patch[1] != 3 or patch[2] != patch[3]:
+        raise WeightsError(f"{source}: key {key_name('patch_embed.proj.weight')} shape {tuple(patch)} is not (D, 3, p, p)")
     block_ids = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
-    return ViTConfig(
+    norm_pre = "norm_pre.weight" in sd
+    config = ViTConfig(
         embed_dim=width,
         depth=max(block_ids) + 1,
         num_heads=width // HEAD_DIM,
         ffn="swiglu" if "blocks.0.mlp.w12.weight" in sd else "mlp",
         num_register_tokens=sd["register_tokens"].shape[1] if "register_tokens" in sd else 0,
+        patch_size=patch[2],
         pos_grid=grid,
         interpolation=interpolation,
+        layer_scale="blocks.0.ls1.gamma" in sd,
+        norm_pre=norm_pre,
+        patch_bias="patch_embed.proj.bias" in sd,
+        norm_eps=1e-5 if norm_pre else 1e-6,
     )
+    return timm_named(config)
+
+
+def timm_named(config: ViTConfig) -> ViTConfig:
+    """``config`` with ``timm_name`` set where its architecture is one of TIMM_MODELS (the
+    DINOv2 shapes keep their official names)."""
+    for name in TIMM_MODELS:
+        if config.arch is None and dataclasses.replace(timm_config(name), interpolation=config.interpolation, timm_name="") == config:
+            return dataclasses.replace(config, timm_name=name)
+    return config
 
 
 def config_for(
@@ -182,9 +202,10 @@ def with_mask_token(sd: StateDict) -> tuple[StateDict, str | None]:
 
 
 def timm_to_official(sd: Mapping[str, np.ndarray]) -> StateDict:
-    """timm -> official. timm register models keep no class position embedding (their pos_embed
-    has grid^2 rows, the class position folded into ``cls_token``); a zero class row restores the
-    official layout with identical outputs."""
+    """timm -> official. timm's ``no_embed_class`` models (DINOv2 with registers, DeiT-III) keep no
+    class position embedding (their pos_embed has grid^2 rows; the DINOv2 register models fold the
+    class position into ``cls_token``); a zero class row restores the official layout with
+    identical outputs."""
     out = {("register_tokens" if k == "reg_token" else k): np.asarray(v, np.float32) for k, v in sd.items()}
     pos = out.get("pos_embed")
     if pos is not None and math.isqrt(pos.shape[1]) ** 2 == pos.shape[1]:
@@ -193,11 +214,14 @@ def timm_to_official(sd: Mapping[str, np.ndarray]) -> StateDict:
 
 
 def official_to_timm(sd: Mapping[str, np.ndarray]) -> StateDict:
-    """official -> timm (``vit_*_patch14_dinov2`` / ``..._reg4_dinov2`` layouts; no mask_token)."""
+    """official -> timm (no mask_token). Register models and models whose class position is a
+    zero row (imported from a ``no_embed_class`` timm model) get timm's ``no_embed_class`` layout:
+    the class position added to ``cls_token``, pos_embed without its class row."""
     out = {k: v for k, v in sd.items() if k not in ("mask_token", "register_tokens", "cls_token", "pos_embed")}
     pos, cls = sd["pos_embed"], sd["cls_token"]
     if "register_tokens" in sd:
         out["reg_token"] = sd["register_tokens"]
+    if "register_tokens" in sd or not np.any(pos[:, :1]):
         out["cls_token"], out["pos_embed"] = cls + pos[:, :1], pos[:, 1:]
     else:
         out["cls_token"], out["pos_embed"] = cls, pos
