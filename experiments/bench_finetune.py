@@ -103,7 +103,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="steps of the long timed run")
     parser.add_argument("--short-steps", type=int, default=100, help="steps of the short timed run")
     parser.add_argument("--batch", type=int, default=0, help="global batch (default: 2 per device)")
-    parser.add_argument("--weights", default="", help="any load_weights source; default random ViT-S/14")
+    parser.add_argument("--weights", default="", help="any load_weights source; default random weights of --arch")
+    parser.add_argument("--arch", default="vits14", help="the random model's official arch (vits14, vitb14, ...)")
     parser.add_argument("--grad-reduce-dtype", default="bfloat16", choices=["bfloat16", "float32"], help="dtype of the cross-device gradient sum")
     parser.add_argument("--compile-cache", default="", help="JAX persistent compilation cache (default: <work>/xla_cache)")
     parser.add_argument("--repeats", type=int, default=1, help="pairs of timed runs; views/s is their median")
@@ -118,7 +119,7 @@ def main() -> None:
     else:
         from fit3d_jax.models.dinov2 import init_params
 
-        config = vit_config("vits14")
+        config = vit_config(args.arch)
         params = init_params(config)
     scenes = synthetic_store(args.work / "store", args.scenes, args.gaussians, args.views, args.width, args.height, config.embed_dim)
     batch = args.batch or 2 * jax.device_count()

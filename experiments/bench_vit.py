@@ -1,7 +1,9 @@
-"""ViT-S/14 throughput, fit3d_jax (Flax) against timm, in one process on one GPU.
+"""ViT throughput, fit3d_jax (Flax) against timm, in one process on one GPU: any of the timm
+models FiT3D fine-tunes (--model; default the DINOv2 ViT-S/14).
 
 Cells: forward at batch 32 and forward+backward (gradient of the mean patch token w.r.t. all
-parameters) at batch 8, 574x868 images (41x62 tokens), float32 and bfloat16. JAX runs with
+parameters) at batch 8, 574x868 images (41x62 tokens; 576x864, 36x54 tokens, for the patch-16
+models), float32 and bfloat16. --accuracy-only reports the output errors alone. JAX runs with
 float32 parameters and the compute dtype set on the model (float32: true fp32 matmuls unless
 --fp32-precision says otherwise); timm runs plain in float32 and under torch.autocast in
 bfloat16. Both models hold the same random weights (timm's, imported with fit3d_jax.weights), so
@@ -44,8 +46,10 @@ TARGET_SPEEDUP = 1.1
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="JSON file to write")
-    parser.add_argument("--height", type=int, default=574)
-    parser.add_argument("--width", type=int, default=868)
+    parser.add_argument("--model", default="vit_small_patch14_dinov2", help="a timm model name (fit3d_jax.models.dinov2.TIMM_MODELS)")
+    parser.add_argument("--height", type=int, default=0, help="default: 574 (patch 14) or 576 (patch 16)")
+    parser.add_argument("--width", type=int, default=0, help="default: 868 (patch 14) or 864 (patch 16)")
+    parser.add_argument("--accuracy-only", action="store_true", help="only the output errors against timm float32")
     parser.add_argument("--forward-batch", type=int, default=32)
     parser.add_argument("--backward-batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=20)
@@ -140,7 +144,9 @@ def main() -> None:
         drop_attention()
     torch.backends.cuda.matmul.allow_tf32 = False  # timm float32 = true fp32, like JAX's default
     torch.backends.cudnn.allow_tf32 = False
-    model = timm_model().train()  # no dropout / drop-path in these models; train() only matters for autograd
+    model = timm_model(args.model).train()  # no dropout / drop-path in these models; train() only matters for autograd
+    patch = model.patch_embed.patch_size[0]
+    args.height, args.width = args.height or (574 if patch == 14 else 576), args.width or (868 if patch == 14 else 864)
     if args.no_attention and not all(block.attn.fused_attn for block in model.blocks):
         raise SystemExit("--no-attention: timm is not calling F.scaled_dot_product_attention here")
     with tempfile.TemporaryDirectory() as tmp:  # timm's random weights, through our importer
@@ -162,6 +168,9 @@ def main() -> None:
             jax_rel_err_vs_timm_fp32=relative_error(jax_tokens(jax_vit, params, probe), reference),
             timm_rel_err_vs_timm_fp32=relative_error(timm_tokens(model, torch_probe, dtype), reference),
         )
+        if args.accuracy_only:
+            results.append(dict(dtype=dtype, **errors))
+            continue
         for backward, batch in ((False, args.forward_batch), (True, args.backward_batch)):
             images = rng.standard_normal((batch, args.height, args.width, 3)).astype(np.float32)
             torch_images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().cuda()
@@ -182,18 +191,24 @@ def main() -> None:
         jax_devices=[str(d) for d in jax.devices()],
         versions=dict(python=platform.python_version(), jax=jax.__version__, torch=torch.__version__, timm=timm.__version__),
         args={k: str(v) for k, v in vars(args).items()},
+        model=args.model,
+        config=weights.config.to_dict(),
         image_size=[args.height, args.width],
         target_speedup=TARGET_SPEEDUP,
         results=results,
-        all_cells_meet_target=all(r["speedup"] >= TARGET_SPEEDUP for r in results),
+        all_cells_meet_target=None if args.accuracy_only else all(r["speedup"] >= TARGET_SPEEDUP for r in results),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
 
-    print(f"ViT-S/14 {args.height}x{args.width} on {report['device']} ({report['date']})")
+    print(f"{args.model} ({weights.config.name}) {args.height}x{args.width} on {report['device']} ({report['date']})")
     header = f"{'dtype':9} {'mode':8} {'batch':>5} {'timm img/s':>11} {'jax img/s':>10} {'speedup':>8} {'jax err':>9} {'timm err':>9}"
     print(header)
     for r in results:
+        if args.accuracy_only:
+            print(f"{r['dtype']:9} {'':8} {'':>5} {'':>11} {'':>10} {'':>8} {r['jax_rel_err_vs_timm_fp32']:>9.1e} "
+                  f"{r['timm_rel_err_vs_timm_fp32']:>9.1e}")
+            continue
         print(f"{r['dtype']:9} {r['mode']:8} {r['batch']:>5} {r['timm_images_per_s']:>11.1f} {r['jax_images_per_s']:>10.1f}"
               f" {r['speedup']:>7.2f}x {r['jax_rel_err_vs_timm_fp32']:>9.1e} {r['timm_rel_err_vs_timm_fp32']:>9.1e}")
     print(f"(errors: max |out - timm fp32 forward| / max |timm fp32|, forward outputs of 2 images)\nwrote {args.out}")
