@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+import configs_loader
 import torch_timm_vit
+from fit3d_jax.errors import ConfigError
 from fit3d_jax.finetune import store, train
+from fit3d_jax.jobs import convert_torch, import_weights
 from fit3d_jax.lift import fit
 from fit3d_jax.lift import trainer as lift_trainer
 from fit3d_jax.models.dinov2 import TIMM_MODELS, DinoV2, ViTConfig, init_params, timm_config
@@ -32,14 +35,24 @@ def _grid(name: str) -> tuple[int, int]:
     return (8, 11) if "patch14" in name else (9, 13)  # non-square, unlike every pos_embed grid
 
 
-@pytest.fixture(scope="module", params=NAMES)
-def timm_model(request, tmp_path_factory):
-    name = request.param
+def _timm_file(name: str, folder):
+    """A two-block reference of ``name`` with random weights, its state dict and a .pth of it."""
     reference = torch_timm_vit.reference(name, depth=2)
     sd = torch_timm_vit.randomize(reference, seed=NAMES.index(name))
-    path = tmp_path_factory.mktemp(name) / f"{name}.pth"
+    path = folder / f"{name}.pth"
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
     return name, reference.eval(), sd, path
+
+
+def _job(config: str, **fields):
+    config = configs_loader.load(config)
+    config.update(fields)
+    return config
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def timm_model(request, tmp_path_factory):
+    return _timm_file(request.param, tmp_path_factory.mktemp(request.param))
 
 
 def test_flax_matches_the_timm_reference(timm_model):
@@ -129,3 +142,24 @@ def test_a_patch_16_model_runs_every_stage(tmp_path):
     task, head, _ = probe_train.train(dataset, backbones, {"original": params, "finetuned": state.params}, settings, tmp_path / "probe",
                                       progress=False)
     assert head.params["conv_seg"]["kernel"].shape == (128, dataset.num_classes)
+
+
+def test_convert_torch_writes_a_clip_model_in_timms_layout(tmp_path, capsys):
+    """import_weights -> Orbax -> convert_torch: a non-DINOv2 model's .pth is timm's state dict,
+    which loads strictly into timm's network; the arch field checks the model."""
+    name, _, sd, path = _timm_file("vit_base_patch16_clip_384", tmp_path)
+    import_weights.run(_job("import_weights.py", weights=str(path), output=str(tmp_path / "orbax")))
+    convert_torch.run(_job("convert_torch.py", checkpoint=str(tmp_path / "orbax"), output=str(tmp_path / "clip.pth")))
+    assert "timm state dict of custom ViT (D=768, 2 blocks, patch 16), verified" in capsys.readouterr().out
+    written = torch.load(tmp_path / "clip.pth", weights_only=True)
+    fresh = torch_timm_vit.reference(name, depth=2)
+    fresh.load_state_dict(written, strict=True)
+    for key, value in sd.items():
+        np.testing.assert_array_equal(written[key].numpy(), value, err_msg=key)
+    with pytest.raises(ConfigError, match="written in timm's layout to config.output already"):
+        convert_torch.run(_job("convert_torch.py", checkpoint=str(tmp_path / "orbax"), output=str(tmp_path / "c2.pth"),
+                              timm_output=str(tmp_path / "c2.safetensors")))
+    with pytest.raises(WeightsError, match=r"holds a custom ViT \(D=768, 2 blocks, patch 16\), not vit_base_patch16_clip_384"):
+        load_weights(str(path), arch="vit_base_patch16_clip_384")
+    with pytest.raises(WeightsError, match="not vitb14"):
+        load_weights(str(path), arch="vitb14")

@@ -1,6 +1,7 @@
-"""Job ``convert_torch``: DINOv2 weights (an Orbax checkpoint, or any source ``load_weights``
-reads) -> official-format ``.pth`` (strictly loadable), plus a timm-format file on request.
-Both files are read back and checked before the job reports success."""
+"""Job ``convert_torch``: weights (an Orbax checkpoint, or any source ``load_weights`` reads) ->
+``.pth``: the official DINOv2 state dict for a DINOv2 model, plus a timm-format file on request;
+timm's state dict for the other timm models (CLIP, MAE, DeiT-III), which have no other layout.
+Every file is read back and checked before the job reports success."""
 
 from __future__ import annotations
 
@@ -41,17 +42,26 @@ def run(config: ml_collections.ConfigDict) -> None:
     except WeightsError as e:
         raise ConfigError(f"config.checkpoint={config.checkpoint!r}: {e}") from None
 
-    official = export_official(weights.params, config.output)
-    reloaded = load_weights(official, format="official", announce=False)
-    if not params_equal(reloaded.params, weights.params):
-        raise RuntimeError(f"{official}: re-loaded parameters differ from the source")
-    print(f"convert_torch: wrote {official.absolute()} (official DINOv2 state dict, verified bit-exact)")
+    timm_only = not weights.config.dinov2_layout
+    timm_output = config.timm_output
+    if timm_only:  # a CLIP / MAE / DeiT-III model: timm's layout is the PyTorch one
+        if timm_output:
+            raise ConfigError(f"config.timm_output: {weights.config.name} is written in timm's layout to config.output already")
+        timm_output = config.output
+    else:
+        official = export_official(weights.params, config.output)
+        reloaded = load_weights(official, format="official", announce=False)
+        if not params_equal(reloaded.params, weights.params):
+            raise RuntimeError(f"{official}: re-loaded parameters differ from the source")
+        print(f"convert_torch: wrote {official.absolute()} (official DINOv2 state dict, verified bit-exact)")
 
-    if config.timm_output:
-        timm = export_timm(weights.params, config.timm_output)
+    if timm_output:
+        timm = export_timm(weights.params, timm_output)
         expected = official_to_timm(flax_to_official(weights.params))
         written = read_state_dict(timm)
         if written.keys() != expected.keys() or not all(np.array_equal(written[k], expected[k]) for k in expected):
             raise RuntimeError(f"{timm}: re-read tensors differ from the timm conversion")
-        load_weights(timm, format="timm", announce=False)  # and it imports as a timm checkpoint
-        print(f"convert_torch: wrote {timm.absolute()} (timm state dict, verified)")
+        reloaded = load_weights(timm, format="timm", announce=False)  # and it imports as a timm checkpoint
+        if timm_only and not params_equal(reloaded.params, weights.params):
+            raise RuntimeError(f"{timm}: re-loaded parameters differ from the source")
+        print(f"convert_torch: wrote {timm.absolute()} (timm state dict of {weights.config.name}, verified)")

@@ -102,8 +102,13 @@ class ViTConfig:
     def arch(self) -> str | None:
         """The official arch name ("vits14", ...) if the shape is a standard DINOv2 one, else None."""
         shape = (self.embed_dim, self.depth, self.num_heads, self.ffn)
-        standard = self.patch_size == 14 and self.pos_grid == 37 and self.layer_scale and not self.norm_pre and self.patch_bias
+        standard = self.dinov2_layout and self.pos_grid == 37
         return next((name for name, spec in ARCHS.items() if spec == shape and standard), None)
+
+    @property
+    def dinov2_layout(self) -> bool:
+        """Whether the official DINOv2 code builds this network (so its state dict layout applies)."""
+        return self.layer_scale and not self.norm_pre and self.patch_bias and self.patch_size == 14 and self.norm_eps == 1e-6
 
     @property
     def name(self) -> str:

@@ -175,13 +175,19 @@ def config_for(
     source: str,
     key_name: Callable[[str], str] = repr,
 ) -> ViTConfig:
-    """The checkpoint's config; with ``arch`` ("vits14", ...) the checkpoint must be that size."""
+    """The checkpoint's config; with ``arch`` (an official size, "vits14", ..., or a timm model
+    name of TIMM_MODELS) the checkpoint must be that model."""
     found = infer_config(sd, interpolation, source, key_name)
     if arch is None:
         return found
-    if arch not in ARCHS:
-        raise WeightsError(f"arch {arch!r} is not one of {sorted(ARCHS)}")
-    wanted = vit_config(arch, num_register_tokens=found.num_register_tokens, interpolation=interpolation)
+    if arch in TIMM_MODELS:
+        wanted = dataclasses.replace(timm_config(arch), interpolation=interpolation)
+        if "dinov2" in arch:  # the DINOv2 shapes keep their official names
+            wanted = dataclasses.replace(wanted, timm_name="")
+    elif arch in ARCHS:
+        wanted = vit_config(arch, num_register_tokens=found.num_register_tokens, interpolation=interpolation)
+    else:
+        raise WeightsError(f"arch {arch!r} is not one of {sorted(ARCHS) + sorted(TIMM_MODELS)}")
     if found != wanted:
         try:
             check_official(sd, wanted, source, key_name)
