@@ -74,9 +74,10 @@ def timm_model(name: str = "vit_small_patch14_dinov2") -> torch.nn.Module:
 
 
 def timm_tokens(model, images: torch.Tensor, dtype: str) -> np.ndarray:
-    """Final-norm tokens [CLS, patches] (B, 1 + h*w, D) as float32 numpy."""
+    """Final-norm tokens [CLS, patches] (B, 1 + h*w, D) as float32 numpy (registers left out)."""
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-        return model.forward_features(images).float().cpu().numpy()
+        tokens = model.forward_features(images).float()
+    return torch.cat([tokens[:, :1], tokens[:, model.num_prefix_tokens:]], dim=1).cpu().numpy()
 
 
 def bench_timm(model, images: torch.Tensor, dtype: str, backward: bool, args) -> float:
