@@ -108,10 +108,10 @@ def test_the_full_architectures_are_recognised_from_their_keys(name):
     sd = state_dicts.timm_to_official({k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()})
     config = state_dicts.infer_config(sd, "timm")
     if "dinov2" in name:  # the DINOv2 shapes keep their official names
-        assert config.arch == ("vits14" if "small" in name else "vitb14") and config.timm_name == ""
+        assert config.arch == ("vits14" if "small" in name else "vitb14") and config.model_name == ""
         assert config.num_register_tokens == (4 if "reg4" in name else 0)
     else:
-        assert config.timm_name == name and config.name == name
+        assert config.model_name == name and config.name == name
         assert config == timm_config(name)
 
 

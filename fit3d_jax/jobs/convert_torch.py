@@ -1,7 +1,8 @@
 """Job ``convert_torch``: weights (an Orbax checkpoint, or any source ``load_weights`` reads) ->
 ``.pth``: the official DINOv2 state dict for a DINOv2 model, plus a timm-format file on request;
-timm's state dict for the other timm models (CLIP, MAE, DeiT-III), which have no other layout.
-Every file is read back and checked before the job reports success."""
+the official DINOv3 state dict for a DINOv3 model; timm's state dict for the other timm models
+(CLIP, MAE, DeiT-III), which have no other layout. Every file is read back and checked before
+the job reports success."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fit3d_jax.errors import ConfigError
 from fit3d_jax.harness import outputs
 from fit3d_jax.weights import (
     WeightsError,
+    export_dinov3,
     export_official,
     export_timm,
     flax_to_official,
@@ -42,9 +44,16 @@ def run(config: ml_collections.ConfigDict) -> None:
     except WeightsError as e:
         raise ConfigError(f"config.checkpoint={config.checkpoint!r}: {e}") from None
 
-    timm_only = not weights.config.dinov2_layout
+    timm_only = not weights.config.dinov2_layout and not weights.config.rope
     timm_output = config.timm_output
-    if timm_only:  # a CLIP / MAE / DeiT-III model: timm's layout is the PyTorch one
+    if weights.config.rope:
+        if timm_output:
+            raise ConfigError(f"config.timm_output: {weights.config.name} (DINOv3) is written in its official layout only")
+        written = export_dinov3(weights.params, weights.config, config.output)
+        if not params_equal(load_weights(written, format="dinov3", announce=False).params, weights.params):
+            raise RuntimeError(f"{written}: re-loaded parameters differ from the source")
+        print(f"convert_torch: wrote {written.absolute()} (official DINOv3 state dict of {weights.config.name}, verified bit-exact)")
+    elif timm_only:  # a CLIP / MAE / DeiT-III model: timm's layout is the PyTorch one
         if timm_output:
             raise ConfigError(f"config.timm_output: {weights.config.name} is written in timm's layout to config.output already")
         timm_output = config.output

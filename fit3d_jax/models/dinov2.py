@@ -74,8 +74,11 @@ class ViTConfig:
     layer_scale: bool = True  # ls1 / ls2 in every block (DINOv2, DeiT-III)
     norm_pre: bool = False  # a LayerNorm after the position embeddings (CLIP)
     patch_bias: bool = True  # the patch embedding's bias (CLIP has none)
-    norm_eps: float = 1e-6  # every LayerNorm's epsilon (CLIP: 1e-5)
-    timm_name: str = ""  # the timm model this is, where it is one of TIMM_MODELS
+    norm_eps: float = 1e-6  # every LayerNorm's epsilon (CLIP, DINOv3: 1e-5)
+    rope: bool = False  # DINOv3: rotary position embeddings on the patch tokens, no pos_embed
+    rope_base: float = 100.0
+    key_bias: bool = True  # DINOv3 masks the key part of the qkv bias to zero
+    model_name: str = ""  # the named model this is, where it is one of NAMED_MODELS
 
     def __post_init__(self):
         if self.embed_dim % self.num_heads:
@@ -84,8 +87,10 @@ class ViTConfig:
             raise ValueError(f"ffn must be 'mlp' or 'swiglu', got {self.ffn!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
-        if self.timm_name and self.timm_name not in TIMM_MODELS:
-            raise ValueError(f"timm_name must be one of {sorted(TIMM_MODELS)}, got {self.timm_name!r}")
+        if self.model_name and self.model_name not in NAMED_MODELS:
+            raise ValueError(f"model_name must be one of {sorted(NAMED_MODELS)}, got {self.model_name!r}")
+        if self.rope and self.embed_dim % (4 * self.num_heads):
+            raise ValueError(f"RoPE needs head_dim {self.embed_dim // self.num_heads} to be a multiple of 4")
 
     @property
     def hidden_dim(self) -> int:
@@ -108,13 +113,14 @@ class ViTConfig:
     @property
     def dinov2_layout(self) -> bool:
         """Whether the official DINOv2 code builds this network (so its state dict layout applies)."""
-        return self.layer_scale and not self.norm_pre and self.patch_bias and self.patch_size == 14 and self.norm_eps == 1e-6
+        return (self.layer_scale and not self.norm_pre and self.patch_bias and self.patch_size == 14 and self.norm_eps == 1e-6
+                and not self.rope and self.key_bias)
 
     @property
     def name(self) -> str:
         """"ViT-S/14" etc., the timm model's name, or a short description of another shape."""
-        if self.timm_name:
-            return self.timm_name
+        if self.model_name:
+            return self.model_name
         arch = self.arch
         patch = f", patch {self.patch_size}" if self.patch_size != 14 else ""
         return f"ViT-{arch[3].upper()}/14" if arch else f"custom ViT (D={self.embed_dim}, {self.depth} blocks{patch})"
@@ -146,14 +152,23 @@ TIMM_MODELS: dict[str, dict[str, Any]] = {
     "vit_base_patch16_224": dict(embed_dim=768, num_heads=12, patch_size=16, pos_grid=14, layer_scale=False),  # MAE
     "deit3_base_patch16_224": dict(embed_dim=768, num_heads=12, patch_size=16, pos_grid=14),
 }
-NO_EMBED_CLASS = ("vit_small_patch14_reg4_dinov2", "deit3_base_patch16_224")
+# DINOv3 (facebookresearch/dinov3 hub/backbones.py): patch 16, 4 storage (register) tokens, RoPE
+# (base 100, coordinates normalised per axis), the key bias masked, LayerNorm epsilon 1e-5.
+DINOV3_MODELS: dict[str, dict[str, Any]] = {
+    "dinov3_vits16": dict(embed_dim=384, num_heads=6),
+    "dinov3_vitb16": dict(embed_dim=768, num_heads=12),
+}
+DINOV3_FIELDS = dict(patch_size=16, pos_grid=0, num_register_tokens=4, rope=True, key_bias=False, norm_eps=1e-5)
+NAMED_MODELS = {**TIMM_MODELS, **{name: {**spec, **DINOV3_FIELDS} for name, spec in DINOV3_MODELS.items()}}
 
 
 def timm_config(name: str, depth: int = 12) -> ViTConfig:
-    """The config of one of TIMM_MODELS (``depth`` other than 12 for tests), timm's interpolation."""
-    if name not in TIMM_MODELS:
-        raise ValueError(f"unknown timm model {name!r}; expected one of {sorted(TIMM_MODELS)}")
-    return ViTConfig(depth=depth, interpolation="timm", timm_name=name if depth == 12 else "", **TIMM_MODELS[name])
+    """The config of one of NAMED_MODELS (``depth`` other than 12 for tests); timm's position
+    interpolation for the timm models."""
+    if name not in NAMED_MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(NAMED_MODELS)}")
+    interpolation = "official" if name in DINOV3_MODELS else "timm"
+    return ViTConfig(depth=depth, interpolation=interpolation, model_name=name if depth == 12 else "", **NAMED_MODELS[name])
 
 
 def vit_config(arch: str, *, num_register_tokens: int = 0, interpolation: str = "official") -> ViTConfig:
@@ -254,17 +269,45 @@ def default_attention(dtype: Any, head_dim: int) -> str:
 ATTENTION = {"xla": xla_attention, "cudnn": cudnn_attention, "fused": fused_attention}
 
 
+def rope_tables(h: int, w: int, head_dim: int, base: float) -> tuple[jax.Array, jax.Array]:
+    """DINOv3's RopePositionEmbedding at inference (normalize_coords="separate"): (sin, cos), each
+    (h*w, head_dim), for patch centres at [-1, 1] in each axis."""
+    coords = jnp.stack(jnp.meshgrid((jnp.arange(h) + 0.5) / h, (jnp.arange(w) + 0.5) / w, indexing="ij"), -1)
+    coords = 2.0 * coords.reshape(h * w, 2) - 1.0
+    periods = base ** (2 * jnp.arange(head_dim // 4, dtype=jnp.float32) / (head_dim // 2))
+    angles = jnp.tile((2 * jnp.pi * coords[:, :, None] / periods).reshape(h * w, head_dim // 2), 2)
+    return jnp.sin(angles), jnp.cos(angles)
+
+
+def apply_rope(x: jax.Array, rope: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """(B, T, N, H) with the last h*w tokens the patches: x cos + rotate_half(x) sin on those,
+    in float32 (the prefix tokens pass unchanged)."""
+    sin, cos = rope
+    prefix = x.shape[1] - sin.shape[0]
+    patches = x[:, prefix:].astype(jnp.float32)
+    half = jnp.concatenate([-patches[..., patches.shape[-1] // 2 :], patches[..., : patches.shape[-1] // 2]], -1)
+    rotated = patches * cos[None, :, None] + half * sin[None, :, None]
+    return jnp.concatenate([x[:, :prefix], rotated.astype(x.dtype)], axis=1)
+
+
 class Attention(nn.Module):
     num_heads: int
     dtype: Any
     implementation: str | None = None  # a key of ATTENTION; None: default_attention
+    key_bias: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         batch, tokens, width = x.shape
-        qkv = nn.Dense(3 * width, dtype=self.dtype, name="qkv")(x)
+        dense = nn.Dense(3 * width, dtype=self.dtype, name="qkv")
+        qkv = dense(x)
+        if not self.key_bias:  # DINOv3's LinearKMaskedBias: the key third of the bias is multiplied by 0
+            bias = dense.variables["params"]["bias"]
+            qkv = qkv - (bias * (jnp.arange(3 * width) // width == 1)).astype(qkv.dtype)
         # Official layout of the fused projection: [q | k | v], each head-major.
         q, k, v = jnp.unstack(qkv.reshape(batch, tokens, 3, self.num_heads, width // self.num_heads), axis=2)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         implementation = self.implementation or default_attention(q.dtype, q.shape[-1])
         if implementation not in ATTENTION:
             raise ValueError(f"attention={implementation!r}: expected one of {sorted(ATTENTION)} or None")
@@ -311,13 +354,13 @@ class Block(nn.Module):
     attention: str | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rope: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
         c = self.config
         norm = lambda name: nn.LayerNorm(epsilon=c.norm_eps, dtype=self.dtype, name=name)
         scale = (lambda name: LayerScale(name=name)) if c.layer_scale else (lambda name: lambda y: y.astype(jnp.float32))
         ffn = SwiGLUFFN if c.ffn == "swiglu" else Mlp
-        attn = Attention(c.num_heads, self.dtype, self.attention, name="attn")
-        x = x + scale("ls1")(attn(norm("norm1")(x)))
+        attn = Attention(c.num_heads, self.dtype, self.attention, c.key_bias, name="attn")
+        x = x + scale("ls1")(attn(norm("norm1")(x), rope))
         return x + scale("ls2")(ffn(c.hidden_dim, self.dtype, name="mlp")(norm("norm2")(x)))
 
 
@@ -344,7 +387,8 @@ class DinoV2(nn.Module):
         grid = c.pos_grid * c.pos_grid
         self.patch_embed = PatchEmbed(c.embed_dim, c.patch_size, self.dtype, c.patch_bias)
         self.cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, c.embed_dim))
-        self.pos_embed = self.param("pos_embed", nn.initializers.truncated_normal(0.02), (1, 1 + grid, c.embed_dim))
+        if not c.rope:
+            self.pos_embed = self.param("pos_embed", nn.initializers.truncated_normal(0.02), (1, 1 + grid, c.embed_dim))
         # Used only where masks are given (iBOT-style masked inputs); kept for faithful export.
         self.mask_token = self.param("mask_token", nn.initializers.zeros, (1, c.embed_dim))
         if c.num_register_tokens:
@@ -394,7 +438,9 @@ class DinoV2(nn.Module):
             chex.assert_shape(masks, (batch, h, w))
             x = jnp.where(masks.reshape(batch, h * w, 1), self.mask_token[None], x)
         cls = jnp.broadcast_to(self.cls_token, (batch, 1, x.shape[-1]))
-        x = jnp.concatenate([cls, x], axis=1) + self.interpolated_pos_embed(h, w)
+        x = jnp.concatenate([cls, x], axis=1)
+        if not self.config.rope:
+            x = x + self.interpolated_pos_embed(h, w)
         if self.config.num_register_tokens:
             registers = jnp.broadcast_to(self.register_tokens, (batch, *self.register_tokens.shape[1:]))
             x = jnp.concatenate([x[:, :1], registers, x[:, 1:]], axis=1)
@@ -402,9 +448,11 @@ class DinoV2(nn.Module):
 
     def _run_blocks(self, images: jax.Array, masks: jax.Array | None, keep: Sequence[int]) -> tuple[jax.Array, list]:
         x = self._tokens(images, masks)
+        c = self.config
+        rope = rope_tables(*self._grid(images), c.embed_dim // c.num_heads, c.rope_base) if c.rope else None
         kept = []
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            x = block(x, rope)
             if i in keep:
                 kept.append(x)
         return x, kept

