@@ -116,13 +116,13 @@ def test_the_full_architectures_are_recognised_from_their_keys(name):
 
 
 def test_a_patch_16_model_runs_every_stage(tmp_path):
-    """A two-block CLIP-shaped model (patch 16, pre-norm, no patch bias, no layer scale): stage I
+    """A two-block DINOv3-shaped model (patch 16, RoPE, 4 registers, the masked key bias): stage I
     targets at multiples of 16, stage II, and a concat probe of the original and fine-tuned."""
-    config = ViTConfig(embed_dim=64, depth=2, num_heads=1, patch_size=16, pos_grid=4, interpolation="timm", layer_scale=False,
-                       norm_pre=True, patch_bias=False, norm_eps=1e-5)
+    config = ViTConfig(embed_dim=64, depth=2, num_heads=1, patch_size=16, pos_grid=0, num_register_tokens=4, rope=True,
+                       key_bias=False, norm_eps=1e-5)
     save_params(tmp_path / "vit", init_params(config, seed=3), config)
     weights = load_weights(str(tmp_path / "vit"), announce=False)
-    assert weights.config == config and "bias" not in weights.params["patch_embed"]["proj"]
+    assert weights.config == config and "pos_embed" not in weights.params
     rooms = [generate_room(tmp_path / "rooms" / f"room_{s}", seed=s, width=72, height=52, num_train=5, num_test=1) for s in (5, 6)]
     for room in rooms:
         summary = fit.fit_scene(load_scene(room), weights, lift_trainer.Recipe(iterations=10, feature_dim=8, lr_features=1e-2),
