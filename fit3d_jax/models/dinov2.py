@@ -127,7 +127,8 @@ class ViTConfig:
 
     def describe(self) -> str:
         regs = f", {self.num_register_tokens} registers" if self.num_register_tokens else ""
-        return f"{self.name}{regs}, {self.interpolation} pos-embed interpolation"
+        positions = "RoPE" if self.rope else f"{self.interpolation} pos-embed interpolation"
+        return f"{self.name}{regs}, {positions}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
