@@ -52,7 +52,7 @@ MUTATIONS = [
      "fraction_crop(0.40810811, 0.99189189,", "fraction_crop(0.3324324, 0.91351351,", [f"{DATA}::test_kitti_kb_crop_and_garg_crop"]),
     ("KB crop: the top rows", "fit3d_jax/probe/datasets/files.py",
      "top, left = height - KITTI_KB_CROP[0],", "top, left = 0,", [f"{DATA}::test_kitti_kb_crop_and_garg_crop"]),
-    ("NYUCrop: the evaluation window", "fit3d_jax/probe/datasets/files.py",
+    ("NYUCrop: the evaluation window", "fit3d_jax/probe/datasets/types.py",
      "NYU_TRAIN_CROP = (slice(45, 472), slice(43, 608))", "NYU_TRAIN_CROP = (slice(45, 471), slice(41, 601))",
      [f"{DATA}::test_nyu_depth_split_files"]),
     ("depth metrics: pooled over the batch instead of per image", "fit3d_jax/probe/metrics.py",

@@ -75,6 +75,9 @@ def test_nyu_depth_reads_float16_metres_and_eigen_crop(tmp_path):
         example = dataset.test[1]
     assert example.target.dtype == np.float32 and example.target[0, 0] == 0  # NaN = no measurement
     np.testing.assert_array_equal(example.target[1:], depth[1:].astype(np.float32))
+    with _mock({("nyu_depth_v2", "train"): [record], ("nyu_depth_v2", "validation"): [record]}):
+        train = tfds_sets.nyu_depth_tfds(str(tmp_path)).train[0]  # NYUCrop on training frames
+    np.testing.assert_array_equal(train.target, depth[45:472, 43:608].astype(np.float32))
     crop = dataset.eval_crop(480, 640)
     assert crop.sum() == (471 - 45) * (601 - 41) and crop[45, 41] and not crop[44, 41] and not crop[45, 601]
     with pytest.raises(DatasetError, match="480x640"):

@@ -47,6 +47,7 @@ from fit3d_jax.probe.datasets.types import (
     DatasetError,
     Example,
     Split,
+    nyu_train_crop,
 )
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 from fit3d_jax.scenes import (
@@ -68,7 +69,6 @@ OBTAIN = {
     "ade20k": "download ADEChallengeData2016.zip (MIT Scene Parsing benchmark) and unzip it",
 }
 KITTI_KB_CROP = (352, 1216)  # bottom-centre crop the KITTI benchmark (and DINOv2) evaluate on
-NYU_TRAIN_CROP = (slice(45, 472), slice(43, 608))  # the toolbox's NYUCrop, training only
 
 
 def _image(path: Path, where: str) -> np.ndarray:
@@ -144,12 +144,6 @@ def _depth_png(path: Path, image: np.ndarray, scale: float) -> np.ndarray:
     if raw.shape != image.shape[:2]:
         raise DatasetError(f"{path}: depth {raw.shape} does not match its image {image.shape[:2]}")
     return raw.astype(np.float32) / scale
-
-
-def nyu_train_crop(array: np.ndarray) -> np.ndarray:
-    if array.shape[:2] != (480, 640):
-        raise DatasetError(f"NYUv2 training frame {array.shape[1]}x{array.shape[0]} is not 640x480 (NYUCrop is 45:472, 43:608)")
-    return array[NYU_TRAIN_CROP]
 
 
 def depth_splits(data_dir: str, train_split: str, test_split: str, *, depth_scale: float, min_depth: float,

@@ -26,6 +26,7 @@ from fit3d_jax.probe.datasets.types import (
     DatasetError,
     Example,
     Split,
+    nyu_train_crop,
 )
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 
@@ -85,18 +86,20 @@ def ade20k_tfds(data_dir: str = "", train_split: str = "train", test_split: str 
     return Dataset("ade20k", SEGMENTATION, split(train_split), split(test_split), class_names=ADE20K_CLASSES)
 
 
-def _nyu_example(record: dict, where: str) -> Example:
+def _nyu_example(record: dict, where: str, crop=None) -> Example:
     image = _checked(record, "image", 3, np.uint8, where)
     depth = _checked(record, "depth", 2, np.float16, where).astype(np.float32)
     if depth.shape != image.shape[:2]:
         raise DatasetError(f"{where}: depth {depth.shape} and image {image.shape[:2]} differ in size")
-    return Example(where, image, np.where(np.isfinite(depth), depth, 0.0).astype(np.float32))
+    depth = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
+    return Example(where, *((crop(image), crop(depth)) if crop else (image, depth)))
 
 
 def nyu_depth_tfds(data_dir: str = "", train_split: str = "train", test_split: str = "validation",
-              min_depth: float = 1e-3, max_depth: float = 10.0) -> Dataset:
-    """480x640 images with depth in metres (float16 in the files); the metrics use the Eigen crop
-    (rows 45:471, columns 41:601) as the DINOv2 evaluation does."""
-    split = lambda name: tfds_split("nyu_depth_v2", name, data_dir, _nyu_example)
-    return Dataset("nyu_depth_v2", DEPTH, split(train_split), split(test_split), min_depth=min_depth, max_depth=max_depth,
-                   eval_crop=EIGEN_CROP)
+                   min_depth: float = 1e-3, max_depth: float = 10.0) -> Dataset:
+    """480x640 images with depth in metres (float16 in the files); training frames take the
+    toolbox's NYUCrop and the metrics the Eigen crop (rows 45:471, columns 41:601), as FiT3D's
+    NYUv2 evaluation does."""
+    train = tfds_split("nyu_depth_v2", train_split, data_dir, lambda r, w: _nyu_example(r, w, nyu_train_crop))
+    test = tfds_split("nyu_depth_v2", test_split, data_dir, _nyu_example)
+    return Dataset("nyu_depth_v2", DEPTH, train, test, min_depth=min_depth, max_depth=max_depth, eval_crop=EIGEN_CROP)

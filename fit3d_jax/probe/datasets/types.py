@@ -86,3 +86,10 @@ def box_crop(top: int, bottom: int, left: int, right: int, size: tuple[int, int]
 # ScanNet, for 640x480 frames).
 GARG_CROP = fraction_crop(0.40810811, 0.99189189, 0.03594771, 0.96405229)
 EIGEN_CROP = box_crop(45, 471, 41, 601, (480, 640))
+NYU_TRAIN_CROP = (slice(45, 472), slice(43, 608))  # the toolbox's NYUCrop, training frames only
+
+
+def nyu_train_crop(array: np.ndarray) -> np.ndarray:
+    if array.shape[:2] != (480, 640):
+        raise DatasetError(f"NYUv2 training frame {array.shape[1]}x{array.shape[0]} is not 640x480 (NYUCrop is 45:472, 43:608)")
+    return array[NYU_TRAIN_CROP]
