@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_dinov2 import LayerScale  # the same module in timm and the official DINOv2 code
+
 
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
@@ -25,15 +27,6 @@ class Attention(nn.Module):
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
-
-
-class LayerScale(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return x * self.gamma
 
 
 class Mlp(nn.Module):
