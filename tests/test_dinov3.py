@@ -102,8 +102,6 @@ def test_dinov3_errors_name_the_key(hf, tmp_path):
 
 def test_convert_torch_writes_the_official_dinov3_layout(hf, tmp_path, capsys):
     name, _, folder = hf
-    config = configs_loader.load("convert_torch.py")
-    config.update(checkpoint=str(folder), output=str(tmp_path / "dinov3.pth"))
-    convert_torch.run(config)
+    convert_torch.run(configs_loader.with_fields("convert_torch.py", checkpoint=str(folder), output=str(tmp_path / "dinov3.pth")))
     assert "official DINOv3 state dict" in capsys.readouterr().out
     assert "rope_embed.periods" in read_state_dict(tmp_path / "dinov3.pth")

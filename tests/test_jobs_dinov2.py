@@ -27,9 +27,7 @@ TINY = ViTConfig(embed_dim=384, depth=1, num_heads=6)
 
 def job_config(name: str, **overrides):
     """configs/<name>.py's get_config(), with overrides."""
-    config = configs_loader.load(f"{name}.py")
-    config.update(overrides)
-    return config
+    return configs_loader.with_fields(f"{name}.py", **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -44,12 +44,6 @@ def _timm_file(name: str, folder):
     return name, reference.eval(), sd, path
 
 
-def _job(config: str, **fields):
-    config = configs_loader.load(config)
-    config.update(fields)
-    return config
-
-
 @pytest.fixture(scope="module", params=NAMES)
 def timm_model(request, tmp_path_factory):
     return _timm_file(request.param, tmp_path_factory.mktemp(request.param))
@@ -148,8 +142,8 @@ def test_convert_torch_writes_a_clip_model_in_timms_layout(tmp_path, capsys):
     """import_weights -> Orbax -> convert_torch: a non-DINOv2 model's .pth is timm's state dict,
     which loads strictly into timm's network; the arch field checks the model."""
     name, _, sd, path = _timm_file("vit_base_patch16_clip_384", tmp_path)
-    import_weights.run(_job("import_weights.py", weights=str(path), output=str(tmp_path / "orbax")))
-    convert_torch.run(_job("convert_torch.py", checkpoint=str(tmp_path / "orbax"), output=str(tmp_path / "clip.pth")))
+    import_weights.run(configs_loader.with_fields("import_weights.py", weights=str(path), output=str(tmp_path / "orbax")))
+    convert_torch.run(configs_loader.with_fields("convert_torch.py", checkpoint=str(tmp_path / "orbax"), output=str(tmp_path / "clip.pth")))
     assert "timm state dict of custom ViT (D=768, 2 blocks, patch 16), verified" in capsys.readouterr().out
     written = torch.load(tmp_path / "clip.pth", weights_only=True)
     fresh = torch_timm_vit.reference(name, depth=2)
@@ -157,7 +151,7 @@ def test_convert_torch_writes_a_clip_model_in_timms_layout(tmp_path, capsys):
     for key, value in sd.items():
         np.testing.assert_array_equal(written[key].numpy(), value, err_msg=key)
     with pytest.raises(ConfigError, match="written in timm's layout to config.output already"):
-        convert_torch.run(_job("convert_torch.py", checkpoint=str(tmp_path / "orbax"), output=str(tmp_path / "c2.pth"),
+        convert_torch.run(configs_loader.with_fields("convert_torch.py", checkpoint=str(tmp_path / "orbax"), output=str(tmp_path / "c2.pth"),
                               timm_output=str(tmp_path / "c2.safetensors")))
     with pytest.raises(WeightsError, match=r"holds a custom ViT \(D=768, 2 blocks, patch 16\), not vit_base_patch16_clip_384"):
         load_weights(str(path), arch="vit_base_patch16_clip_384")

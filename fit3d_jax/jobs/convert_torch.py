@@ -44,25 +44,19 @@ def run(config: ml_collections.ConfigDict) -> None:
     except WeightsError as e:
         raise ConfigError(f"config.checkpoint={config.checkpoint!r}: {e}") from None
 
-    timm_only = not weights.config.dinov2_layout and not weights.config.rope
-    timm_output = config.timm_output
-    if weights.config.rope:
-        if timm_output:
-            raise ConfigError(f"config.timm_output: {weights.config.name} (DINOv3) is written in its official layout only")
-        written = export_dinov3(weights.params, weights.config, config.output)
-        if not params_equal(load_weights(written, format="dinov3", announce=False).params, weights.params):
+    c = weights.config
+    layout = "dinov3" if c.rope else "official" if c.dinov2_layout else "timm"  # the model's own PyTorch layout
+    if layout != "official" and config.timm_output:
+        where = "in its official layout only" if layout == "dinov3" else "in timm's layout to config.output already"
+        raise ConfigError(f"config.timm_output: {c.name}{' (DINOv3)' if c.rope else ''} is written {where}")
+    timm_only = layout == "timm"  # a CLIP / MAE / DeiT-III model
+    timm_output = config.output if timm_only else config.timm_output
+    if not timm_only:
+        written = (export_dinov3(weights.params, c, config.output) if c.rope else export_official(weights.params, config.output))
+        if not params_equal(load_weights(written, format=layout, announce=False).params, weights.params):
             raise RuntimeError(f"{written}: re-loaded parameters differ from the source")
-        print(f"convert_torch: wrote {written.absolute()} (official DINOv3 state dict of {weights.config.name}, verified bit-exact)")
-    elif timm_only:  # a CLIP / MAE / DeiT-III model: timm's layout is the PyTorch one
-        if timm_output:
-            raise ConfigError(f"config.timm_output: {weights.config.name} is written in timm's layout to config.output already")
-        timm_output = config.output
-    else:
-        official = export_official(weights.params, config.output)
-        reloaded = load_weights(official, format="official", announce=False)
-        if not params_equal(reloaded.params, weights.params):
-            raise RuntimeError(f"{official}: re-loaded parameters differ from the source")
-        print(f"convert_torch: wrote {official.absolute()} (official DINOv2 state dict, verified bit-exact)")
+        what = f"official DINOv3 state dict of {c.name}" if c.rope else "official DINOv2 state dict"
+        print(f"convert_torch: wrote {written.absolute()} ({what}, verified bit-exact)")
 
     if timm_output:
         timm = export_timm(weights.params, timm_output)

@@ -63,8 +63,8 @@ def _from_official(sd: Mapping[str, np.ndarray], source: str) -> StateDict:
             raise WeightsError(f"{source}: key {key!r}: untied CLS norms and SwiGLU MLPs (DINOv3 ViT-L and larger, S+, H+) "
                                "are not supported; ViT-S/16 and B/16 are")
         if key == "rope_embed.periods":
-            heads = None if width is None else width // (4 * len(value))
-            if heads is None or not np.allclose(value, expected_periods(width // heads), rtol=1e-6):
+            head_dim = 4 * len(value)
+            if width is None or not head_dim or width % head_dim or not np.allclose(value, expected_periods(head_dim), rtol=1e-6):
                 raise WeightsError(f"{source}: key {key!r} is not the RoPE periods of base 100")
         elif key.endswith(".attn.qkv.bias_mask"):
             third = len(value) // 3
