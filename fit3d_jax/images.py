@@ -1,4 +1,5 @@
-"""Image loading and preparation for the ViT: RGB uint8 in, ImageNet-normalised float32 out.
+"""Image loading and preparation for the ViT: RGB uint8 in, normalised float32 out (ImageNet's
+statistics, as FiT3D uses for every backbone, or a model's own: ``ViTConfig.input_statistics``).
 
 Sizes: the ViT needs height and width that are multiples of the patch size (14). Images are
 *resized* to such a size, keeping the aspect ratio up to the rounding (never cropped).
@@ -15,6 +16,11 @@ import numpy as np
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# (mean, std) per name in models.dinov2.INPUT_STATISTICS; OpenAI's CLIP values as timm writes them.
+STATISTICS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "openai_clip": (np.array([0.48145466, 0.4578275, 0.40821073], np.float32), np.array([0.26862954, 0.26130258, 0.27577711], np.float32)),
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Real photographs shipped with scikit-image (offline demo inputs).
 DEMO_IMAGES = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
@@ -74,9 +80,10 @@ def resize_to_patch_multiple(
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB (..., 3) -> float32 with ImageNet mean/std (the DINOv2 input convention)."""
+def normalize(image: np.ndarray, statistics: str = "imagenet") -> np.ndarray:
+    """uint8 RGB (..., 3) -> float32 with the mean/std of ``statistics`` (a STATISTICS name)."""
     if image.dtype != np.uint8 or image.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB (..., 3), got {image.dtype} {image.shape}")
-    return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    mean, std = STATISTICS[statistics]
+    return (image.astype(np.float32) / 255.0 - mean) / std
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fit3d_jax.images import IMAGENET_MEAN, IMAGENET_STD, normalize
+from fit3d_jax.images import IMAGENET_MEAN, IMAGENET_STD, STATISTICS, normalize
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 from fit3d_jax.probe import augment, inference, losses, metrics, resize
 from fit3d_jax.probe.assembly import ASSEMBLIES, Backbones
@@ -998,6 +998,24 @@ def test_depth_colour_augmentation(mode):
     x = image.astype(np.float64)
     want = np.clip(x**1.1 * 0.9 * 1.05, 0, 255) if mode == "raw" else np.clip((x / 255) ** 1.1 * 0.9 * 1.05, 0, 1) * 255
     np.testing.assert_allclose(out, (want / 255 - IMAGENET_MEAN) / IMAGENET_STD, atol=1e-5)
+
+
+def test_both_pipelines_normalise_with_the_models_statistics():
+    """The same draws under OpenAI's CLIP statistics give the same pixels, normalised with them
+    (a CLIP backbone with config.input_statistics=model); padding stays zero."""
+    rng = np.random.default_rng(35)
+    image = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    labels, depth = rng.integers(0, 4, (20, 30)).astype(np.int32), rng.uniform(0.5, 5.0, (20, 30)).astype(np.float32)
+    a = augment.Augment(crop=(24, 40), scale=(30, 20))
+    (clip_mean, clip_std), (mean, std) = STATISTICS["openai_clip"], STATISTICS["imagenet"]
+    for transform, target in ((augment.segmentation_train, labels), (augment.depth_train, depth)):
+        ours, _ = transform(image, target, np.random.default_rng(2), a)
+        clip, clip_target = transform(image, target, np.random.default_rng(2), a, "openai_clip")
+        np.testing.assert_array_equal(clip_target, _)
+        pixels = ours * std + mean
+        np.testing.assert_allclose(clip, np.where(ours != 0, (pixels - clip_mean) / clip_std, 0), atol=1e-5)
+    white = np.full((1, 1, 3), 255, np.uint8)
+    np.testing.assert_allclose(normalize(white, "openai_clip")[0, 0], (1 - clip_mean) / clip_std, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------

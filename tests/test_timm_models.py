@@ -7,6 +7,8 @@ embeddings, the block and the norms."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,6 +109,25 @@ def test_the_full_architectures_are_recognised_from_their_keys(name):
     else:
         assert config.model_name == name and config.name == name
         assert config == timm_config(name)
+
+
+def test_input_statistics_default_to_imagenet_follow_the_model_on_request_and_are_recorded(tmp_path):
+    """FiT3D feeds every backbone ImageNet's statistics; input_statistics="model" picks a model's
+    own (OpenAI's for CLIP), and a checkpoint restores what it was saved with."""
+    clip = dataclasses.replace(timm_config("vit_base_patch16_clip_384"), depth=1)  # the name, one block
+    save_params(tmp_path / "clip", init_params(clip, seed=0), clip)
+    assert load_weights(str(tmp_path / "clip"), announce=False).config.input_statistics == "imagenet"
+    own = load_weights(str(tmp_path / "clip"), input_statistics="model", announce=False)
+    assert own.config.input_statistics == "openai_clip" and "openai_clip input statistics" in own.description
+    save_params(tmp_path / "own", own.params, own.config)
+    assert load_weights(str(tmp_path / "own"), announce=False).config.input_statistics == "openai_clip"
+    dino = load_weights(str(tmp_path / "own"), input_statistics="imagenet", announce=False)
+    assert dino.config.input_statistics == "imagenet" and dino.config.own_statistics == "openai_clip"
+    with pytest.raises(WeightsError, match="input_statistics 'clip' is not one of"):
+        load_weights(str(tmp_path / "clip"), input_statistics="clip")
+    with pytest.raises(ConfigError, match="config.input_statistics='clip'"):
+        import_weights.run(configs_loader.with_fields("import_weights.py", weights=str(tmp_path / "clip"), input_statistics="clip",
+                                                      output=str(tmp_path / "x")))
 
 
 def test_a_patch_16_model_runs_every_stage(tmp_path):

@@ -102,7 +102,7 @@ def make_train_step(model: DinoV2, mesh: Mesh, reduce_dtype=jnp.float32):
         total = jax.lax.psum(jnp.sum(weights), "data")
 
         def loss_fn(params):
-            return token_l1(model.apply({"params": params}, normalize(images)).patch_tokens, target, weights, total)
+            return token_l1(model.apply({"params": params}, normalize(images, model.config.input_statistics)).patch_tokens, target, weights, total)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         if mesh.size > 1:

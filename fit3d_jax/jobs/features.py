@@ -42,7 +42,7 @@ def run(config: ml_collections.ConfigDict) -> None:
             )
         except images.ImageError as e:
             raise ConfigError(f"config.image_dir: {e}") from None
-        features = extract(weights.params, images.normalize(image)[None])[0]
+        features = extract(weights.params, images.normalize(image, weights.config.input_statistics)[None])[0]
         h, w, dim = features.shape
         if config.num_clusters > h * w:
             raise ConfigError(f"config.num_clusters={config.num_clusters} exceeds the {h}x{w} patches of {path}")

@@ -37,7 +37,7 @@ def compare(original: dict, tuned: dict, model: DinoV2, image_paths: list[Path],
     key = jax.random.key(0)
     for path in image_paths:
         image = images.resize_to_patch_multiple(images.load_image(path), patch_size=model.config.patch_size)
-        x = images.normalize(image)[None]
+        x = images.normalize(image, model.config.input_statistics)[None]
         maps = [extract(original, x)[0], extract(tuned, x)[0]]
         viz.save_png(out_dir / f"{Path(path).parent.parent.name}_{Path(path).stem}.png", viz.feature_panels(image, maps, num_clusters, key))
     return len(image_paths)

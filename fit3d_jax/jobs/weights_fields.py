@@ -1,5 +1,5 @@
-"""The model fields jobs share: ``weights``, ``weights_format``, ``arch``, ``interpolation`` ('' means:
-the default / detect), and compute dtypes."""
+"""The model fields jobs share: ``weights``, ``weights_format``, ``arch``, ``interpolation``,
+``input_statistics`` ('' means: the default / detect), and compute dtypes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax.errors import ConfigError
-from fit3d_jax.models.dinov2 import ARCHS, INTERPOLATIONS, NAMED_MODELS
+from fit3d_jax.models.dinov2 import ARCHS, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS
 from fit3d_jax.weights import FORMATS, LoadedWeights, WeightsError, load_weights
 
 
@@ -24,6 +24,7 @@ def load_configured_weights(config: ml_collections.ConfigDict) -> LoadedWeights:
         format=_choice(config, "weights_format", FORMATS),
         arch=_choice(config, "arch", {*ARCHS, *NAMED_MODELS}),
         interpolation=_choice(config, "interpolation", INTERPOLATIONS),
+        input_statistics=_choice(config, "input_statistics", {*INPUT_STATISTICS, "model"}),
     )
     try:
         return load_weights(config.weights, **kwargs)

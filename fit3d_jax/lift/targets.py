@@ -37,9 +37,9 @@ def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32
     is padded to the full batch size, so the model compiles once."""
     model = DinoV2(weights.config, dtype=dtype)
     extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens.astype(jnp.float16))
-    patch = weights.config.patch_size
-    images = Prefetcher(lambda i: normalize(resize_to_patch_multiple(read_image(views[i]), patch_size=patch)), 0, len(views),
-                        depth=2 * BATCH)
+    patch, statistics = weights.config.patch_size, weights.config.input_statistics
+    images = Prefetcher(lambda i: normalize(resize_to_patch_multiple(read_image(views[i]), patch_size=patch), statistics), 0,
+                        len(views), depth=2 * BATCH)
     out = []
     try:
         for start in range(0, len(views), BATCH):

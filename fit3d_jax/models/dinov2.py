@@ -4,8 +4,9 @@ differ only in patch size, layer scale, a pre-norm, the patch bias and LayerNorm
 
 Module and parameter names mirror the official state dict (``blocks.3.attn.qkv.weight`` is
 ``params["blocks_3"]["attn"]["qkv"]["kernel"]``, transposed), so checkpoint conversion in
-:mod:`fit3d_jax.weights` is a renaming. Images are NHWC, ImageNet-normalised, with height and
-width multiples of the patch size.
+:mod:`fit3d_jax.weights` is a renaming. Images are NHWC, normalised with the statistics the
+config names (``input_statistics``; ImageNet's by default), with height and width multiples of the
+patch size.
 
 Precision: parameters are float32. ``dtype`` is the compute dtype of matmuls and attention;
 the residual stream between blocks stays float32 (as under ``torch.autocast``). With float32
@@ -46,6 +47,10 @@ ARCHS: dict[str, tuple[int, int, int, str]] = {
     "vitg14": (1536, 40, 24, "swiglu"),
 }
 HEAD_DIM = 64  # every DINOv2 size uses 64-dimensional heads
+# Input normalisations (fit3d_jax.images.STATISTICS). FiT3D feeds every backbone ImageNet's; a
+# model trained with other statistics has them in OWN_STATISTICS (timm's pretrained_cfg).
+INPUT_STATISTICS = ("imagenet", "openai_clip")
+OWN_STATISTICS = {"vit_base_patch16_clip_384": "openai_clip"}
 
 # How the 37x37 position-embedding grid is resized to another token grid, per library:
 # (offset, antialias); offset > 0 means PyTorch's scale_factor=((h+offset)/37, (w+offset)/37),
@@ -79,6 +84,7 @@ class ViTConfig:
     rope_base: float = 100.0
     key_bias: bool = True  # DINOv3 masks the key part of the qkv bias to zero
     model_name: str = ""  # the named model this is, where it is one of NAMED_MODELS
+    input_statistics: str = "imagenet"  # the input normalisation, one of INPUT_STATISTICS
 
     def __post_init__(self):
         if self.embed_dim % self.num_heads:
@@ -89,6 +95,8 @@ class ViTConfig:
             raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
         if self.model_name and self.model_name not in NAMED_MODELS:
             raise ValueError(f"model_name must be one of {sorted(NAMED_MODELS)}, got {self.model_name!r}")
+        if self.input_statistics not in INPUT_STATISTICS:
+            raise ValueError(f"input_statistics must be one of {INPUT_STATISTICS}, got {self.input_statistics!r}")
         if self.rope and self.embed_dim % (4 * self.num_heads):
             raise ValueError(f"RoPE needs head_dim {self.embed_dim // self.num_heads} to be a multiple of 4")
 
@@ -97,6 +105,11 @@ class ViTConfig:
         """Feed-forward width; SwiGLU keeps 2/3 of 4*D rounded up to a multiple of 8 (official)."""
         hidden = 4 * self.embed_dim
         return (int(hidden * 2 / 3) + 7) // 8 * 8 if self.ffn == "swiglu" else hidden
+
+    @property
+    def own_statistics(self) -> str:
+        """The input statistics this model was trained with (ImageNet's unless OWN_STATISTICS says)."""
+        return OWN_STATISTICS.get(self.model_name, "imagenet")
 
     @property
     def pos_embed_resize(self) -> tuple[float, bool]:
@@ -128,7 +141,8 @@ class ViTConfig:
     def describe(self) -> str:
         regs = f", {self.num_register_tokens} registers" if self.num_register_tokens else ""
         positions = "RoPE" if self.rope else f"{self.interpolation} pos-embed interpolation"
-        return f"{self.name}{regs}, {positions}"
+        statistics = f", {self.input_statistics} input statistics" if self.input_statistics != "imagenet" else ""
+        return f"{self.name}{regs}, {positions}{statistics}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

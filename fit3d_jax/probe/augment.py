@@ -20,7 +20,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from fit3d_jax.images import IMAGENET_MEAN, IMAGENET_STD, normalize
+from fit3d_jax.images import STATISTICS, normalize
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 
 
@@ -96,8 +96,9 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
     return image
 
 
-def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
-    """-> normalised image (crop_h, crop_w, 3) float32, labels (crop_h, crop_w) int32."""
+def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment,
+                       statistics: str = "imagenet") -> tuple[np.ndarray, np.ndarray]:
+    """-> image normalised with ``statistics`` (crop_h, crop_w, 3) float32, labels (crop_h, crop_w) int32."""
     ratio = rng.uniform(*a.ratio_range)
     scale = (int(a.scale[0] * ratio), int(a.scale[1] * ratio))  # mmseg truncates the sampled scale
     image, labels = resize_pair(image, labels, keep_ratio_size(*image.shape[:2], scale))
@@ -113,11 +114,12 @@ def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
         image, labels = image[:, ::-1], labels[:, ::-1]
     if a.photometric:
         image = photometric_distortion(np.ascontiguousarray(image), rng)
-    return _pad(normalize(np.ascontiguousarray(image)), labels.astype(np.int32), a.crop, IGNORE_INDEX)
+    return _pad(normalize(np.ascontiguousarray(image), statistics), labels.astype(np.int32), a.crop, IGNORE_INDEX)
 
 
-def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
-    """-> normalised image (crop_h, crop_w, 3) float32, depth (crop_h, crop_w) float32 (0 = invalid)."""
+def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment,
+                statistics: str = "imagenet") -> tuple[np.ndarray, np.ndarray]:
+    """-> image normalised with ``statistics`` (crop_h, crop_w, 3) float32, depth (crop_h, crop_w) float32 (0 = invalid)."""
     if rng.random() < a.rotate_prob and a.rotate_degrees > 0:
         angle = rng.uniform(-a.rotate_degrees, a.rotate_degrees)
         h, w = depth.shape
@@ -138,5 +140,6 @@ def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, 
             pixels = np.clip((pixels.astype(np.float64) / 255) ** gamma * brightness * colors, 0, 1) * 255
         else:
             raise ValueError(f"augment.color_gamma={a.color_gamma!r} is not 'raw' or 'unit'")
-    normalised = ((pixels / 255 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+    mean, std = STATISTICS[statistics]
+    normalised = ((pixels / 255 - mean) / std).astype(np.float32)
     return _pad(np.ascontiguousarray(normalised), np.ascontiguousarray(depth, np.float32), a.crop, 0.0)

@@ -154,8 +154,10 @@ def scale_for_test(image: np.ndarray, a: augment.Augment) -> np.ndarray:
 class Batches:
     """Host batches of this process's rows for step ``s``: (inputs, targets) numpy arrays."""
 
-    def __init__(self, dataset: Dataset, settings: ProbeSettings, seed: int, cache=None, workers: int = 8):
+    def __init__(self, dataset: Dataset, settings: ProbeSettings, seed: int, cache=None, workers: int = 8,
+                 statistics: str = "imagenet"):
         self.split, self.settings, self.seed, self.cache = dataset.train, settings, seed, cache
+        self.statistics = statistics  # the input normalisation (ViTConfig.input_statistics)
         self.task = dataset.task
         self.global_batch = settings.schedule.batch_size
         if self.global_batch % jax.process_count():
@@ -182,7 +184,7 @@ class Batches:
         rng = np.random.default_rng([self.seed, step, row, 1])
         example = self.split[int(index)]
         transform = augment.segmentation_train if self.task == SEGMENTATION else augment.depth_train
-        return transform(example.image, example.target, rng, self.settings.augment)
+        return transform(example.image, example.target, rng, self.settings.augment, self.statistics)
 
     def __call__(self, step: int):
         picked = self.indices(step)
@@ -206,7 +208,7 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, backbone_params: 
         if example.image.shape != first.image.shape:
             raise ConfigError(f"config.cache_features needs one image size: {example.name} is {example.image.shape[:2]}, "
                              f"{first.name} is {first.image.shape[:2]}")
-        t, c = extract(backbone_params, placement.pad(jnp.asarray(normalize(example.image)[None])))
+        t, c = extract(backbone_params, placement.pad(jnp.asarray(normalize(example.image, backbones.model.config.input_statistics)[None])))
         tokens.append(np.asarray(t[0], np.float16))
         cls.append(np.asarray(c[0]))
         targets.append(example.target)
@@ -269,7 +271,7 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
     step_backbone_params = jax.device_put(backbone_params if cache is None else {}, harness_mesh.replicated(mesh))
     train_step = make_train_step(task, None if cache is not None else backbones, placement, mesh)
 
-    batches = Batches(dataset, settings, seed, cache)
+    batches = Batches(dataset, settings, seed, cache, statistics=backbones.model.config.input_statistics)
     start = int(state.step)
     prefetch = Prefetcher(batches, start, s.iterations, depth=4)
     schedule = learning_rate(s)
@@ -323,7 +325,7 @@ def evaluate(task, dataset: Dataset, backbones: Backbones, backbone_params: dict
 
     def load(i: int):
         example = dataset.test[i]
-        image = normalize(scale_for_test(example.image, settings.augment))
+        image = normalize(scale_for_test(example.image, settings.augment), backbones.model.config.input_statistics)
         prepared = inference.prepare(image, example.target.shape, crop, stride)
         bucket = (prepared.rows.shape[0], prepared.cols.shape[0])
         valid = dataset.eval_crop(*example.target.shape) if dataset.eval_crop else np.ones(example.target.shape, bool)

