@@ -39,6 +39,10 @@ def _probe(task: str, data: dict) -> ml_collections.ConfigDict:
     weights(c)  # the original model
     c.dtype = "float32"  # backbone compute dtype (FiT3D's evaluation: float32)
     c.cache_features = False  # True: embed the training set once, unaugmented (fast, not the protocol)
+    # Several heads in one run, on the same batches and one backbone pass: every combination of these
+    # comma-separated lists ('' = just config.assembly / schedule.learning_rate / seed). The data order
+    # follows config.seed; each head's seed initialises it. Outputs: <output_dir>/heads/<name>/.
+    c.sweep = ml_collections.ConfigDict(dict(assemblies="", learning_rates="", seeds=""))
     # Where FiT3D's code and a plain reading differ (fit3d_jax/probe/protocol.py; FiT3D's choice first):
     c.protocol = ml_collections.ConfigDict(dict(
         features="fit3d",  # fit3d: seg final-norm tokens; depth un-normalised tokens + the original's CLS | dinov2

@@ -208,6 +208,45 @@ def test_live_mode_with_augmentation_and_sliding_windows(rooms, vits, tmp_path):
     assert 0 <= record["metrics"]["aAcc"] <= 100
 
 
+def _log(folder, key: str = "loss") -> list[float]:
+    return [json.loads(line)[key] for line in (folder / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "live"])
+def test_a_multi_head_run_equals_the_single_head_runs_it_replaces(rooms, vits, tmp_path, cached):
+    """Heads of several assemblies, learning rates or seeds on one set of batches and one backbone
+    pass: each head's losses and metrics are exactly those of its own single-head run."""
+    live = {} if cached else {"augment.crop": (56, 56), "augment.scale": (224, 84), "schedule.batch_size": 2,
+                              "evaluation.mode": "slide", "evaluation.crop": (56, 56), "evaluation.stride": (37, 37)}
+    common = dict(finetuned=str(vits / "tuned"), cache_features=cached, log_every=3, **{"schedule.iterations": 9, **live})
+    sweep = {"sweep.assemblies": "original,concat", "sweep.learning_rates": "0.001,0.004"} if cached else \
+        {"sweep.assemblies": "duplicate,add", "sweep.seeds": "0,3"}
+    probe_job.run(_config("segmentation", rooms, vits, tmp_path / "multi", **common, **sweep))
+    overview = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+    singles = {"concat_lr0.004": {"assembly": "concat", "schedule.learning_rate": 0.004},
+               "original_lr0.001": {"assembly": "original"}} if cached else {"add_seed3": {"assembly": "add", "sweep.seeds": "3"}}
+    assert len(overview["heads"]) == 4 and set(singles) < set(overview["heads"])
+    for name, fields in singles.items():
+        probe_job.run(_config("segmentation", rooms, vits, tmp_path / name, **common, **fields))
+        single = json.loads((tmp_path / name / "metrics.json").read_text())
+        head = json.loads((tmp_path / "multi" / "heads" / name / "metrics.json").read_text())
+        assert head["metrics"] == single["metrics"] == overview["heads"][name]["metrics"]
+        assert {**head["head"], "name": ""} == {**single["head"], "name": ""}
+        assert _log(tmp_path / "multi", f"{name}/loss") == _log(tmp_path / name)
+        assert len(list((tmp_path / "multi" / "heads" / name / "predictions").glob("*.png"))) == len(list((tmp_path / name / "predictions").glob("*.png"))) > 0
+    losses = [_log(tmp_path / "multi", f"{n}/loss") for n in overview["heads"]]
+    assert len({tuple(x) for x in losses}) == 4  # the heads differ
+
+
+def test_sweep_fields_are_checked(rooms, vits, tmp_path):
+    for fields, message in (({"sweep.assemblies": "original,cat"}, "'cat' is not one of"),
+                            ({"sweep.learning_rates": "1e-3,fast"}, "comma-separated list of float"),
+                            ({"sweep.seeds": "1,1"}, "repeats a value"),
+                            ({"sweep.assemblies": "original,add"}, "assembly add needs config.finetuned")):
+        with pytest.raises(ConfigError, match=message):
+            probe_job.run(_config("segmentation", rooms, vits, tmp_path / "x", **fields))
+
+
 TWO_DEVICE_RUN = """
 import sys, numpy as np, jax
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params

@@ -1,9 +1,12 @@
 """Job ``probe``: linear probing of frozen (original / fine-tuned / assembled) DINOv2 features for
-segmentation or depth; writes metrics.json, a printed table and prediction PNGs."""
+segmentation or depth; writes metrics.json, a printed table and prediction PNGs. ``config.sweep``
+trains several heads (assemblies x learning rates x seeds) in one run, each written to
+``<output_dir>/heads/<name>/``."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -15,10 +18,10 @@ from fit3d_jax.harness import outputs
 from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.probe import augment
-from fit3d_jax.probe.assembly import ASSEMBLIES, NEEDS_FINETUNED, Backbones
+from fit3d_jax.probe.assembly import ASSEMBLIES, NEEDS_FINETUNED, Backbones, models_for
 from fit3d_jax.probe.datasets import TASKS, DatasetError, load_dataset
 from fit3d_jax.probe.protocol import Protocol
-from fit3d_jax.probe.train import Evaluation, ProbeSettings, Schedule, evaluate, train
+from fit3d_jax.probe.train import Evaluation, Head, ProbeSettings, Schedule, evaluate_heads, train_heads
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
 from fit3d_jax.weights import WeightsError, load_params
 
@@ -58,13 +61,43 @@ def settings_from(config: ml_collections.ConfigDict) -> ProbeSettings:
     return settings
 
 
-def backbone_params(config: ml_collections.ConfigDict, backbones_assembly: str):
-    """The original weights and, where the assembly needs them, the fine-tuned checkpoint's."""
+def heads_from(config: ml_collections.ConfigDict) -> list[Head]:
+    """The run's heads: every combination of config.sweep's lists, named by what varies."""
+    sweep = config.sweep
+
+    def values(field: str, default, parse):
+        text = sweep[field].strip()
+        try:
+            parsed = [parse(v.strip()) for v in text.split(",")] if text else [default]
+        except ValueError:
+            raise ConfigError(f"config.sweep.{field}={text!r} is not a comma-separated list of {parse.__name__} values") from None
+        if len(set(parsed)) != len(parsed):
+            raise ConfigError(f"config.sweep.{field}={text!r} repeats a value")
+        return parsed
+
+    assemblies = values("assemblies", config.assembly, str)
+    rates = values("learning_rates", config.schedule.learning_rate, float)
+    seeds = values("seeds", config.seed, int)
+    for assembly in assemblies:
+        if assembly not in ASSEMBLIES:
+            raise ConfigError(f"config.sweep.assemblies: {assembly!r} is not one of {ASSEMBLIES}")
+    if any(not rate > 0 for rate in rates):
+        raise ConfigError(f"config.sweep.learning_rates={sweep.learning_rates!r}: learning rates must be positive")
+    heads = []
+    for assembly, rate, seed in itertools.product(assemblies, rates, seeds):
+        parts = [assembly] + ([f"lr{rate:g}"] if len(rates) > 1 else []) + ([f"seed{seed}"] if len(seeds) > 1 else [])
+        heads.append(Head("_".join(parts), assembly, rate, seed))
+    return heads
+
+
+def backbone_params(config: ml_collections.ConfigDict, assemblies: list[str]):
+    """The original weights and, where an assembly needs them, the fine-tuned checkpoint's."""
     original = load_configured_weights(config)
     params = {"original": original.params}
-    if backbones_assembly in NEEDS_FINETUNED:
+    if "finetuned" in models_for(assemblies):
         if not config.finetuned:
-            raise ConfigError(f"config.assembly={backbones_assembly!r} needs config.finetuned (the finetune job's "
+            needing = sorted(set(assemblies) & set(NEEDS_FINETUNED))
+            raise ConfigError(f"assembly {', '.join(needing)} needs config.finetuned (the finetune job's "
                               "<output_dir>/checkpoints, or any Orbax checkpoint of the same architecture)")
         try:
             tuned, tuned_config = load_params(config.finetuned)
@@ -120,25 +153,40 @@ def run(config: ml_collections.ConfigDict) -> None:
     for field in ("log_every", "checkpoint_every"):
         if config[field] < 1:
             raise ConfigError(f"config.{field}={config[field]} must be >= 1")
+    heads = heads_from(config)
     output_dir = outputs.claim_run(outputs.output_dir(config.output_dir, "config.output_dir"), "probe", "config.output_dir")
-    vit_config, params = backbone_params(config, config.assembly)
-    backbones = Backbones(DinoV2(vit_config, dtype=dtype), config.assembly, config.task, settings.protocol.features)
-    channels = f"{backbones.feature_dim} channels" + (f" + CLS {backbones.cls_dim}" if config.task == "depth" else "")
+    vit_config, params = backbone_params(config, [h.assembly for h in heads])
+    model = DinoV2(vit_config, dtype=dtype)
+    assemblies = [Backbones(model, h.assembly, config.task, settings.protocol.features) for h in heads]
     print(f"probe: {config.task} on {dataset.name} ({len(dataset.train)} train / {len(dataset.test)} test examples), "
-          f"assembly {config.assembly} ({channels}), {settings.schedule.iterations} iterations, "
-          f"global batch {settings.schedule.batch_size}, {jax.device_count()} device(s)")
+          f"{settings.schedule.iterations} iterations, global batch {settings.schedule.batch_size}, {jax.device_count()} device(s)")
+    for head, b in zip(heads, assemblies):
+        channels = f"{b.feature_dim} channels" + (f" + CLS {b.cls_dim}" if config.task == "depth" else "")
+        print(f"probe: head {head.name}: assembly {head.assembly} ({channels}), learning rate {head.learning_rate:g}, seed {head.seed}")
     run_identity = {"data": json.loads(json.dumps(config.data.to_dict(), default=str)), "dtype": config.dtype,
                     "weights": config.weights, "finetuned": str(Path(config.finetuned).resolve()) if config.finetuned else ""}
+    folders = [output_dir] if len(heads) == 1 else [output_dir / "heads" / h.name for h in heads]
     try:
-        task, state, summary = train(dataset, backbones, params, settings, output_dir, seed=config.seed, log_every=config.log_every,
-                                     checkpoint_every=config.checkpoint_every, progress=config.progress, identity=run_identity)
-        metrics = evaluate(task, dataset, backbones, params, state, settings, output_dir, progress=config.progress)
+        tasks, states, summary = train_heads(dataset, list(zip(heads, assemblies)), params, settings, output_dir, seed=config.seed,
+                                             log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                                             progress=config.progress, identity=run_identity)
+        evaluated = [(tasks[h.name], b, states[h.name], folder) for h, b, folder in zip(heads, assemblies, folders)]
+        results = evaluate_heads(evaluated, dataset, params, settings, progress=config.progress)
     except DatasetError as e:
         raise ConfigError(f"config.data: {e}") from None
     if jax.process_index() == 0:
-        record = {"task": config.task, "dataset": dataset.name, "assembly": config.assembly, "seed": config.seed,
-                  "metrics": metrics, "training": summary, "settings": dataclasses.asdict(settings),
-                  "config": config.to_dict()}
-        outputs.write_json(output_dir / "metrics.json", json.loads(json.dumps(record, default=str)))
-        print(table(metrics, config.task))
-        print(f"probe: metrics in {(output_dir / 'metrics.json').absolute()}, predictions in {(output_dir / 'predictions').absolute()}")
+        for head, metrics, folder in zip(heads, results, folders):
+            record = {"task": config.task, "dataset": dataset.name, "head": dataclasses.asdict(head), "assembly": head.assembly,
+                      "seed": head.seed, "data_seed": config.seed, "metrics": metrics, "training": summary,
+                      "settings": dataclasses.asdict(settings), "config": config.to_dict()}
+            folder.mkdir(parents=True, exist_ok=True)
+            outputs.write_json(folder / "metrics.json", json.loads(json.dumps(record, default=str)))
+            if len(heads) > 1:
+                print(f"probe: head {head.name}")
+            print(table(metrics, config.task))
+        if len(heads) > 1:
+            overview = {"task": config.task, "dataset": dataset.name, "heads": {h.name: {"head": dataclasses.asdict(h), "metrics": m}
+                                                                               for h, m in zip(heads, results)}, "training": summary}
+            outputs.write_json(output_dir / "metrics.json", json.loads(json.dumps(overview, default=str)))
+        where = output_dir.absolute() / ("heads/<name>" if len(heads) > 1 else "")
+        print(f"probe: metrics in {where / 'metrics.json'}, predictions in {where / 'predictions'}")

@@ -70,7 +70,13 @@ class Backbones:
     def fusion_features(self) -> int | None:
         return self.model.config.embed_dim if self.assembly == "fusion" else None
 
-    def _run(self, p: dict, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The frozen models this assembly reads: "original", "finetuned" or both."""
+        return models_for([self.assembly])
+
+    def run(self, p: dict, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One model's (patch tokens, CLS) as this task's tokens take them, in the compute dtype."""
         if self.raw_tokens:
             ((patches, cls),) = self.model.apply({"params": p}, images, n=1, reshape=True, return_class_token=True, norm=False,
                                                  method=DinoV2.get_intermediate_layers)
@@ -78,12 +84,18 @@ class Backbones:
         out = self.model.apply({"params": p}, images)
         return out.patch_tokens, out.cls_token
 
-    def features(self, params: dict, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``params`` = {"original": ..., "finetuned": ... (where needed)}; images (B, H, W, 3)
-        normalised, multiples of the patch size. Returns tokens (B, h, w, C) and CLS (B, C'), float32,
-        with no gradient."""
-        first = self._run(params["original"], images) if self.assembly != "finetuned" else None
-        second = self._run(params["finetuned"], images) if self.needs_finetuned else None
+    def outputs(self, params: dict, images: jax.Array, models: tuple[str, ...] | None = None) -> dict:
+        """Each of ``models`` (default: this assembly's) run once: {name: (tokens, CLS)}, in the
+        compute dtype. Heads of several assemblies share one such pass (``models_for``)."""
+        return {name: self.run(params[name], images) for name in models or self.models}
+
+    def assemble(self, outputs: dict) -> tuple[jax.Array, jax.Array]:
+        """This assembly's tokens (B, h, w, C) and CLS (B, C'), float32 with no gradient, from ``outputs``."""
+        first, second = outputs.get("original"), outputs.get("finetuned")
+        if self.assembly == "finetuned":
+            first = None
+        elif not self.needs_finetuned:
+            second = None
         combine = {
             "original": lambda a, b: a,
             "finetuned": lambda a, b: b,
@@ -96,3 +108,14 @@ class Backbones:
         else:
             cls = combine(*(None if m is None else m[1] for m in (first, second)))
         return jax.lax.stop_gradient(tokens.astype(jnp.float32)), jax.lax.stop_gradient(cls.astype(jnp.float32))
+
+    def features(self, params: dict, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``params`` = {"original": ..., "finetuned": ... (where needed)}; images (B, H, W, 3)
+        normalised, multiples of the patch size. Returns ``assemble(outputs(params, images))``."""
+        return self.assemble(self.outputs(params, images))
+
+
+def models_for(assemblies) -> tuple[str, ...]:
+    """The frozen models a set of assemblies reads, in a fixed order."""
+    return tuple(name for name, needed in (("original", any(a != "finetuned" for a in assemblies)),
+                                          ("finetuned", any(a in NEEDS_FINETUNED for a in assemblies))) if needed)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fit3d_jax.probe.assembly import models_for
 from fit3d_jax.probe.heads import Placement
 from fit3d_jax.probe.resize import apply_weights, bilinear_weights
 
@@ -82,19 +83,36 @@ class DensePredictor:
     """``predict(backbone_params, head_variables, prepared)`` -> (label_h bucket, label_w bucket, K)
     map: class scores (segmentation) or depth (K = 1, clamped to the head's range). With ``flip``,
     each window is also predicted mirrored and mirrored back, and the two maps are averaged (each
-    clamped first, as the depth toolbox's aug_test; in whole-image mode this is its exact flip test)."""
+    clamped first, as the depth toolbox's aug_test; in whole-image mode this is its exact flip test).
+
+    ``backbones`` and ``head`` may be equal-length sequences (the heads of one run, one task):
+    ``predict_all`` then runs the frozen models once per window batch and returns every head's map.
+    Each model is its own jitted program, apart from the heads' (as in training), so a head's map
+    is bit-identical whichever other heads share the pass."""
 
     def __init__(self, backbones, head, patch_size: int, flip: bool = False):
-        self.backbones, self.head, self.patch_size, self.flip = backbones, head, patch_size, flip
-        self._depth = hasattr(head, "num_bins")
+        self.several = isinstance(head, (list, tuple))
+        self.backbones = tuple(backbones) if self.several else (backbones,)
+        self.heads = tuple(head) if self.several else (head,)
+        self.patch_size, self.flip = patch_size, flip
+        self.models = models_for([b.assembly for b in self.backbones])
+        self._depth = hasattr(self.heads[0], "num_bins")
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _model(self, params, windows):
+        placement = Placement.for_size(*windows.shape[1:3], self.patch_size)
+        inputs = jnp.concatenate([windows, windows[:, :, ::-1]]) if self.flip else windows
+        return self.backbones[0].run(params, placement.pad(inputs))
 
     @functools.partial(jax.jit, static_argnums=(0, 8))
-    def _predict(self, backbone_params, head_variables, windows, origins, valid, rows, cols, canvas):
+    def _heads(self, outputs, head_variables, windows, origins, valid, rows, cols, canvas):
         n, wh, ww = windows.shape[:3]
         placement = Placement.for_size(wh, ww, self.patch_size)
-        inputs = jnp.concatenate([windows, windows[:, :, ::-1]]) if self.flip else windows
-        tokens, cls = self.backbones.features(backbone_params, placement.pad(inputs))
-        out = self.head.apply(head_variables, tokens, cls, placement, train=False)
+        return [self._head_map(b.assemble(outputs), head, variables, placement, n, wh, ww, origins, valid, rows, cols, canvas)
+                for b, head, variables in zip(self.backbones, self.heads, head_variables)]
+
+    def _head_map(self, features, head, head_variables, placement, n, wh, ww, origins, valid, rows, cols, canvas):
+        out = head.apply(head_variables, *features, placement, train=False)
         out = out[0][..., None] if self._depth else out
         passes = [out[:n], out[n:, :, ::-1]] if self.flip else [out]
 
@@ -114,10 +132,15 @@ class DensePredictor:
             zeros = (jnp.zeros((*canvas, out.shape[-1]), jnp.float32), jnp.zeros((*canvas, 1), jnp.float32))
             scores, counts = jax.lax.fori_loop(0, n, add, zeros)
             mean = scores / jnp.maximum(counts, 1.0)
-            return jnp.clip(mean, self.head.min_depth, self.head.max_depth) if self._depth else mean
+            return jnp.clip(mean, head.min_depth, head.max_depth) if self._depth else mean
 
         mean = sum(merge(o) for o in passes) / len(passes)
         return apply_weights(mean[None], rows, cols)[0]
 
+    def predict_all(self, backbone_params, head_variables: list, p: Prepared) -> list[jax.Array]:
+        outputs = {m: self._model(backbone_params[m], p.windows) for m in self.models}
+        return self._heads(outputs, list(head_variables), p.windows, p.origins, p.valid, p.rows, p.cols, p.canvas)
+
     def predict(self, backbone_params, head_variables, p: Prepared) -> jax.Array:
-        return self._predict(backbone_params, head_variables, p.windows, p.origins, p.valid, p.rows, p.cols, p.canvas)
+        """The one head's map (a predictor built with single backbones and head)."""
+        return self.predict_all(backbone_params, [head_variables], p)[0]

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import cv2
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +42,7 @@ from fit3d_jax.harness.loop import TrainLoop
 from fit3d_jax.images import normalize
 from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.probe import augment, inference
-from fit3d_jax.probe.assembly import Backbones
+from fit3d_jax.probe.assembly import Backbones, models_for
 from fit3d_jax.probe.datasets import SEGMENTATION, Dataset
 from fit3d_jax.probe.heads import Placement
 from fit3d_jax.probe.protocol import Protocol
@@ -90,7 +91,35 @@ class ProbeSettings:
 
 class TrainState(train_state.TrainState):
     batch_stats: dict
-    nonfinite: guard.NonFinite  # the first step whose loss or gradients were not finite
+
+
+@flax.struct.dataclass
+class ProbeState:
+    """Every head's state, and the first step whose loss or gradients (of any head) were not finite."""
+
+    heads: dict  # {head name: TrainState}
+    nonfinite: guard.NonFinite
+
+    @property
+    def step(self) -> jax.Array:
+        return next(iter(self.heads.values())).step
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """One probe of a run: its assembly, learning rate and initialisation seed. Every head of a run
+    trains on the same batches (the data order follows the run's seed) and one backbone pass."""
+
+    name: str
+    assembly: str
+    learning_rate: float
+    seed: int
+
+
+def guarded(heads: list[Head]) -> tuple[str, ...]:
+    if len(heads) == 1:
+        return GUARDED
+    return tuple(f"{h.name}/{q}" for h in heads for q in GUARDED)
 
 
 GUARDED = ("loss", "gradients")
@@ -164,7 +193,7 @@ class Batches:
             raise ConfigError(f"config.schedule.batch_size={self.global_batch} is not a multiple of the {jax.process_count()} processes")
         self.local = self.global_batch // jax.process_count()
         self.first = jax.process_index() * self.local
-        self.size = len(self.split) if cache is None else len(cache[2])
+        self.size = len(self.split) if cache is None else len(cache[1])
         if self.size < self.global_batch:
             raise ConfigError(f"config.data: {self.split.name} has {self.size} examples, fewer than config.schedule.batch_size="
                               f"{self.global_batch}")
@@ -189,38 +218,46 @@ class Batches:
     def __call__(self, step: int):
         picked = self.indices(step)
         if self.cache is not None:
-            tokens, cls, targets = self.cache
-            return (tokens[picked].astype(np.float32), cls[picked]), targets[picked]
+            outputs, targets = self.cache
+            return {m: (tokens[picked].astype(np.float32), cls[picked]) for m, (tokens, cls) in outputs.items()}, targets[picked]
         rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(picked)))
         return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
 
-def embed_training_set(dataset: Dataset, backbones: Backbones, backbone_params: dict, progress: bool):
-    """Cached mode: (tokens float16 (N, h, w, C), CLS (N, C), targets (N, H, W)) of every training
-    example at its own size, unaugmented."""
+def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str, ...], backbone_params: dict, progress: bool):
+    """Cached mode: ({model: (tokens float16 (N, h, w, C), CLS (N, C))}, targets (N, H, W)) of every
+    training example at its own size, unaugmented; each head assembles its features from these."""
     split, patch = dataset.train, backbones.model.config.patch_size
     first = split[0]
     placement = Placement.for_size(*first.image.shape[:2], patch)
-    extract = jax.jit(backbones.features)
-    tokens, cls, targets = [], [], []
+    extract = jax.jit(lambda p, x: backbones.outputs(p, x, models))
+    outputs, targets = {m: ([], []) for m in models}, []
     for i in tqdm(range(len(split)), desc="embedding training set", disable=not progress):
         example = split[i]
         if example.image.shape != first.image.shape:
             raise ConfigError(f"config.cache_features needs one image size: {example.name} is {example.image.shape[:2]}, "
                              f"{first.name} is {first.image.shape[:2]}")
-        t, c = extract(backbone_params, placement.pad(jnp.asarray(normalize(example.image, backbones.model.config.input_statistics)[None])))
-        tokens.append(np.asarray(t[0], np.float16))
-        cls.append(np.asarray(c[0]))
+        image = normalize(example.image, backbones.model.config.input_statistics)
+        for name, (t, c) in extract(backbone_params, placement.pad(jnp.asarray(image[None]))).items():
+            outputs[name][0].append(np.asarray(t[0], np.float16))
+            outputs[name][1].append(np.asarray(c[0]))
         targets.append(example.target)
-    return np.stack(tokens), np.stack(cls), np.stack(targets)
+    return {m: (np.stack(t), np.stack(c)) for m, (t, c) in outputs.items()}, np.stack(targets)
 
 
-def make_train_step(task, backbones: Backbones | None, placement: Placement, mesh: Mesh):
-    """``backbones`` None: inputs are cached (tokens, CLS) rather than images."""
+def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], models: tuple[str, ...], placement: Placement,
+                    mesh: Mesh, cached: bool, names: tuple[str, ...]):
+    """One step of every head: the frozen ``models`` run once (or their cached outputs arrive as
+    inputs), then each head assembles its features, takes its loss and its AdamW update. Each model
+    is its own jitted program, apart from the heads': XLA then compiles it the same whichever heads
+    read it, so a head's results are bit-identical to its single-head run."""
     replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
+    run_model = jax.jit(lambda p, images: backbones[0].run(p, placement.pad(images)), in_shardings=(replicated, batched),
+                        out_shardings=batched)
+    single, heads_ = len(tasks) == 1, list(heads)
 
-    def step(state: TrainState, backbone_params, inputs, targets):
-        tokens, cls = inputs if backbones is None else backbones.features(backbone_params, placement.pad(inputs))
+    def head_step(task, assembly: Backbones, state: TrainState, outputs, targets):
+        tokens, cls = assembly.assemble(outputs)
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
@@ -228,39 +265,62 @@ def make_train_step(task, backbones: Backbones | None, placement: Placement, mes
             return task.loss(out, targets, state.step), mutated.get("batch_stats", {})
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        watched = {"loss": loss, "gradients": guard.all_finite(grads)}
-        new = state.apply_gradients(grads=grads, batch_stats=batch_stats,
-                                    nonfinite=state.nonfinite.record(state.step + 1, watched, GUARDED))
-        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics, {"loss": loss, "gradients": guard.all_finite(grads)}
 
-    return jax.jit(step, in_shardings=(replicated, replicated, batched, batched), out_shardings=(replicated, replicated),
-                   donate_argnums=0)
+    def heads_step(state: ProbeState, outputs, targets):
+        heads, metrics, watched = {}, {}, {}
+        for head, task, assembly in zip(heads_, tasks, backbones):  # state.heads is a pytree: its keys come back sorted
+            heads[head.name], m, w = head_step(task, assembly, state.heads[head.name], outputs, targets)
+            prefix = "" if single else f"{head.name}/"
+            metrics |= {prefix + k: v for k, v in m.items()}
+            watched |= {prefix + k: v for k, v in w.items()}
+        return ProbeState(heads, state.nonfinite.record(state.step + 1, watched, names)), metrics
+
+    jitted = jax.jit(heads_step, in_shardings=(replicated, batched, batched), out_shardings=(replicated, replicated), donate_argnums=0)
+
+    def step(state: ProbeState, backbone_params, inputs, targets):
+        outputs = inputs if cached else {m: run_model(backbone_params[m], inputs) for m in models}
+        return jitted(state, outputs, targets)
+
+    return step
 
 
-def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, settings: ProbeSettings, output_dir: Path, *,
-          seed: int = 0, log_every: int = 50, checkpoint_every: int = 2000, progress: bool = True, identity: dict | None = None):
-    """Trains the head (resuming where checkpoints of the same run exist: ``identity`` adds what
-    the caller knows of the run, e.g. the data and weights); returns (task, final state, summary)."""
+def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_params: dict, settings: ProbeSettings,
+                output_dir: Path, *, seed: int = 0, log_every: int = 50, checkpoint_every: int = 2000, progress: bool = True,
+                identity: dict | None = None):
+    """Trains every head on the same batches in one loop (resuming where checkpoints of the same
+    run exist: ``identity`` adds what the caller knows of the run, e.g. the data and weights);
+    ``seed`` orders the data, each head's own seed initialises it. Returns ({name: task},
+    {name: final TrainState}, summary)."""
     s = settings.schedule
     mesh = harness_mesh.data_mesh()
     harness_mesh.per_device(s.batch_size, mesh, "config.schedule.batch_size")
-    task = make_task(dataset, backbones, settings.protocol)
-    patch = backbones.model.config.patch_size
+    specs, assemblies = [h for h, _ in heads], [b for _, b in heads]
+    if len({h.name for h in specs}) != len(specs):
+        raise ValueError(f"head names repeat: {[h.name for h in specs]}")
+    tasks = [make_task(dataset, b, settings.protocol) for b in assemblies]
+    models = models_for([b.assembly for b in assemblies])
+    patch = assemblies[0].model.config.patch_size
     output_dir = Path(output_dir)
 
-    cache = embed_training_set(dataset, backbones, backbone_params, progress) if settings.cache_features else None
-    input_size = cache[2].shape[1:3] if cache is not None else settings.augment.crop
+    cache = embed_training_set(dataset, assemblies[0], models, backbone_params, progress) if settings.cache_features else None
+    input_size = cache[1].shape[1:3] if cache is not None else settings.augment.crop
     placement = Placement.for_size(*input_size, patch)
     grid = (placement.padded_height // patch, placement.padded_width // patch)
-    example_tokens = jnp.zeros((1, *grid, backbones.feature_dim), jnp.float32)
-    example_cls = jnp.zeros((1, backbones.cls_dim), jnp.float32)
-    variables = task.head.init(jax.random.key(seed), example_tokens, example_cls, placement, train=False)
-    state = TrainState.create(apply_fn=task.head.apply, params=variables["params"], tx=optimizer(s),
-                              batch_stats=variables.get("batch_stats", {}), nonfinite=guard.NonFinite.none())
+    states = {}
+    for spec, task, b in zip(specs, tasks, assemblies):
+        example_tokens = jnp.zeros((1, *grid, b.feature_dim), jnp.float32)
+        example_cls = jnp.zeros((1, b.cls_dim), jnp.float32)
+        variables = task.head.init(jax.random.key(spec.seed), example_tokens, example_cls, placement, train=False)
+        states[spec.name] = TrainState.create(apply_fn=task.head.apply, params=variables["params"],
+                                              tx=optimizer(dataclasses.replace(s, learning_rate=spec.learning_rate)),
+                                              batch_stats=variables.get("batch_stats", {}))
+    state = ProbeState(states, guard.NonFinite.none())
     recorded = json.loads(json.dumps(dataclasses.asdict(settings), default=str))
-    del recorded["schedule"]["iterations"], recorded["evaluation"]  # a run may be extended and evaluated anew
-    run = {"stage": "probe", "task": task.name, "dataset": dataset.name, "train_examples": len(dataset.train),
-           "assembly": backbones.assembly, "settings": recorded, "seed": seed} | (identity or {})
+    del recorded["schedule"]["iterations"], recorded["schedule"]["learning_rate"], recorded["evaluation"]  # may be extended, evaluated anew
+    run = {"stage": "probe", "task": tasks[0].name, "dataset": dataset.name, "train_examples": len(dataset.train),
+           "heads": [dataclasses.asdict(h) for h in specs], "settings": recorded, "seed": seed} | (identity or {})
     checkpoints = Checkpoints(output_dir / "checkpoints", run)
     found = checkpoints.restore_latest(lambda step: checkpoints.restore(step, state=ocp.args.StandardRestore(state))["state"])
     if found is not None:
@@ -269,23 +329,30 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
     state = jax.device_put(state, harness_mesh.replicated(mesh))
     # Cached mode never runs the backbones in the step: do not hand it their parameters.
     step_backbone_params = jax.device_put(backbone_params if cache is None else {}, harness_mesh.replicated(mesh))
-    train_step = make_train_step(task, None if cache is not None else backbones, placement, mesh)
+    names = guarded(specs)
+    train_step = make_train_step(specs, tasks, assemblies, models, placement, mesh, cache is not None, names)
 
-    batches = Batches(dataset, settings, seed, cache, statistics=backbones.model.config.input_statistics)
+    batches = Batches(dataset, settings, seed, cache, statistics=assemblies[0].model.config.input_statistics)
     start = int(state.step)
     prefetch = Prefetcher(batches, start, s.iterations, depth=4)
-    schedule = learning_rate(s)
+    rates = {spec.name: learning_rate(dataclasses.replace(s, learning_rate=spec.learning_rate)) for spec in specs}
+
+    def logged_metrics(metrics, step):
+        if len(specs) == 1:
+            return metrics | {"learning_rate": rates[specs[0].name](step)}
+        return metrics | {f"{name}/learning_rate": rate(step) for name, rate in rates.items()}
+
     wall = time.perf_counter()
     try:
-        with TrainLoop(f"probe {task.name}", output_dir, total=s.iterations, start=start, log_every=log_every,
-                       checkpoint_every=checkpoint_every, progress=progress, guarded=GUARDED) as loop:
+        with TrainLoop(f"probe {tasks[0].name}", output_dir, total=s.iterations, start=start, log_every=log_every,
+                       checkpoint_every=checkpoint_every, progress=progress, guarded=names) as loop:
             for step in range(start, s.iterations):
                 with loop.timed("data"):
                     inputs, targets = prefetch.next()
                     inputs = jax.tree.map(lambda a: harness_mesh.global_batch(a, mesh, s.batch_size), inputs)
                     targets = harness_mesh.global_batch(targets, mesh, s.batch_size)
                 state, metrics = train_step(state, step_backbone_params, inputs, targets)
-                loop.step_done(step + 1, state.nonfinite, lambda m=metrics, k=step: m | {"learning_rate": schedule(k)},
+                loop.step_done(step + 1, state.nonfinite, lambda m=metrics, k=step: logged_metrics(m, k),
                                save=lambda k=step + 1, st=state: checkpoints.save(k, state=ocp.args.StandardSave(st)))
             loop.check(state.nonfinite)
             logged, split = loop.logged, loop.time_split()
@@ -293,10 +360,21 @@ def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, setting
         prefetch.close()
         batches.close()
         checkpoints.close()
-    summary = {"iterations": s.iterations, "train_seconds_this_run": time.perf_counter() - wall,
-               "time_split_seconds": split, "first_logged_loss": logged[0]["loss"] if logged else None,
-               "last_logged_loss": logged[-1]["loss"] if logged else None}
-    return task, state, summary
+    summary = {"iterations": s.iterations, "train_seconds_this_run": time.perf_counter() - wall, "time_split_seconds": split}
+    for spec in specs:
+        key = "loss" if len(specs) == 1 else f"{spec.name}/loss"
+        prefix = "" if len(specs) == 1 else f"{spec.name}/"
+        summary |= {f"{prefix}first_logged_loss": logged[0][key] if logged else None,
+                    f"{prefix}last_logged_loss": logged[-1][key] if logged else None}
+    return {h.name: t for h, t in zip(specs, tasks)}, state.heads, summary
+
+
+def train(dataset: Dataset, backbones: Backbones, backbone_params: dict, settings: ProbeSettings, output_dir: Path, *,
+          seed: int = 0, **kwargs):
+    """One head (the run's assembly, learning rate and seed); returns (task, final TrainState, summary)."""
+    head = Head(backbones.assembly, backbones.assembly, settings.schedule.learning_rate, seed)
+    tasks, states, summary = train_heads(dataset, [(head, backbones)], backbone_params, settings, output_dir, seed=seed, **kwargs)
+    return tasks[head.name], states[head.name], summary
 
 
 def _colour_target(task, target: np.ndarray, dataset: Dataset) -> np.ndarray:
@@ -308,15 +386,18 @@ def _colour_target(task, target: np.ndarray, dataset: Dataset) -> np.ndarray:
     return np.where((target > 0)[..., None], coloured, 0).astype(np.uint8)
 
 
-def evaluate(task, dataset: Dataset, backbones: Backbones, backbone_params: dict, state: TrainState,
-             settings: ProbeSettings, output_dir: Path, progress: bool = True) -> dict:
-    """Metrics over the test split (this process takes every process_count-th image; the sums are
-    gathered), and PNGs image | prediction | ground truth for the first images."""
+def evaluate_heads(heads: list[tuple[object, Backbones, TrainState, Path]], dataset: Dataset, backbone_params: dict,
+                   settings: ProbeSettings, progress: bool = True) -> list[dict]:
+    """Metrics over the test split for each head (task, assembly, state, output folder), the frozen
+    models run once per image for all of them (this process takes every process_count-th image; the
+    sums are gathered), and PNGs image | prediction | ground truth for the first images, per head."""
     ev = settings.evaluation
     if ev.mode not in ("slide", "whole"):
         raise ValueError(f"evaluation mode {ev.mode!r} is not 'slide' or 'whole'")
-    predictor = inference.DensePredictor(backbones, task.head, backbones.model.config.patch_size, flip=ev.flip)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    tasks, assemblies, states, folders = zip(*heads)
+    task, model_config = tasks[0], assemblies[0].model.config
+    predictor = inference.DensePredictor(list(assemblies), [t.head for t in tasks], model_config.patch_size, flip=ev.flip)
+    variables = [{"params": st.params, "batch_stats": st.batch_stats} for st in states]
     reduce = jax.jit(task.reduce)
     add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
     total = len(dataset.test) if not ev.max_images else min(ev.max_images, len(dataset.test))
@@ -325,26 +406,32 @@ def evaluate(task, dataset: Dataset, backbones: Backbones, backbone_params: dict
 
     def load(i: int):
         example = dataset.test[i]
-        image = normalize(scale_for_test(example.image, settings.augment), backbones.model.config.input_statistics)
+        image = normalize(scale_for_test(example.image, settings.augment), model_config.input_statistics)
         prepared = inference.prepare(image, example.target.shape, crop, stride)
         bucket = (prepared.rows.shape[0], prepared.cols.shape[0])
         valid = dataset.eval_crop(*example.target.shape) if dataset.eval_crop else np.ones(example.target.shape, bool)
         return example, prepared, inference.pad_to(example.target, bucket, task.pad_target()), inference.pad_to(valid, bucket, False)
 
-    sums = task.empty_sums()
-    panels_dir = output_dir / "predictions"
+    sums = [task.empty_sums() for _ in heads]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for n, (example, prepared, target, valid) in enumerate(tqdm(pool.map(load, mine), total=len(mine), desc="evaluate",
                                                                        disable=not progress)):
-            out = predictor.predict(backbone_params, variables, prepared)
-            sums = add(sums, reduce(out, target, valid))
+            outs = predictor.predict_all(backbone_params, variables, prepared)
+            sums = [add(total_sums, reduce(out, target, valid)) for total_sums, out in zip(sums, outs)]
             if n < ev.num_visualize:
                 h, w = prepared.label_size
-                out = np.asarray(out)[:h, :w]
-                shown = np.argmax(out, -1) if task.name == SEGMENTATION else out[..., 0]
-                panel = viz.side_by_side([example.image, _colour_target(task, shown, dataset),
-                                          _colour_target(task, example.target, dataset)])
-                viz.save_png(panels_dir / f"{n * jax.process_count() + jax.process_index():04d}.png", panel)
+                for out, folder in zip(outs, folders):
+                    out = np.asarray(out)[:h, :w]
+                    shown = np.argmax(out, -1) if task.name == SEGMENTATION else out[..., 0]
+                    panel = viz.side_by_side([example.image, _colour_target(task, shown, dataset),
+                                              _colour_target(task, example.target, dataset)])
+                    viz.save_png(Path(folder) / "predictions" / f"{n * jax.process_count() + jax.process_index():04d}.png", panel)
     if jax.process_count() > 1:
-        sums = jax.tree.map(lambda x: np.sum(multihost_utils.process_allgather(x), axis=0), sums)
-    return task.summarize(sums) | {"test_images": total}
+        sums = [jax.tree.map(lambda x: np.sum(multihost_utils.process_allgather(x), axis=0), s) for s in sums]
+    return [task.summarize(s) | {"test_images": total} for s in sums]
+
+
+def evaluate(task, dataset: Dataset, backbones: Backbones, backbone_params: dict, state: TrainState,
+             settings: ProbeSettings, output_dir: Path, progress: bool = True) -> dict:
+    """One head's metrics over the test split, and its prediction PNGs in ``output_dir``/predictions."""
+    return evaluate_heads([(task, backbones, state, Path(output_dir))], dataset, backbone_params, settings, progress)[0]
