@@ -1,0 +1,137 @@
+"""Probe training speed on one device: steps/s of the protocol's live pipeline (the host's numpy
+augmentation, the frozen backbones in the step) for each cell of --cells, with the loop's time split
+(waiting for host batches, checkpoints) and, in the same run, the bound the ViT forward sets:
+forward images/s at the crop's padded size / (batch x frozen models per step). A cell is
+task:dtype:assemblies; several comma-separated assemblies are one multi-head run (one backbone
+pass per model and step for all heads). Random-weight DINOv2 of --arch, random rooms-like images
+(876x584, blocky labels, smooth depth) held in memory; FiT3D's segmentation and depth settings
+(crop 512x512 / 480x640 (NYU), batch 16). Also times the evaluation (sliding windows for
+segmentation, whole-image with flip for depth) per test image.
+
+    python experiments/bench_probe.py --out $OUT/bench_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fit3d_jax.models.dinov2 import DinoV2, init_params, vit_config
+from fit3d_jax.probe import augment
+from fit3d_jax.probe.assembly import Backbones, models_for
+from fit3d_jax.probe.datasets.types import Dataset, Example, Split
+from fit3d_jax.probe.heads import Placement
+from fit3d_jax.probe.train import Evaluation, Head, ProbeSettings, Schedule, evaluate_heads, train_heads
+from timing import median_ms
+
+CELLS = ("segmentation:float32:original;segmentation:float32:concat;segmentation:bfloat16:original;segmentation:bfloat16:concat;"
+         "depth:bfloat16:concat;segmentation:bfloat16:original,finetuned,concat,add,fusion,duplicate")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--arch", default="vits14")
+    parser.add_argument("--cells", default=CELLS, help="task:dtype:assemblies cells, separated by ';' (default: the issue's)")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per cell, after as many untimed ones")
+    parser.add_argument("--images", type=int, default=48, help="training images in memory")
+    parser.add_argument("--eval-images", type=int, default=8, help="test images timed per evaluation")
+    parser.add_argument("--batch", type=int, default=16)
+    return parser.parse_args()
+
+
+def dataset(task: str, count: int, test: int, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    h, w = 584, 876
+    images = rng.integers(0, 256, (count + test, h // 8, w // 8, 3), np.uint8).repeat(8, 1).repeat(8, 2)
+    if task == "segmentation":
+        targets = rng.integers(0, 20, (count + test, h // 73, w // 73)).repeat(73, 1).repeat(73, 2)[:, :h, :w].astype(np.int32)
+    else:
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        targets = np.stack([(1 + 4 * (0.5 + 0.5 * np.sin(6 * xx + k) * np.cos(4 * yy))).astype(np.float32) for k in range(count + test)])
+    split = lambda name, first, n: Split(name, n, lambda i: Example(f"{name}{i}", images[first + i], targets[first + i]))
+    classes = tuple(f"class{k}" for k in range(20)) if task == "segmentation" else None
+    return Dataset("bench", task, split("train", 0, count), split("test", count, test), classes, max_depth=10.0)
+
+
+def settings_for(task: str, steps: int, batch: int) -> ProbeSettings:
+    if task == "segmentation":
+        return ProbeSettings(schedule=Schedule(iterations=2 * steps, warmup_iterations=steps, batch_size=batch),
+                             augment=augment.Augment(crop=(512, 512), scale=(2048, 512)),
+                             evaluation=Evaluation(mode="slide", crop=(512, 512), stride=(341, 341), num_visualize=0))
+    return ProbeSettings(schedule=Schedule(learning_rate=1e-4, weight_decay=0.01, iterations=2 * steps, warmup_iterations=steps,
+                                           policy="cosine", min_lr_ratio=1e-8, momentum="onecycle", clip_norm=35.0, batch_size=batch),
+                         augment=augment.Augment(crop=(480, 640), scale=(0, 0)),
+                         evaluation=Evaluation(mode="whole", flip=True, num_visualize=0))
+
+
+def forward_bound(model: DinoV2, params, crop: tuple[int, int], batch: int) -> float:
+    """Forward images/s at the crop's padded size."""
+    placement = Placement.for_size(*crop, model.config.patch_size)
+    x = jnp.zeros((batch, placement.padded_height, placement.padded_width, 3), jnp.float32)
+    fn = jax.jit(lambda p, x: model.apply({"params": p}, x).patch_tokens)
+    return batch / (median_ms(lambda: fn(params, x), jax.block_until_ready, warmup=3, runs=10) / 1e3)
+
+
+def run_cell(cell: str, args, params: dict) -> dict:
+    task, dtype, assemblies = cell.split(":")
+    names = assemblies.split(",")
+    model = DinoV2(vit_config(args.arch), dtype=jnp.dtype(dtype))
+    data = dataset(task, args.images, args.eval_images)
+    settings = settings_for(task, args.steps, args.batch)
+    heads = [(Head(a, a, settings.schedule.learning_rate, 0), Backbones(model, a, task)) for a in names]
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        tasks, states, summary = train_heads(data, heads, params, settings, Path(out), log_every=args.steps,
+                                             checkpoint_every=10 * args.steps, progress=False)
+        wall = time.perf_counter() - start
+        log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+        evaluated = [(tasks[h.name], b, states[h.name], Path(out) / h.name) for h, b in heads]
+        evaluate_heads(evaluated, data, params, dataclasses.replace(settings, evaluation=dataclasses.replace(
+            settings.evaluation, max_images=1)), progress=False)  # compiles
+        start = time.perf_counter()
+        evaluate_heads(evaluated, data, params, settings, progress=False)
+        eval_seconds = (time.perf_counter() - start) / args.eval_images
+    models = len(models_for(names))
+    bound_images = forward_bound(model, params["original"], settings.augment.crop, args.batch)
+    steps_per_s = log[-1]["steps_per_second"]  # over the second half: steps..2*steps
+    return dict(cell=cell, task=task, dtype=dtype, heads=names, frozen_models=models, batch=args.batch, crop=settings.augment.crop,
+                steps_per_second=steps_per_s, bound_steps_per_second=bound_images / (args.batch * models),
+                fraction_of_bound=steps_per_s * args.batch * models / bound_images, forward_images_per_second=bound_images,
+                time_split_seconds=summary["time_split_seconds"], wall_seconds=wall,
+                eval_seconds_per_image=eval_seconds, eval_mode=settings.evaluation.mode)
+
+
+def main() -> None:
+    args = parse_args()
+    config = vit_config(args.arch)
+    params = {"original": init_params(config, seed=0), "finetuned": init_params(config, seed=1)}
+    results = []
+    for cell in args.cells.split(";"):
+        r = run_cell(cell, args, params)
+        results.append(r)
+        split = ", ".join(f"{k} {v:.1f} s" for k, v in r["time_split_seconds"].items())
+        print(f"{cell:55} {r['steps_per_second']:6.1f} steps/s (bound {r['bound_steps_per_second']:6.1f}, "
+              f"{100 * r['fraction_of_bound']:4.0f} %); eval {1e3 * r['eval_seconds_per_image']:.0f} ms/image; {split}", flush=True)
+    report = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  command=" ".join([Path(sys.executable).name, *sys.argv]), device=str(jax.devices()[0].device_kind),
+                  versions=dict(python=platform.python_version(), jax=jax.__version__), args={k: str(v) for k, v in vars(args).items()},
+                  results=results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
