@@ -42,7 +42,7 @@ import numpy as np
 import timm
 import torch
 
-from fit3d_jax.models.dinov2 import DINOV3_MODELS, NAMED_MODELS, DinoV2
+from fit3d_jax.models.dinov2 import DINOV3_MODELS, FORWARD_COMPILER_OPTIONS, NAMED_MODELS, DinoV2
 from fit3d_jax.weights import load_weights
 from timing import median_ms
 
@@ -163,8 +163,8 @@ def jax_step(model: DinoV2, params, images: np.ndarray, backward: bool) -> tuple
     x = jax.device_put(images)
     if backward:
         fn = jax.jit(jax.grad(lambda p, x: jnp.mean(model.apply({"params": p}, x).patch_tokens)))
-    else:
-        fn = jax.jit(model.apply)
+    else:  # as the library's forward-only programs compile it
+        fn = jax.jit(model.apply, compiler_options=FORWARD_COMPILER_OPTIONS)
         params = {"params": params}
     start = time.perf_counter()
     compiled = fn.lower(params, x).compile()

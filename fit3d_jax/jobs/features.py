@@ -10,7 +10,7 @@ import ml_collections
 from fit3d_jax import images, viz
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
-from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS, DinoV2
 
 
 def _check(config: ml_collections.ConfigDict) -> list[Path]:
@@ -32,7 +32,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     weights = load_configured_weights(config)
     model = DinoV2(weights.config, dtype=compute_dtype(config))
     patch_size = weights.config.patch_size
-    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens)
+    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens, compiler_options=FORWARD_COMPILER_OPTIONS)
     key = jax.random.key(config.seed)
     output_dir = Path(config.output_dir)
     for path in paths:

@@ -14,7 +14,7 @@ from fit3d_jax.finetune.store import load_store, store_fingerprint
 from fit3d_jax.finetune.train import Recipe, finetune
 from fit3d_jax.harness import outputs
 from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
-from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS, DinoV2
 from fit3d_jax.scenes import SceneError
 
 
@@ -33,7 +33,7 @@ def _recipe(config: ml_collections.ConfigDict) -> Recipe:
 
 def compare(original: dict, tuned: dict, model: DinoV2, image_paths: list[Path], out_dir: Path, num_clusters: int) -> int:
     """image | PCA original | PCA fine-tuned | K-means original | K-means fine-tuned, per image."""
-    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens)
+    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens, compiler_options=FORWARD_COMPILER_OPTIONS)
     key = jax.random.key(0)
     for path in image_paths:
         image = images.resize_to_patch_multiple(images.load_image(path), patch_size=model.config.patch_size)

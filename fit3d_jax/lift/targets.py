@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fit3d_jax.images import normalize, resize_to_patch_multiple
-from fit3d_jax.models.dinov2 import DinoV2
+from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS, DinoV2
 from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.scenes import View, read_image
 from fit3d_jax.weights import LoadedWeights
@@ -36,7 +36,8 @@ def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32
     Images are read and resized by background threads while the device runs, and the last batch
     is padded to the full batch size, so the model compiles once."""
     model = DinoV2(weights.config, dtype=dtype)
-    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens.astype(jnp.float16))
+    extract = jax.jit(lambda params, x: model.apply({"params": params}, x).patch_tokens.astype(jnp.float16),
+                      compiler_options=FORWARD_COMPILER_OPTIONS)
     patch, statistics = weights.config.patch_size, weights.config.input_statistics
     images = Prefetcher(lambda i: normalize(resize_to_patch_multiple(read_image(views[i]), patch_size=patch), statistics), 0,
                         len(views), depth=2 * BATCH)

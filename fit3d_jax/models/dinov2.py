@@ -47,6 +47,12 @@ ARCHS: dict[str, tuple[int, int, int, str]] = {
     "vitg14": (1536, 40, 24, "swiglu"),
 }
 HEAD_DIM = 64  # every DINOv2 size uses 64-dimensional heads
+# Compiler options of the programs that only run the ViT forward (frozen features: the probe, stage
+# I targets, the features job): cuBLAS rather than XLA's Triton GEMMs. On an H200 (2026-12-02,
+# experiments/README.md) that made the bfloat16 forward 5-6 % faster (ViT-S/14, CLIP B/16), but
+# stage II measured slower with it (two short pairs, 4 and 10 %, within their noise), so training
+# programs keep XLA's default. Other backends ignore the option.
+FORWARD_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 # Input normalisations (fit3d_jax.images.STATISTICS). FiT3D feeds every backbone ImageNet's; a
 # model trained with other statistics has them in OWN_STATISTICS (timm's pretrained_cfg).
 INPUT_STATISTICS = ("imagenet", "openai_clip")

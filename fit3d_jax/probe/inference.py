@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS
 from fit3d_jax.probe.assembly import models_for
 from fit3d_jax.probe.heads import Placement
 from fit3d_jax.probe.resize import apply_weights, bilinear_weights
@@ -98,7 +99,7 @@ class DensePredictor:
         self.models = models_for([b.assembly for b in self.backbones])
         self._depth = hasattr(self.heads[0], "num_bins")
 
-    @functools.partial(jax.jit, static_argnums=0)
+    @functools.partial(jax.jit, static_argnums=0, compiler_options=FORWARD_COMPILER_OPTIONS)
     def _model(self, params, windows):
         placement = Placement.for_size(*windows.shape[1:3], self.patch_size)
         inputs = jnp.concatenate([windows, windows[:, :, ::-1]]) if self.flip else windows

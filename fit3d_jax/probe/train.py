@@ -1,8 +1,9 @@
 """Linear probing: train a head on frozen (assembled) features, then evaluate the test split.
 
-The step is one ``jax.jit`` over a mesh of all devices: the batch is sharded, head and backbone
-parameters are replicated, and BatchNorm statistics are computed over the global batch (XLA
-inserts the reductions), as SyncBN does. Each process prepares only its rows of the global batch.
+A step runs each frozen model once and then every head (``make_train_step``), each a ``jax.jit``
+over a mesh of all devices: the batch is sharded, head and backbone parameters are replicated, and
+BatchNorm statistics are computed over the global batch (XLA inserts the reductions), as SyncBN
+does. Each process prepares only its rows of the global batch.
 
 Two input modes:
 - live (the protocol): every step augments its images on the host and runs the backbones;
@@ -40,6 +41,7 @@ from fit3d_jax.harness import mesh as harness_mesh
 from fit3d_jax.harness.checkpoints import Checkpoints
 from fit3d_jax.harness.loop import TrainLoop
 from fit3d_jax.images import normalize
+from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS
 from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.probe import augment, inference
 from fit3d_jax.probe.assembly import Backbones, models_for
@@ -230,7 +232,7 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str
     split, patch = dataset.train, backbones.model.config.patch_size
     first = split[0]
     placement = Placement.for_size(*first.image.shape[:2], patch)
-    extract = jax.jit(lambda p, x: backbones.outputs(p, x, models))
+    extract = jax.jit(lambda p, x: backbones.outputs(p, x, models), compiler_options=FORWARD_COMPILER_OPTIONS)
     outputs, targets = {m: ([], []) for m in models}, []
     for i in tqdm(range(len(split)), desc="embedding training set", disable=not progress):
         example = split[i]
@@ -253,7 +255,7 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
     read it, so a head's results are bit-identical to its single-head run."""
     replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
     run_model = jax.jit(lambda p, images: backbones[0].run(p, placement.pad(images)), in_shardings=(replicated, batched),
-                        out_shardings=batched)
+                        out_shardings=batched, compiler_options=FORWARD_COMPILER_OPTIONS)
     single, heads_ = len(tasks) == 1, list(heads)
 
     def head_step(task, assembly: Backbones, state: TrainState, outputs, targets):
