@@ -239,6 +239,37 @@ def test_a_multi_head_run_equals_the_single_head_runs_it_replaces(rooms, vits, t
     assert len({tuple(x) for x in losses}) == 4  # the heads differ
 
 
+def test_a_killed_multi_head_run_resumes_to_the_same_heads(rooms, vits, tmp_path, monkeypatch, capsys):
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
+    model = DinoV2(CONFIG)
+    heads = [(probe_train.Head(f"{a}_{seed}", a, rate, seed), Backbones(model, a, "segmentation"))
+             for a, rate, seed in (("original", 1e-3, 0), ("concat", 4e-3, 1))]
+    params = {"original": init_params(CONFIG, seed=1), "finetuned": init_params(CONFIG, seed=2)}
+    settings = probe_train.ProbeSettings(
+        schedule=probe_train.Schedule(iterations=12, warmup_iterations=3, batch_size=4), cache_features=True)
+    run = lambda out: probe_train.train_heads(dataset, heads, params, settings, out, checkpoint_every=5, progress=False)[1]
+    reference = run(tmp_path / "straight")
+    original_call = probe_train.Batches.__call__
+
+    def dies_at_step_8(self, step):
+        if step == 8:
+            raise KeyboardInterrupt("killed")
+        return original_call(self, step)
+
+    monkeypatch.setattr(probe_train.Batches, "__call__", dies_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    monkeypatch.setattr(probe_train.Batches, "__call__", original_call)
+    capsys.readouterr()
+    resumed = run(tmp_path / "killed")
+    assert "probe: resuming from step 5" in capsys.readouterr().out
+    assert sorted(resumed) == ["concat_1", "original_0"] and all(int(s.step) == 12 for s in resumed.values())
+    for name in reference:
+        for a, b in zip(jax.tree.leaves((reference[name].params, reference[name].batch_stats)),
+                        jax.tree.leaves((resumed[name].params, resumed[name].batch_stats))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_sweep_fields_are_checked(rooms, vits, tmp_path):
     for fields, message in (({"sweep.assemblies": "original,cat"}, "'cat' is not one of"),
                             ({"sweep.learning_rates": "1e-3,fast"}, "comma-separated list of float"),
