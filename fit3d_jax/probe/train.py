@@ -118,13 +118,14 @@ class Head:
     seed: int
 
 
+GUARDED = ("loss", "gradients")
+
+
 def guarded(heads: list[Head]) -> tuple[str, ...]:
+    """The non-finite record's quantities: a loss and "all gradients finite" per head."""
     if len(heads) == 1:
         return GUARDED
     return tuple(f"{h.name}/{q}" for h in heads for q in GUARDED)
-
-
-GUARDED = ("loss", "gradients")
 
 
 def half_cosine(factor: jax.Array) -> jax.Array:
@@ -232,7 +233,7 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str
     split, patch = dataset.train, backbones.model.config.patch_size
     first = split[0]
     placement = Placement.for_size(*first.image.shape[:2], patch)
-    extract = jax.jit(lambda p, x: backbones.outputs(p, x, models), compiler_options=FORWARD_COMPILER_OPTIONS)
+    extract = jax.jit(backbones.run, compiler_options=FORWARD_COMPILER_OPTIONS)  # one program per model, as in the step
     outputs, targets = {m: ([], []) for m in models}, []
     for i in tqdm(range(len(split)), desc="embedding training set", disable=not progress):
         example = split[i]
@@ -240,7 +241,9 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str
             raise ConfigError(f"config.cache_features needs one image size: {example.name} is {example.image.shape[:2]}, "
                              f"{first.name} is {first.image.shape[:2]}")
         image = normalize(example.image, backbones.model.config.input_statistics)
-        for name, (t, c) in extract(backbone_params, placement.pad(jnp.asarray(image[None]))).items():
+        padded = placement.pad(jnp.asarray(image[None]))
+        for name in models:
+            t, c = extract(backbone_params[name], padded)
             outputs[name][0].append(np.asarray(t[0], np.float16))
             outputs[name][1].append(np.asarray(c[0]))
         targets.append(example.target)
@@ -256,7 +259,7 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
     replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
     run_model = jax.jit(lambda p, images: backbones[0].run(p, placement.pad(images)), in_shardings=(replicated, batched),
                         out_shardings=batched, compiler_options=FORWARD_COMPILER_OPTIONS)
-    single, heads_ = len(tasks) == 1, list(heads)
+    single = len(tasks) == 1
 
     def head_step(task, assembly: Backbones, state: TrainState, outputs, targets):
         tokens, cls = assembly.assemble(outputs)
@@ -271,13 +274,13 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
         return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics, {"loss": loss, "gradients": guard.all_finite(grads)}
 
     def heads_step(state: ProbeState, outputs, targets):
-        heads, metrics, watched = {}, {}, {}
-        for head, task, assembly in zip(heads_, tasks, backbones):  # state.heads is a pytree: its keys come back sorted
-            heads[head.name], m, w = head_step(task, assembly, state.heads[head.name], outputs, targets)
+        new_heads, metrics, watched = {}, {}, {}
+        for head, task, assembly in zip(heads, tasks, backbones):  # state.heads is a pytree: its keys come back sorted
+            new_heads[head.name], m, w = head_step(task, assembly, state.heads[head.name], outputs, targets)
             prefix = "" if single else f"{head.name}/"
             metrics |= {prefix + k: v for k, v in m.items()}
             watched |= {prefix + k: v for k, v in w.items()}
-        return ProbeState(heads, state.nonfinite.record(state.step + 1, watched, names)), metrics
+        return ProbeState(new_heads, state.nonfinite.record(state.step + 1, watched, names)), metrics
 
     jitted = jax.jit(heads_step, in_shardings=(replicated, batched, batched), out_shardings=(replicated, replicated), donate_argnums=0)
 
@@ -364,10 +367,9 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
         checkpoints.close()
     summary = {"iterations": s.iterations, "train_seconds_this_run": time.perf_counter() - wall, "time_split_seconds": split}
     for spec in specs:
-        key = "loss" if len(specs) == 1 else f"{spec.name}/loss"
         prefix = "" if len(specs) == 1 else f"{spec.name}/"
-        summary |= {f"{prefix}first_logged_loss": logged[0][key] if logged else None,
-                    f"{prefix}last_logged_loss": logged[-1][key] if logged else None}
+        summary |= {f"{prefix}first_logged_loss": logged[0][f"{prefix}loss"] if logged else None,
+                    f"{prefix}last_logged_loss": logged[-1][f"{prefix}loss"] if logged else None}
     return {h.name: t for h, t in zip(specs, tasks)}, state.heads, summary
 
 
