@@ -1000,6 +1000,54 @@ def test_depth_colour_augmentation(mode):
     np.testing.assert_allclose(out, (want / 255 - IMAGENET_MEAN) / IMAGENET_STD, atol=1e-5)
 
 
+def _device_batch(crop_fn, image, target, seeds, a, fill, statistics="imagenet"):
+    """The host part for each seed, padded and stacked, finished by augment.finish_batch."""
+    rows = []
+    for seed in seeds:
+        out = crop_fn(image, target, np.random.default_rng(seed), a)
+        crop, target_crop, colour = (*out, augment.NO_COLOUR) if len(out) == 2 else out
+        rows.append((*augment.pad(crop, target_crop, a.crop, fill), np.array(crop.shape[:2], np.int32), colour.astype(np.float32)))
+    crops, targets, sizes, colours = (np.stack(c) for c in zip(*rows))
+    return np.asarray(jax.jit(augment.finish_batch, static_argnums=(3, 4))(crops, sizes, colours, a, statistics)), targets
+
+
+@pytest.mark.parametrize("statistics", ["imagenet", "openai_clip"])
+def test_the_device_finish_equals_the_host_segmentation_pipeline(statistics):
+    """Host crops finished on the device = the whole numpy pipeline: same decisions from the same
+    draws (labels identical) and the same float32 normalisation (images identical), padding zero."""
+    rng = np.random.default_rng(36)
+    image = rng.integers(0, 256, (30, 44, 3)).astype(np.uint8)
+    labels = np.kron(rng.integers(0, 5, (3, 4)), np.ones((10, 11), np.int64)).astype(np.int32)
+    a = augment.Augment(crop=(24, 32), scale=(44, 30), ratio_range=(0.5, 2.0))
+    seeds = range(8)
+    images, targets = _device_batch(augment.segmentation_crop, image, labels, seeds, a, IGNORE, statistics)
+    for k, seed in enumerate(seeds):
+        want_image, want_labels = augment.segmentation_train(image, labels, np.random.default_rng(seed), a, statistics)
+        np.testing.assert_array_equal(targets[k], want_labels)
+        np.testing.assert_allclose(images[k], want_image, rtol=0, atol=2e-6)  # at most float32 rounding of one op
+    assert (targets == IGNORE).any(), "no sample was smaller than the crop: padding untested"
+
+
+@pytest.mark.parametrize("mode", ["raw", "unit"])
+def test_the_device_finish_equals_the_host_depth_pipeline(mode):
+    """Rotation, flip and crop on the host; ColorAug (float32 here, float64 in FiT3D's numpy code)
+    and normalisation on the device: within 1e-5 in normalised units, padding zero."""
+    rng = np.random.default_rng(37)
+    image = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8)
+    depth = rng.uniform(0.5, 5.0, (20, 30)).astype(np.float32)
+    a = augment.Augment(crop=(24, 28), scale=(0, 0), color_prob=0.5, color_gamma=mode)
+    seeds = range(10)
+    images, targets = _device_batch(augment.depth_crop, image, depth, seeds, a, 0.0)
+    coloured = 0
+    for k, seed in enumerate(seeds):
+        want_image, want_depth = augment.depth_train(image, depth, np.random.default_rng(seed), a)
+        np.testing.assert_array_equal(targets[k], want_depth)
+        np.testing.assert_allclose(images[k], want_image, rtol=0, atol=1e-5)
+        coloured += bool(augment.depth_crop(image, depth, np.random.default_rng(seed), a)[2][0])
+    assert 0 < coloured < len(seeds)
+    assert not images[:, 20:].any() and not images[:, :, 28:].any()
+
+
 def test_both_pipelines_normalise_with_the_models_statistics():
     """The same draws under OpenAI's CLIP statistics give the same pixels, normalised with them
     (a CLIP backbone with config.input_statistics=model); padding stays zero."""

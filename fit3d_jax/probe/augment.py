@@ -11,6 +11,13 @@ augmentation (gamma, brightness, per-channel colour), normalise, pad to the crop
 
 Randomness comes from a numpy Generator the caller seeds per (seed, step, sample), so a resumed
 run draws the same batches.
+
+Each pipeline is two parts. The host part (``segmentation_crop``, ``depth_crop``) makes every
+random decision and the geometric and uint8 steps, and returns the uint8 crop with its draws. The
+finish (colour augmentation for depth, normalisation, padding) is elementwise: ``finish`` is its
+numpy reference, ``finish_batch`` its JAX form, which the probe's step runs on the device on a
+batch of uint8 crops (a quarter of float32's bytes to move). ``segmentation_train`` and
+``depth_train`` are the whole pipeline on the host.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fit3d_jax.images import STATISTICS, normalize
@@ -65,7 +74,7 @@ def _crop_origin(rng: np.random.Generator, shape: tuple[int, int], crop: tuple[i
     return int(rng.integers(0, shape[0] - h + 1)), int(rng.integers(0, shape[1] - w + 1)), h, w
 
 
-def _pad(image: np.ndarray, target: np.ndarray, crop: tuple[int, int], fill) -> tuple[np.ndarray, np.ndarray]:
+def pad(image: np.ndarray, target: np.ndarray, crop: tuple[int, int], fill) -> tuple[np.ndarray, np.ndarray]:
     pad = ((0, crop[0] - image.shape[0]), (0, crop[1] - image.shape[1]))
     return np.pad(image, pad + ((0, 0),)), np.pad(target, pad, constant_values=fill)
 
@@ -96,9 +105,8 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
     return image
 
 
-def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment,
-                       statistics: str = "imagenet") -> tuple[np.ndarray, np.ndarray]:
-    """-> image normalised with ``statistics`` (crop_h, crop_w, 3) float32, labels (crop_h, crop_w) int32."""
+def segmentation_crop(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
+    """The host part: -> uint8 crop (h, w, 3) and its labels (h, w) int32, h, w <= the crop size."""
     ratio = rng.uniform(*a.ratio_range)
     scale = (int(a.scale[0] * ratio), int(a.scale[1] * ratio))  # mmseg truncates the sampled scale
     image, labels = resize_pair(image, labels, keep_ratio_size(*image.shape[:2], scale))
@@ -114,12 +122,23 @@ def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
         image, labels = image[:, ::-1], labels[:, ::-1]
     if a.photometric:
         image = photometric_distortion(np.ascontiguousarray(image), rng)
-    return _pad(normalize(np.ascontiguousarray(image), statistics), labels.astype(np.int32), a.crop, IGNORE_INDEX)
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels, np.int32)
 
 
-def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment,
-                statistics: str = "imagenet") -> tuple[np.ndarray, np.ndarray]:
-    """-> image normalised with ``statistics`` (crop_h, crop_w, 3) float32, depth (crop_h, crop_w) float32 (0 = invalid)."""
+def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment,
+                       statistics: str = "imagenet") -> tuple[np.ndarray, np.ndarray]:
+    """-> image normalised with ``statistics`` (crop_h, crop_w, 3) float32, labels (crop_h, crop_w) int32."""
+    crop, labels = segmentation_crop(image, labels, rng, a)
+    return pad(finish(crop, NO_COLOUR, a, statistics), labels, a.crop, IGNORE_INDEX)
+
+
+# Per-sample colour draws of the depth pipeline: (applied 0/1, gamma, brightness, r, g, b), float64
+# as drawn (the device gets them as float32).
+NO_COLOUR = np.array([0, 1, 1, 1, 1, 1], np.float64)
+
+
+def depth_crop(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The host part: -> uint8 crop (h, w, 3), depth (h, w) float32 (0 = invalid), colour draws (6,)."""
     if rng.random() < a.rotate_prob and a.rotate_degrees > 0:
         angle = rng.uniform(-a.rotate_degrees, a.rotate_degrees)
         h, w = depth.shape
@@ -130,16 +149,51 @@ def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, 
         image, depth = image[:, ::-1], depth[:, ::-1]
     top, left, h, w = _crop_origin(rng, depth.shape, a.crop)
     image, depth = image[top : top + h, left : left + w], depth[top : top + h, left : left + w]
-    pixels = image.astype(np.float32)
+    colour = NO_COLOUR
     if rng.random() < a.color_prob:
         gamma, brightness = rng.uniform(*a.gamma_range), rng.uniform(*a.brightness_range)
-        colors = rng.uniform(*a.color_range, size=3)
-        if a.color_gamma == "raw":
-            pixels = np.clip(pixels.astype(np.float64) ** gamma * brightness * colors, 0, 255)
-        elif a.color_gamma == "unit":
-            pixels = np.clip((pixels.astype(np.float64) / 255) ** gamma * brightness * colors, 0, 1) * 255
-        else:
-            raise ValueError(f"augment.color_gamma={a.color_gamma!r} is not 'raw' or 'unit'")
+        colour = np.array([1, gamma, brightness, *rng.uniform(*a.color_range, size=3)], np.float64)
+    return np.ascontiguousarray(image), np.ascontiguousarray(depth, np.float32), colour
+
+
+def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment,
+                statistics: str = "imagenet") -> tuple[np.ndarray, np.ndarray]:
+    """-> image normalised with ``statistics`` (crop_h, crop_w, 3) float32, depth (crop_h, crop_w) float32 (0 = invalid)."""
+    crop, depth, colour = depth_crop(image, depth, rng, a)
+    return pad(finish(crop, colour, a, statistics), depth, a.crop, 0.0)
+
+
+def finish(crop: np.ndarray, colour: np.ndarray, a: Augment, statistics: str) -> np.ndarray:
+    """The numpy reference of the elementwise finish: uint8 (h, w, 3) -> float32, FiT3D's ColorAug
+    where ``colour`` says it was drawn (float64, as its numpy code), then normalisation."""
+    if a.color_gamma not in ("raw", "unit"):
+        raise ValueError(f"augment.color_gamma={a.color_gamma!r} is not 'raw' or 'unit'")
     mean, std = STATISTICS[statistics]
-    normalised = ((pixels / 255 - mean) / std).astype(np.float32)
-    return _pad(np.ascontiguousarray(normalised), np.ascontiguousarray(depth, np.float32), a.crop, 0.0)
+    if not colour[0]:
+        return normalize(crop, statistics)
+    gamma, brightness, colors = colour[1], colour[2], colour[3:]
+    if a.color_gamma == "raw":
+        pixels = np.clip(crop.astype(np.float64) ** gamma * brightness * colors, 0, 255)
+    else:
+        pixels = np.clip((crop.astype(np.float64) / 255) ** gamma * brightness * colors, 0, 1) * 255
+    return ((pixels / 255 - mean) / std).astype(np.float32)
+
+
+def finish_batch(crops: jax.Array, sizes: jax.Array, colour: jax.Array, a: Augment, statistics: str) -> jax.Array:
+    """``finish`` on the device, for a batch: crops uint8 (B, H, W, 3) with each sample's crop in its
+    top-left (h, w) = ``sizes`` (B, 2), colour draws (B, 6) -> float32 (B, H, W, 3), zero outside the
+    crops (the pipelines' padding). Float32 where the reference's ColorAug is float64: within 1e-5
+    of it in normalised units; plain normalisation is the same float32 arithmetic as ``normalize``."""
+    mean, std = (jnp.asarray(v) for v in STATISTICS[statistics])
+    pixels = crops.astype(jnp.float32)
+    applied, gamma, brightness = (colour[:, k, None, None, None] for k in range(3))
+    colors = colour[:, None, None, 3:]
+    if a.color_gamma == "raw":
+        coloured = jnp.clip(pixels**gamma * brightness * colors, 0, 255)
+    else:
+        coloured = jnp.clip((pixels / 255) ** gamma * brightness * colors, 0, 1) * 255
+    plain = (pixels / 255.0 - mean) / std
+    out = jnp.where(applied > 0, (coloured / 255 - mean) / std, plain)
+    rows, cols = jnp.arange(crops.shape[1]), jnp.arange(crops.shape[2])
+    inside = (rows[None, :, None] < sizes[:, 0, None, None]) & (cols[None, None, :] < sizes[:, 1, None, None])
+    return jnp.where(inside[..., None], out, 0.0)

@@ -47,6 +47,7 @@ from fit3d_jax.probe import augment, inference
 from fit3d_jax.probe.assembly import Backbones, models_for
 from fit3d_jax.probe.datasets import SEGMENTATION, Dataset
 from fit3d_jax.probe.heads import Placement
+from fit3d_jax.probe.metrics import IGNORE_INDEX
 from fit3d_jax.probe.protocol import Protocol
 from fit3d_jax.probe.tasks import make_task
 
@@ -184,7 +185,10 @@ def scale_for_test(image: np.ndarray, a: augment.Augment) -> np.ndarray:
 
 
 class Batches:
-    """Host batches of this process's rows for step ``s``: (inputs, targets) numpy arrays."""
+    """Host batches of this process's rows for step ``s``: (inputs, targets) numpy arrays. Live
+    inputs are the host part of the pipeline: (uint8 crops (B, H, W, 3) padded with zeros, their
+    sizes (B, 2), colour draws (B, 6)), which the step finishes on the device (``augment.finish_batch``);
+    cached inputs are {model: (tokens, CLS)}."""
 
     def __init__(self, dataset: Dataset, settings: ProbeSettings, seed: int, cache=None, workers: int = 8,
                  statistics: str = "imagenet"):
@@ -215,8 +219,13 @@ class Batches:
     def _example(self, step: int, row: int, index: int):
         rng = np.random.default_rng([self.seed, step, row, 1])
         example = self.split[int(index)]
-        transform = augment.segmentation_train if self.task == SEGMENTATION else augment.depth_train
-        return transform(example.image, example.target, rng, self.settings.augment, self.statistics)
+        a = self.settings.augment
+        if self.task == SEGMENTATION:
+            (crop, target), colour, fill = augment.segmentation_crop(example.image, example.target, rng, a), augment.NO_COLOUR, IGNORE_INDEX
+        else:
+            (crop, target, colour), fill = augment.depth_crop(example.image, example.target, rng, a), 0.0
+        size = np.array(crop.shape[:2], np.int32)
+        return (*augment.pad(crop, target, a.crop, fill), size, colour.astype(np.float32))
 
     def __call__(self, step: int):
         picked = self.indices(step)
@@ -224,7 +233,8 @@ class Batches:
             outputs, targets = self.cache
             return {m: (tokens[picked].astype(np.float32), cls[picked]) for m, (tokens, cls) in outputs.items()}, targets[picked]
         rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(picked)))
-        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+        crops, targets, sizes, colours = (np.stack(column) for column in zip(*rows))
+        return (crops, sizes, colours), targets
 
 
 def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str, ...], backbone_params: dict, progress: bool):
@@ -251,14 +261,18 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str
 
 
 def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], models: tuple[str, ...], placement: Placement,
-                    mesh: Mesh, cached: bool, names: tuple[str, ...]):
+                    mesh: Mesh, cached: bool, names: tuple[str, ...], settings: ProbeSettings):
     """One step of every head: the frozen ``models`` run once (or their cached outputs arrive as
     inputs), then each head assembles its features, takes its loss and its AdamW update. Each model
     is its own jitted program, apart from the heads': XLA then compiles it the same whichever heads
     read it, so a head's results are bit-identical to its single-head run."""
     replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
-    run_model = jax.jit(lambda p, images: backbones[0].run(p, placement.pad(images)), in_shardings=(replicated, batched),
-                        out_shardings=batched, compiler_options=FORWARD_COMPILER_OPTIONS)
+    statistics = backbones[0].model.config.input_statistics
+
+    def run(p, inputs):  # the pipeline's finish, then the model
+        return backbones[0].run(p, placement.pad(augment.finish_batch(*inputs, settings.augment, statistics)))
+
+    run_model = jax.jit(run, in_shardings=(replicated, batched), out_shardings=batched, compiler_options=FORWARD_COMPILER_OPTIONS)
     single = len(tasks) == 1
 
     def head_step(task, assembly: Backbones, state: TrainState, outputs, targets):
@@ -335,7 +349,7 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
     # Cached mode never runs the backbones in the step: do not hand it their parameters.
     step_backbone_params = jax.device_put(backbone_params if cache is None else {}, harness_mesh.replicated(mesh))
     names = guarded(specs)
-    train_step = make_train_step(specs, tasks, assemblies, models, placement, mesh, cache is not None, names)
+    train_step = make_train_step(specs, tasks, assemblies, models, placement, mesh, cache is not None, names, settings)
 
     batches = Batches(dataset, settings, seed, cache, statistics=assemblies[0].model.config.input_statistics)
     start = int(state.step)
