@@ -4,6 +4,8 @@ majority class, depth beats the best constant), a killed run resumes to the same
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -20,9 +22,10 @@ from fit3d_jax.harness.guard import NonFiniteError
 from fit3d_jax.jobs import probe as probe_job
 from fit3d_jax.main import _check_overrides
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
+from fit3d_jax.probe import augment
 from fit3d_jax.probe import train as probe_train
 from fit3d_jax.probe.assembly import Backbones
-from fit3d_jax.probe.datasets import files
+from fit3d_jax.probe.datasets import Split, files
 from fit3d_jax.probe.metrics import IGNORE_INDEX
 from fit3d_jax.scenes.synthetic import generate_room
 from fit3d_jax.weights import save_params
@@ -270,6 +273,33 @@ def test_a_killed_multi_head_run_resumes_to_the_same_heads(rooms, vits, tmp_path
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_decoded_examples_are_read_once_and_give_the_same_batches(rooms, vits, tmp_path):
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
+    reads = []
+
+    def counted(i):
+        reads.append(i)
+        return dataset.train[i]
+
+    counting = dataclasses.replace(dataset, train=Split(dataset.train.name, len(dataset.train), counted))
+    example_bytes = dataset.train[0].image.nbytes + dataset.train[0].target.nbytes
+    batches = {}
+    for budget in (0.0, 100 * example_bytes / 2**30, 5.5 * example_bytes / 2**30):
+        reads.clear()
+        settings = probe_train.ProbeSettings(schedule=probe_train.Schedule(batch_size=4), decoded_cache_gb=budget,
+                                             augment=augment.Augment(crop=(56, 56), scale=(224, 84)))
+        source = probe_train.Batches(counting, settings, seed=3)
+        batches[budget] = [source(step) for step in range(2 * source.per_epoch)]  # two epochs
+        source.close()
+        assert len(reads) == {0.0: 2 * 4 * source.per_epoch, 5.5 * example_bytes / 2**30: 2 * 4 * source.per_epoch - 5}.get(
+            budget, len(dataset.train)), budget  # every read / each example once / five kept
+    for a, b in itertools.combinations(batches.values(), 2):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ConfigError, match="decoded_cache_gb=-1"):
+        probe_job.run(_config("segmentation", rooms, vits, tmp_path, decoded_cache_gb=-1.0))
+
+
 def test_sweep_fields_are_checked(rooms, vits, tmp_path):
     for fields, message in (({"sweep.assemblies": "original,cat"}, "'cat' is not one of"),
                             ({"sweep.learning_rates": "1e-3,fast"}, "comma-separated list of float"),
@@ -284,7 +314,8 @@ import sys, numpy as np, jax
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 from fit3d_jax.probe import train
 from fit3d_jax.probe.assembly import Backbones
-from fit3d_jax.probe.datasets import files
+from fit3d_jax.probe import augment
+from fit3d_jax.probe.datasets import Split, files
 assert jax.device_count() == int(sys.argv[3]), jax.devices()
 config = ViTConfig(embed_dim=64, depth=2, num_heads=1)
 dataset = files.scenes(sys.argv[1] + "/train", sys.argv[1] + "/test", "segmentation")

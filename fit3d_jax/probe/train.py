@@ -6,7 +6,7 @@ BatchNorm statistics are computed over the global batch (XLA inserts the reducti
 does. Each process prepares only its rows of the global batch.
 
 Two input modes:
-- live (the protocol): every step augments its images on the host and runs the backbones;
+- live (the protocol): every step augments its images (host crops, finished on the device) and runs the backbones;
 - cached (``cache_features``): every training image is embedded once, unaugmented, at its own
   size; steps then train the head on the stored tokens. Minutes instead of hours on a CPU; all
   training images must share one size.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,7 @@ class ProbeSettings:
     evaluation: Evaluation = dataclasses.field(default_factory=Evaluation)
     protocol: Protocol = dataclasses.field(default_factory=Protocol)
     cache_features: bool = False
+    decoded_cache_gb: float = 0.0  # host memory for decoded training examples; 0 = read every time
 
 
 class TrainState(train_state.TrainState):
@@ -206,6 +208,10 @@ class Batches:
                               f"{self.global_batch}")
         self.per_epoch = self.size // self.global_batch
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)  # cv2 releases the GIL
+        # Decoded examples, kept until the budget is spent (epochs revisit every example, so the
+        # first ones to arrive are as good as any); then the rest are read from disk each time.
+        self.decoded, self.decoded_bytes, self.budget = {}, 0, int(settings.decoded_cache_gb * 2**30)
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -216,9 +222,19 @@ class Batches:
         rows = order[position * self.global_batch : (position + 1) * self.global_batch]
         return rows[self.first : self.first + self.local]
 
+    def _read(self, index: int):
+        example = self.decoded.get(index)
+        if example is None:
+            example = self.split[index]
+            size = example.image.nbytes + example.target.nbytes
+            with self.lock:
+                if index not in self.decoded and self.decoded_bytes + size <= self.budget:
+                    self.decoded[index], self.decoded_bytes = example, self.decoded_bytes + size
+        return example
+
     def _example(self, step: int, row: int, index: int):
         rng = np.random.default_rng([self.seed, step, row, 1])
-        example = self.split[int(index)]
+        example = self._read(int(index))
         a = self.settings.augment
         if self.task == SEGMENTATION:
             (crop, target), colour, fill = augment.segmentation_crop(example.image, example.target, rng, a), augment.NO_COLOUR, IGNORE_INDEX
