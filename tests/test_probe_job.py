@@ -296,8 +296,11 @@ def test_decoded_examples_are_read_once_and_give_the_same_batches(rooms, vits, t
     for a, b in itertools.combinations(batches.values(), 2):
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_array_equal(x, y)
-    with pytest.raises(ConfigError, match="decoded_cache_gb=-1"):
-        probe_job.run(_config("segmentation", rooms, vits, tmp_path, decoded_cache_gb=-1.0))
+    automatic = probe_train.Batches(counting, dataclasses.replace(settings, decoded_cache_gb=-1.0), seed=3)
+    assert 0 < automatic.budget <= 16 * 2**30
+    automatic.close()
+    with pytest.raises(ConfigError, match="decoded_cache_gb=-2"):
+        probe_job.run(_config("segmentation", rooms, vits, tmp_path, decoded_cache_gb=-2.0))
 
 
 def test_sweep_fields_are_checked(rooms, vits, tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -91,7 +92,7 @@ class ProbeSettings:
     evaluation: Evaluation = dataclasses.field(default_factory=Evaluation)
     protocol: Protocol = dataclasses.field(default_factory=Protocol)
     cache_features: bool = False
-    decoded_cache_gb: float = 0.0  # host memory for decoded training examples; 0 = read every time
+    decoded_cache_gb: float = 0.0  # host memory for decoded training examples; 0 = read every time, -1 = automatic
 
 
 class TrainState(train_state.TrainState):
@@ -210,7 +211,10 @@ class Batches:
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)  # cv2 releases the GIL
         # Decoded examples, kept until the budget is spent (epochs revisit every example, so the
         # first ones to arrive are as good as any); then the rest are read from disk each time.
-        self.decoded, self.decoded_bytes, self.budget = {}, 0, int(settings.decoded_cache_gb * 2**30)
+        budget = settings.decoded_cache_gb
+        if budget == -1:  # a quarter of the machine's memory, at most 16 GiB
+            budget = min(16.0, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4 / 2**30)
+        self.decoded, self.decoded_bytes, self.budget = {}, 0, int(budget * 2**30)
         self.lock = threading.Lock()
 
     def close(self) -> None:
