@@ -691,6 +691,19 @@ def test_dense_predictor_whole_mode(seg_setup):
     assert not out[45:].any() and not out[:, 61:].any()
 
 
+def test_dense_predictor_normalises_uint8_windows_on_the_device(seg_setup):
+    """Test images go to the device as uint8 windows: the maps of host-normalised windows, within
+    float32 rounding (XLA compiles the normalisation into the model's program)."""
+    backbones, head, params, variables = seg_setup
+    image = np.random.default_rng(16).integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    predictor = inference.DensePredictor(backbones, head, 14)
+    on_device = inference.prepare(image, (40, 50), (28, 28), (19, 19))
+    on_host = inference.prepare(normalize(image), (40, 50), (28, 28), (19, 19))
+    assert on_device.windows.dtype == np.uint8 and on_device.windows.shape[0] > 1
+    want = np.asarray(predictor.predict(params, variables, on_host))
+    np.testing.assert_allclose(np.asarray(predictor.predict(params, variables, on_device)), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
 def test_dense_predictor_slide_mode_matches_mmseg_averaging(seg_setup):
     backbones, head, params, variables = seg_setup
     image = np.random.default_rng(15).normal(size=(40, 50, 3)).astype(np.float32)

@@ -183,7 +183,8 @@ def finish_batch(crops: jax.Array, sizes: jax.Array, colour: jax.Array, a: Augme
     """``finish`` on the device, for a batch: crops uint8 (B, H, W, 3) with each sample's crop in its
     top-left (h, w) = ``sizes`` (B, 2), colour draws (B, 6) -> float32 (B, H, W, 3), zero outside the
     crops (the pipelines' padding). Float32 where the reference's ColorAug is float64: within 1e-5
-    of it in normalised units; plain normalisation is the same float32 arithmetic as ``normalize``."""
+    of it in normalised units; plain normalisation is ``normalize``, within float32 rounding once
+    XLA compiles it into the model's program."""
     mean, std = (jnp.asarray(v) for v in STATISTICS[statistics])
     pixels = crops.astype(jnp.float32)
     applied, gamma, brightness = (colour[:, k, None, None, None] for k in range(3))
@@ -192,7 +193,7 @@ def finish_batch(crops: jax.Array, sizes: jax.Array, colour: jax.Array, a: Augme
         coloured = jnp.clip(pixels**gamma * brightness * colors, 0, 255)
     else:
         coloured = jnp.clip((pixels / 255) ** gamma * brightness * colors, 0, 1) * 255
-    plain = (pixels / 255.0 - mean) / std
+    plain = normalize(crops, statistics)
     out = jnp.where(applied > 0, (coloured / 255 - mean) / std, plain)
     rows, cols = jnp.arange(crops.shape[1]), jnp.arange(crops.shape[2])
     inside = (rows[None, :, None] < sizes[:, 0, None, None]) & (cols[None, None, :] < sizes[:, 1, None, None])

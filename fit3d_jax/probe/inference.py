@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fit3d_jax.images import normalize
 from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS
 from fit3d_jax.probe.assembly import models_for
 from fit3d_jax.probe.heads import Placement
@@ -45,7 +46,7 @@ def window_origins(height: int, width: int, crop: tuple[int, int], stride: tuple
 class Prepared:
     """One test image laid out for ``DensePredictor.predict``."""
 
-    windows: np.ndarray  # (N, wh, ww, 3) normalised
+    windows: np.ndarray  # (N, wh, ww, 3): uint8 (normalised on the device) or normalised float32
     origins: np.ndarray  # (N, 2) int32
     valid: np.ndarray  # (N,) float32: padding windows are 0
     rows: np.ndarray  # (label_h bucket, canvas_h bucket) resize matrix
@@ -55,13 +56,13 @@ class Prepared:
 
 
 def prepare(image: np.ndarray, label_size: tuple[int, int], crop: tuple[int, int] | None, stride: tuple[int, int] | None) -> Prepared:
-    """``image``: normalised (H, W, 3) at inference resolution; ``crop`` None = whole image."""
+    """``image``: (H, W, 3) uint8 or normalised, at inference resolution; ``crop`` None = whole image."""
     height, width = image.shape[:2]
     crop = crop or (height, width)
     stride = stride or crop
     origins, (wh, ww) = window_origins(height, width, crop, stride)
     n = 1 << (len(origins) - 1).bit_length()
-    windows = np.zeros((n, wh, ww, 3), np.float32)
+    windows = np.zeros((n, wh, ww, 3), image.dtype if image.dtype == np.uint8 else np.float32)
     for k, (y, x) in enumerate(origins):
         windows[k] = image[y : y + wh, x : x + ww]
     padded_origins = np.zeros((n, 2), np.int32)
@@ -101,6 +102,8 @@ class DensePredictor:
 
     @functools.partial(jax.jit, static_argnums=0, compiler_options=FORWARD_COMPILER_OPTIONS)
     def _model(self, params, windows):
+        if windows.dtype == jnp.uint8:
+            windows = normalize(windows, self.backbones[0].model.config.input_statistics)
         placement = Placement.for_size(*windows.shape[1:3], self.patch_size)
         inputs = jnp.concatenate([windows, windows[:, :, ::-1]]) if self.flip else windows
         return self.backbones[0].run(params, placement.pad(inputs))

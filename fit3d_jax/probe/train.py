@@ -444,7 +444,7 @@ def evaluate_heads(heads: list[tuple[object, Backbones, TrainState, Path]], data
 
     def load(i: int):
         example = dataset.test[i]
-        image = normalize(scale_for_test(example.image, settings.augment), model_config.input_statistics)
+        image = scale_for_test(example.image, settings.augment)  # uint8: the predictor normalises on the device
         prepared = inference.prepare(image, example.target.shape, crop, stride)
         bucket = (prepared.rows.shape[0], prepared.cols.shape[0])
         valid = dataset.eval_crop(*example.target.shape) if dataset.eval_crop else np.ones(example.target.shape, bool)
