@@ -173,16 +173,10 @@ def test_a_probe_that_goes_nan_stops_naming_the_step(rooms, tmp_path):
     assert not [p for p in (tmp_path / "checkpoints").glob("*") if p.name.isdigit()]
 
 
-def test_killed_run_resumes_to_the_same_head(rooms, vits, tmp_path, monkeypatch):
-    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
-    model = DinoV2(CONFIG)
-    backbones = Backbones(model, "original", "segmentation")
-    params = {"original": init_params(CONFIG, seed=1)}
-    settings = probe_train.ProbeSettings(
-        schedule=probe_train.Schedule(iterations=12, warmup_iterations=3, batch_size=4), cache_features=True)
-    run = lambda out: probe_train.train(dataset, backbones, params, settings, out, checkpoint_every=5, progress=False)[1]
+def _straight_and_killed_at_step_8(run, tmp_path, monkeypatch, capsys=None):
+    """``run(out)`` straight through, and killed at step 8 then run again in the same folder:
+    (straight result, resumed result, what the resumed run printed)."""
     reference = run(tmp_path / "straight")
-
     original_call = probe_train.Batches.__call__
 
     def dies_at_step_8(self, step):
@@ -194,7 +188,21 @@ def test_killed_run_resumes_to_the_same_head(rooms, vits, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "killed")
     monkeypatch.setattr(probe_train.Batches, "__call__", original_call)
+    if capsys is not None:
+        capsys.readouterr()
     resumed = run(tmp_path / "killed")
+    return reference, resumed, capsys.readouterr().out if capsys is not None else ""
+
+
+def test_killed_run_resumes_to_the_same_head(rooms, vits, tmp_path, monkeypatch):
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
+    model = DinoV2(CONFIG)
+    backbones = Backbones(model, "original", "segmentation")
+    params = {"original": init_params(CONFIG, seed=1)}
+    settings = probe_train.ProbeSettings(
+        schedule=probe_train.Schedule(iterations=12, warmup_iterations=3, batch_size=4), cache_features=True)
+    run = lambda out: probe_train.train(dataset, backbones, params, settings, out, checkpoint_every=5, progress=False)[1]
+    reference, resumed, _ = _straight_and_killed_at_step_8(run, tmp_path, monkeypatch)
     assert int(resumed.step) == 12
     for a, b in zip(jax.tree.leaves((reference.params, reference.batch_stats)), jax.tree.leaves((resumed.params, resumed.batch_stats))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -251,21 +259,8 @@ def test_a_killed_multi_head_run_resumes_to_the_same_heads(rooms, vits, tmp_path
     settings = probe_train.ProbeSettings(
         schedule=probe_train.Schedule(iterations=12, warmup_iterations=3, batch_size=4), cache_features=True)
     run = lambda out: probe_train.train_heads(dataset, heads, params, settings, out, checkpoint_every=5, progress=False)[1]
-    reference = run(tmp_path / "straight")
-    original_call = probe_train.Batches.__call__
-
-    def dies_at_step_8(self, step):
-        if step == 8:
-            raise KeyboardInterrupt("killed")
-        return original_call(self, step)
-
-    monkeypatch.setattr(probe_train.Batches, "__call__", dies_at_step_8)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "killed")
-    monkeypatch.setattr(probe_train.Batches, "__call__", original_call)
-    capsys.readouterr()
-    resumed = run(tmp_path / "killed")
-    assert "probe: resuming from step 5" in capsys.readouterr().out
+    reference, resumed, printed = _straight_and_killed_at_step_8(run, tmp_path, monkeypatch, capsys)
+    assert "probe: resuming from step 5" in printed
     assert sorted(resumed) == ["duplicate_1", "original_0"] and all(int(s.step) == 12 for s in resumed.values())
     for name in reference:
         for a, b in zip(jax.tree.leaves((reference[name].params, reference[name].batch_stats)),

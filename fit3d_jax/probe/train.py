@@ -281,7 +281,7 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str
 
 
 def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], models: tuple[str, ...], placement: Placement,
-                    mesh: Mesh, cached: bool, names: tuple[str, ...], settings: ProbeSettings):
+                    mesh: Mesh, cached: bool, settings: ProbeSettings):
     """One step of every head: the frozen ``models`` run once (or their cached outputs arrive as
     inputs), then each head assembles its features, takes its loss and its AdamW update. Each model
     is its own jitted program, apart from the heads': XLA then compiles it the same whichever heads
@@ -293,7 +293,7 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
         return backbones[0].run(p, placement.pad(augment.finish_batch(*inputs, settings.augment, statistics)))
 
     run_model = jax.jit(run, in_shardings=(replicated, batched), out_shardings=batched, compiler_options=FORWARD_COMPILER_OPTIONS)
-    single = len(tasks) == 1
+    single, names = len(tasks) == 1, guarded(heads)
 
     def head_step(task, assembly: Backbones, state: TrainState, outputs, targets):
         tokens, cls = assembly.assemble(outputs)
@@ -369,7 +369,7 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
     # Cached mode never runs the backbones in the step: do not hand it their parameters.
     step_backbone_params = jax.device_put(backbone_params if cache is None else {}, harness_mesh.replicated(mesh))
     names = guarded(specs)
-    train_step = make_train_step(specs, tasks, assemblies, models, placement, mesh, cache is not None, names, settings)
+    train_step = make_train_step(specs, tasks, assemblies, models, placement, mesh, cache is not None, settings)
 
     batches = Batches(dataset, settings, seed, cache, statistics=assemblies[0].model.config.input_statistics)
     start = int(state.step)
@@ -468,8 +468,3 @@ def evaluate_heads(heads: list[tuple[object, Backbones, TrainState, Path]], data
         sums = [jax.tree.map(lambda x: np.sum(multihost_utils.process_allgather(x), axis=0), s) for s in sums]
     return [task.summarize(s) | {"test_images": total} for s in sums]
 
-
-def evaluate(task, dataset: Dataset, backbones: Backbones, backbone_params: dict, state: TrainState,
-             settings: ProbeSettings, output_dir: Path, progress: bool = True) -> dict:
-    """One head's metrics over the test split, and its prediction PNGs in ``output_dir``/predictions."""
-    return evaluate_heads([(task, backbones, state, Path(output_dir))], dataset, backbone_params, settings, progress)[0]
