@@ -69,8 +69,10 @@ def probe_segmentation(data: dict) -> ml_collections.ConfigDict:
     c.augment = ml_collections.ConfigDict(dict(
         crop=(512, 512), flip_prob=0.5, scale=(2048, 512), ratio_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True,
         rotate_prob=0.5, rotate_degrees=2.5, color_prob=0.5, gamma_range=(0.9, 1.1), brightness_range=(0.75, 1.25),
-        color_range=(0.9, 1.1), color_gamma="raw"))  # scale: keep-ratio resize (long, short), at test time too;
-    # rotate_* / color_*: depth only
+        color_range=(0.9, 1.1), color_gamma="raw", on_device=True, canvas=(0, 0)))
+    # scale: keep-ratio resize (long, short), at test time too; rotate_* / color_*: depth only; on_device: the
+    # pipeline as JAX on the accelerator (False: the numpy reference on the host); canvas: the size source
+    # images are padded to on the device, (0, 0) = per batch (several processes need it set)
     c.evaluation = ml_collections.ConfigDict(dict(mode="slide", crop=(512, 512), stride=(341, 341), flip=False, max_images=0,
                                                   num_visualize=8))  # max_images 0: the whole test split
     return c
@@ -88,7 +90,7 @@ def probe_depth(data: dict, crop: tuple[int, int], brightness: tuple[float, floa
     c.augment = ml_collections.ConfigDict(dict(
         crop=crop, flip_prob=0.5, scale=(0, 0), ratio_range=(0.5, 2.0), cat_max_ratio=0.75, photometric=True,
         rotate_prob=0.5, rotate_degrees=2.5, color_prob=0.5, gamma_range=(0.9, 1.1), brightness_range=brightness,
-        color_range=(0.9, 1.1), color_gamma="raw"))  # scale (0, 0): no resize; ratio_range / cat_max_ratio /
+        color_range=(0.9, 1.1), color_gamma="raw", on_device=True, canvas=(0, 0)))  # scale (0, 0): no resize; ratio_range / cat_max_ratio /
     # photometric: segmentation only
     c.evaluation = ml_collections.ConfigDict(dict(mode="whole", crop=(512, 512), stride=(341, 341), flip=True, max_images=0,
                                                   num_visualize=8))

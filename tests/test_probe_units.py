@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from fit3d_jax.images import IMAGENET_MEAN, IMAGENET_STD, STATISTICS, normalize
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
-from fit3d_jax.probe import augment, inference, losses, metrics, resize
+from fit3d_jax.probe import augment, device_augment, inference, losses, metrics, resize
 from fit3d_jax.probe.assembly import ASSEMBLIES, Backbones
 from fit3d_jax.probe.datasets.types import DEPTH, Dataset, Split
 from fit3d_jax.probe.heads import DepthHead, Placement, SegmentationHead
@@ -1014,14 +1014,14 @@ def test_depth_colour_augmentation(mode):
 
 
 def _device_batch(crop_fn, image, target, seeds, a, fill, statistics="imagenet"):
-    """The host part for each seed, padded and stacked, finished by augment.finish_batch."""
+    """The host part for each seed, padded and stacked, finished by device_augment.finish_batch."""
     rows = []
     for seed in seeds:
         out = crop_fn(image, target, np.random.default_rng(seed), a)
         crop, target_crop, colour = (*out, augment.NO_COLOUR) if len(out) == 2 else out
         rows.append((*augment.pad(crop, target_crop, a.crop, fill), np.array(crop.shape[:2], np.int32), colour.astype(np.float32)))
     crops, targets, sizes, colours = (np.stack(c) for c in zip(*rows))
-    return np.asarray(jax.jit(augment.finish_batch, static_argnums=(3, 4))(crops, sizes, colours, a, statistics)), targets
+    return np.asarray(jax.jit(device_augment.finish_batch, static_argnums=(3, 4))(crops, sizes, colours, a, statistics)), targets
 
 
 @pytest.mark.parametrize("statistics", ["imagenet", "openai_clip"])

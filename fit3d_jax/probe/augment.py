@@ -1,4 +1,4 @@
-"""Host-side training augmentation and test-time resizing, as the protocol's pipelines do it.
+"""Training augmentation as the protocol's pipelines do it: the random draws and the numpy reference.
 
 Segmentation (mmseg's ADE20K / VOC pipeline): keep-ratio resize to ``scale`` x U(ratio_range),
 random crop with ``cat_max_ratio`` (up to 10 tries for a crop no single class dominates),
@@ -9,24 +9,20 @@ Depth (FiT3D's depth-toolbox pipeline, after the dataset's own crop: NYUCrop, KB
 rotation (image bilinear, depth nearest, zero borders), horizontal flip, random crop, colour
 augmentation (gamma, brightness, per-channel colour), normalise, pad to the crop (depth 0 = invalid).
 
-Randomness comes from a numpy Generator the caller seeds per (seed, step, sample), so a resumed
-run draws the same batches.
-
-Each pipeline is two parts. The host part (``segmentation_crop``, ``depth_crop``) makes every
-random decision and the geometric and uint8 steps, and returns the uint8 crop with its draws. The
-finish (colour augmentation for depth, normalisation, padding) is elementwise: ``finish`` is its
-numpy reference, ``finish_batch`` its JAX form, which the probe's step runs on the device on a
-batch of uint8 crops (a quarter of float32's bytes to move). ``segmentation_train`` and
-``depth_train`` are the whole pipeline on the host.
+Every random decision of a sample is drawn first, in a fixed order, from a numpy Generator the
+caller seeds per (seed, step, sample) (``segmentation_draws``, ``depth_draws``), so a resumed run
+draws the same batches. This module is the numpy reference that applies the draws with OpenCV
+(``segmentation_crop``, ``depth_crop``: the uint8 crop; ``finish``: ColorAug and normalisation;
+``segmentation_train``, ``depth_train``: the whole pipeline). ``device_augment`` applies the same
+draws as jitted JAX on the accelerator, which is what training runs by default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import cv2
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fit3d_jax.images import STATISTICS, normalize
@@ -52,6 +48,9 @@ class Augment:
     # raw: FiT3D's ColorAug, the gamma power of the 0-255 values (a brightening of up to 1.7x at gamma
     # 1.1), kept as floats; unit: the gamma of [0, 1] values, as intended
     color_gamma: str = "raw"
+    # where the pipeline runs: on the accelerator (device_augment) or the numpy reference on the host
+    on_device: bool = True
+    canvas: tuple[int, int] = (0, 0)  # (h, w) every source image is padded to on the device; (0, 0) = per batch
 
 
 def keep_ratio_size(height: int, width: int, scale: tuple[float, float]) -> tuple[int, int]:
@@ -69,9 +68,8 @@ def resize_pair(image: np.ndarray, target: np.ndarray, size: tuple[int, int]) ->
             cv2.resize(target, size[::-1], interpolation=cv2.INTER_NEAREST))
 
 
-def _crop_origin(rng: np.random.Generator, shape: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int, int, int]:
-    h, w = min(crop[0], shape[0]), min(crop[1], shape[1])
-    return int(rng.integers(0, shape[0] - h + 1)), int(rng.integers(0, shape[1] - w + 1)), h, w
+def _crop_origin(rng: np.random.Generator, shape: tuple[int, int], crop: tuple[int, int]) -> tuple[int, int]:
+    return int(rng.integers(0, max(shape[0] - crop[0], 0) + 1)), int(rng.integers(0, max(shape[1] - crop[1], 0) + 1))
 
 
 def pad(image: np.ndarray, target: np.ndarray, crop: tuple[int, int], fill) -> tuple[np.ndarray, np.ndarray]:
@@ -79,49 +77,89 @@ def pad(image: np.ndarray, target: np.ndarray, crop: tuple[int, int], fill) -> t
     return np.pad(image, pad + ((0, 0),)), np.pad(target, pad, constant_values=fill)
 
 
-def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """mmseg's PhotoMetricDistortion on uint8 RGB (each step applied with probability 0.5; every
-    step clips and truncates to uint8, as mmseg's ``convert``)."""
+# ------------------------------------------------------------------------------------ the draws
+# Every random decision of a sample is drawn first, in a fixed order, from the sample's Generator;
+# the numpy pipelines below and the device pipelines (device_augment) both apply these draws.
 
-    def convert(x: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-        return np.clip(x.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+CROP_TRIES = 10  # mmseg's RandomCrop: up to 10 crops are checked against cat_max_ratio
+# Photometric draws, float32: brightness (applied, delta), contrast first (0/1), contrast
+# (applied, factor), saturation (applied, factor), hue (applied, delta).
+PHOTOMETRIC = ("brightness", "beta", "contrast_first", "contrast", "alpha", "saturation", "saturation_alpha", "hue", "hue_delta")
+NO_PHOTOMETRIC = np.array([0, 0, 0, 0, 1, 0, 1, 0, 0], np.float32)
 
-    if rng.random() < 0.5:
-        image = convert(image, beta=rng.uniform(-32, 32))
-    contrast_first = rng.integers(2) == 1
-    contrast = lambda x: convert(x, alpha=rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else x
-    if contrast_first:
+
+class SegmentationDraws(NamedTuple):
+    size: tuple[int, int]  # the keep-ratio resized size
+    origins: np.ndarray  # (CROP_TRIES + 1, 2) int: crop (top, left) candidates, checked in order
+    flip: bool
+    photometric: np.ndarray  # (9,) float32, see PHOTOMETRIC
+
+
+def segmentation_draws(shape: tuple[int, int], rng: np.random.Generator, a: Augment) -> SegmentationDraws:
+    """The random resize ratio, every crop candidate, the flip and the photometric draws."""
+    ratio = rng.uniform(*a.ratio_range)
+    if any(a.scale):
+        scale = (int(a.scale[0] * ratio), int(a.scale[1] * ratio))  # mmseg truncates the sampled scale
+        size = keep_ratio_size(*shape, scale)
+    else:  # scale (0, 0): no resizing, as at test time
+        size = tuple(shape)
+    origins = np.array([_crop_origin(rng, size, a.crop) for _ in range(CROP_TRIES + 1)], np.int32)
+    flip = bool(rng.random() < a.flip_prob)
+    p = np.array([rng.random() < 0.5, rng.uniform(-32, 32), rng.integers(2), rng.random() < 0.5, rng.uniform(0.5, 1.5),
+                  rng.random() < 0.5, rng.uniform(0.5, 1.5), rng.random() < 0.5, rng.integers(-18, 18)], np.float32)
+    return SegmentationDraws(size, origins, flip, p if a.photometric else NO_PHOTOMETRIC)
+
+
+def crop_passes(window: np.ndarray, cat_max_ratio: float) -> bool:
+    """mmseg's test: more than one class, none covering cat_max_ratio or more of the labelled pixels."""
+    counts = np.bincount(window[window != IGNORE_INDEX].ravel())
+    counts = counts[counts > 0]
+    return len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio
+
+
+def photometric_distortion(image: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """mmseg's PhotoMetricDistortion on uint8 RGB with the draws ``p`` (PHOTOMETRIC); every step
+    clips and truncates to uint8, as mmseg's ``convert``; float32 arithmetic."""
+    convert = lambda x, f: np.clip(f(x.astype(np.float32)), 0, 255).astype(np.uint8)
+    if p[0]:
+        image = convert(image, lambda x: x + p[1])
+    contrast = lambda x: convert(x, lambda v: v * p[4]) if p[3] else x
+    if p[2]:
         image = contrast(image)
-    if rng.random() < 0.5:
+    if p[5]:
         hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-        hsv[..., 1] = convert(hsv[..., 1], alpha=rng.uniform(0.5, 1.5))
+        hsv[..., 1] = convert(hsv[..., 1], lambda v: v * p[6])
         image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    if rng.random() < 0.5:
+    if p[7]:
         hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
-        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + rng.integers(-18, 18)) % 180).astype(np.uint8)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(p[8])) % 180).astype(np.uint8)
         image = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    if not contrast_first:
+    if not p[2]:
         image = contrast(image)
     return image
 
 
+def chosen_crop(labels: np.ndarray, draws: SegmentationDraws, a: Augment) -> int:
+    """The first candidate whose window passes cat_max_ratio (the last one unchecked, as mmseg)."""
+    if a.cat_max_ratio >= 1:
+        return 0
+    h, w = min(a.crop[0], draws.size[0]), min(a.crop[1], draws.size[1])
+    for k, (top, left) in enumerate(draws.origins[:CROP_TRIES]):
+        if crop_passes(labels[top : top + h, left : left + w], a.cat_max_ratio):
+            return k
+    return CROP_TRIES
+
+
 def segmentation_crop(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray]:
-    """The host part: -> uint8 crop (h, w, 3) and its labels (h, w) int32, h, w <= the crop size."""
-    ratio = rng.uniform(*a.ratio_range)
-    scale = (int(a.scale[0] * ratio), int(a.scale[1] * ratio))  # mmseg truncates the sampled scale
-    image, labels = resize_pair(image, labels, keep_ratio_size(*image.shape[:2], scale))
-    top, left, h, w = _crop_origin(rng, image.shape[:2], a.crop)
-    for _ in range(10 if a.cat_max_ratio < 1 else 0):
-        window = labels[top : top + h, left : left + w]
-        counts = np.unique(window[window != IGNORE_INDEX], return_counts=True)[1]
-        if len(counts) > 1 and counts.max() / counts.sum() < a.cat_max_ratio:
-            break
-        top, left, h, w = _crop_origin(rng, image.shape[:2], a.crop)
+    """The numpy reference: -> uint8 crop (h, w, 3) and its labels (h, w) int32, h, w <= the crop size."""
+    draws = segmentation_draws(image.shape[:2], rng, a)
+    image, labels = resize_pair(image, labels, draws.size)
+    top, left = draws.origins[chosen_crop(labels, draws, a)]
+    h, w = min(a.crop[0], draws.size[0]), min(a.crop[1], draws.size[1])
     image, labels = image[top : top + h, left : left + w], labels[top : top + h, left : left + w]
-    if rng.random() < a.flip_prob:
+    if draws.flip:
         image, labels = image[:, ::-1], labels[:, ::-1]
-    if a.photometric:
-        image = photometric_distortion(np.ascontiguousarray(image), rng)
+    image = photometric_distortion(np.ascontiguousarray(image), draws.photometric)
     return np.ascontiguousarray(image), np.ascontiguousarray(labels, np.int32)
 
 
@@ -137,23 +175,42 @@ def segmentation_train(image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
 NO_COLOUR = np.array([0, 1, 1, 1, 1, 1], np.float64)
 
 
-def depth_crop(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The host part: -> uint8 crop (h, w, 3), depth (h, w) float32 (0 = invalid), colour draws (6,)."""
-    if rng.random() < a.rotate_prob and a.rotate_degrees > 0:
-        angle = rng.uniform(-a.rotate_degrees, a.rotate_degrees)
-        h, w = depth.shape
-        matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
-        image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR)
-        depth = cv2.warpAffine(depth, matrix, (w, h), flags=cv2.INTER_NEAREST)
-    if rng.random() < a.flip_prob:
-        image, depth = image[:, ::-1], depth[:, ::-1]
-    top, left, h, w = _crop_origin(rng, depth.shape, a.crop)
-    image, depth = image[top : top + h, left : left + w], depth[top : top + h, left : left + w]
+class DepthDraws(NamedTuple):
+    angle: float | None  # rotation in degrees, None = not rotated
+    flip: bool
+    origin: tuple[int, int]  # crop (top, left)
+    colour: np.ndarray  # (6,) see NO_COLOUR
+
+
+def depth_draws(shape: tuple[int, int], rng: np.random.Generator, a: Augment) -> DepthDraws:
+    angle = rng.uniform(-a.rotate_degrees, a.rotate_degrees) if rng.random() < a.rotate_prob and a.rotate_degrees > 0 else None
+    flip = bool(rng.random() < a.flip_prob)
+    origin = _crop_origin(rng, shape, a.crop)
     colour = NO_COLOUR
     if rng.random() < a.color_prob:
         gamma, brightness = rng.uniform(*a.gamma_range), rng.uniform(*a.brightness_range)
         colour = np.array([1, gamma, brightness, *rng.uniform(*a.color_range, size=3)], np.float64)
-    return np.ascontiguousarray(image), np.ascontiguousarray(depth, np.float32), colour
+    return DepthDraws(angle, flip, origin, colour)
+
+
+def rotation_matrix(shape: tuple[int, int], angle: float) -> np.ndarray:
+    """(2, 3) float64: the rotation about the image centre that the depth pipeline applies."""
+    h, w = shape
+    return cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+
+
+def depth_crop(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The numpy reference: -> uint8 crop (h, w, 3), depth (h, w) float32 (0 = invalid), colour draws (6,)."""
+    draws = depth_draws(depth.shape, rng, a)
+    if draws.angle is not None:
+        matrix, (h, w) = rotation_matrix(depth.shape, draws.angle), depth.shape
+        image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR)
+        depth = cv2.warpAffine(depth, matrix, (w, h), flags=cv2.INTER_NEAREST)
+    if draws.flip:
+        image, depth = image[:, ::-1], depth[:, ::-1]
+    (top, left), h, w = draws.origin, min(a.crop[0], depth.shape[0]), min(a.crop[1], depth.shape[1])
+    image, depth = image[top : top + h, left : left + w], depth[top : top + h, left : left + w]
+    return np.ascontiguousarray(image), np.ascontiguousarray(depth, np.float32), draws.colour
 
 
 def depth_train(image: np.ndarray, depth: np.ndarray, rng: np.random.Generator, a: Augment,
@@ -177,24 +234,3 @@ def finish(crop: np.ndarray, colour: np.ndarray, a: Augment, statistics: str) ->
     else:
         pixels = np.clip((crop.astype(np.float64) / 255) ** gamma * brightness * colors, 0, 1) * 255
     return ((pixels / 255 - mean) / std).astype(np.float32)
-
-
-def finish_batch(crops: jax.Array, sizes: jax.Array, colour: jax.Array, a: Augment, statistics: str) -> jax.Array:
-    """``finish`` on the device, for a batch: crops uint8 (B, H, W, 3) with each sample's crop in its
-    top-left (h, w) = ``sizes`` (B, 2), colour draws (B, 6) -> float32 (B, H, W, 3), zero outside the
-    crops (the pipelines' padding). Float32 where the reference's ColorAug is float64: within 1e-5
-    of it in normalised units; plain normalisation is ``normalize``, within float32 rounding once
-    XLA compiles it into the model's program."""
-    mean, std = (jnp.asarray(v) for v in STATISTICS[statistics])
-    pixels = crops.astype(jnp.float32)
-    applied, gamma, brightness = (colour[:, k, None, None, None] for k in range(3))
-    colors = colour[:, None, None, 3:]
-    if a.color_gamma == "raw":
-        coloured = jnp.clip(pixels**gamma * brightness * colors, 0, 255)
-    else:
-        coloured = jnp.clip((pixels / 255) ** gamma * brightness * colors, 0, 1) * 255
-    plain = normalize(crops, statistics)
-    out = jnp.where(applied > 0, (coloured / 255 - mean) / std, plain)
-    rows, cols = jnp.arange(crops.shape[1]), jnp.arange(crops.shape[2])
-    inside = (rows[None, :, None] < sizes[:, 0, None, None]) & (cols[None, None, :] < sizes[:, 1, None, None])
-    return jnp.where(inside[..., None], out, 0.0)

@@ -45,7 +45,7 @@ from fit3d_jax.harness.loop import TrainLoop
 from fit3d_jax.images import normalize
 from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS
 from fit3d_jax.prefetch import Prefetcher
-from fit3d_jax.probe import augment, inference
+from fit3d_jax.probe import augment, device_augment, inference
 from fit3d_jax.probe.assembly import Backbones, models_for
 from fit3d_jax.probe.datasets import SEGMENTATION, Dataset
 from fit3d_jax.probe.heads import Placement
@@ -188,10 +188,14 @@ def scale_for_test(image: np.ndarray, a: augment.Augment) -> np.ndarray:
 
 
 class Batches:
-    """Host batches of this process's rows for step ``s``: (inputs, targets) numpy arrays. Live
-    inputs are the host part of the pipeline: (uint8 crops (B, H, W, 3) padded with zeros, their
-    sizes (B, 2), colour draws (B, 6)), which the step finishes on the device (``augment.finish_batch``);
-    cached inputs are {model: (tokens, CLS)}."""
+    """Host batches of this process's rows for step ``s``: (inputs, targets) numpy arrays.
+
+    Live inputs, augmentation on the device (``augment.on_device``): {field: (B, ...)} of
+    ``device_augment.segmentation_inputs`` / ``depth_inputs`` (decoded images and targets padded to
+    the batch's canvas, and the draws), targets None: the step augments. On the host: the numpy
+    reference's uint8 crops (B, H, W, 3) padded with zeros, their sizes (B, 2), colour draws (B, 6),
+    and the padded targets; the step finishes them (``device_augment.finish_batch``). Cached inputs
+    are {model: (tokens, CLS)}."""
 
     def __init__(self, dataset: Dataset, settings: ProbeSettings, seed: int, cache=None, workers: int = 8,
                  statistics: str = "imagenet"):
@@ -216,6 +220,11 @@ class Batches:
             budget = min(16.0, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4 / 2**30)
         self.decoded, self.decoded_bytes, self.budget = {}, 0, int(budget * 2**30)
         self.lock = threading.Lock()
+        a = settings.augment
+        self.on_device = a.on_device and cache is None
+        if self.on_device and jax.process_count() > 1 and not any(a.canvas):
+            raise ConfigError("config.augment.canvas=(0, 0) sizes each batch's canvas from this process's images, which "
+                              "other processes do not see: with several processes, set it to the largest image size")
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -236,10 +245,15 @@ class Batches:
                     self.decoded[index], self.decoded_bytes = example, self.decoded_bytes + size
         return example
 
-    def _example(self, step: int, row: int, index: int):
+    def _example(self, step: int, row: int, example, canvas=None):
         rng = np.random.default_rng([self.seed, step, row, 1])
-        example = self._read(int(index))
         a = self.settings.augment
+        if self.on_device:
+            if self.task == SEGMENTATION:
+                draws = augment.segmentation_draws(example.image.shape[:2], rng, a)
+                return device_augment.segmentation_inputs(example.image, example.target, draws, a, canvas, example.name)
+            draws = augment.depth_draws(example.target.shape, rng, a)
+            return device_augment.depth_inputs(example.image, example.target, draws, canvas, example.name)
         if self.task == SEGMENTATION:
             (crop, target), colour, fill = augment.segmentation_crop(example.image, example.target, rng, a), augment.NO_COLOUR, IGNORE_INDEX
         else:
@@ -252,7 +266,12 @@ class Batches:
         if self.cache is not None:
             outputs, targets = self.cache
             return {m: (tokens[picked].astype(np.float32), cls[picked]) for m, (tokens, cls) in outputs.items()}, targets[picked]
-        rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(picked)))
+        examples = list(self.pool.map(lambda i: self._read(int(i)), picked))
+        if self.on_device:
+            canvas = device_augment.canvas_for([e.image.shape[:2] for e in examples], self.settings.augment.canvas)
+            rows = list(self.pool.map(lambda a: self._example(step, *a, canvas=canvas), enumerate(examples)))
+            return {k: np.stack([r[k] for r in rows]) for k in rows[0]}, None
+        rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(examples)))
         crops, targets, sizes, colours = (np.stack(column) for column in zip(*rows))
         return (crops, sizes, colours), targets
 
@@ -288,11 +307,21 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
     read it, so a head's results are bit-identical to its single-head run."""
     replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
     statistics = backbones[0].model.config.input_statistics
+    a, num_classes = settings.augment, tasks[0].dataset.num_classes
 
     def run(p, inputs):  # the pipeline's finish, then the model
-        return backbones[0].run(p, placement.pad(augment.finish_batch(*inputs, settings.augment, statistics)))
+        return backbones[0].run(p, placement.pad(device_augment.finish_batch(*inputs, a, statistics)))
 
     run_model = jax.jit(run, in_shardings=(replicated, batched), out_shardings=batched, compiler_options=FORWARD_COMPILER_OPTIONS)
+
+    def augment_batch(inputs):  # -> (crops, sizes, colour draws), targets
+        if tasks[0].name == SEGMENTATION:
+            crops, sizes, labels = device_augment.segmentation_batch(inputs, a, num_classes)
+            return (crops, sizes, jnp.broadcast_to(jnp.asarray(augment.NO_COLOUR, jnp.float32), (crops.shape[0], 6))), labels
+        crops, sizes, colour, depth = device_augment.depth_batch(inputs, a)
+        return (crops, sizes, colour), depth
+
+    augment_jit = jax.jit(augment_batch, in_shardings=batched, out_shardings=batched)
     single, names = len(tasks) == 1, guarded(heads)
 
     def head_step(task, assembly: Backbones, state: TrainState, outputs, targets):
@@ -319,6 +348,8 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
     jitted = jax.jit(heads_step, in_shardings=(replicated, batched, batched), out_shardings=(replicated, replicated), donate_argnums=0)
 
     def step(state: ProbeState, backbone_params, inputs, targets):
+        if targets is None:  # the augmentation runs here, on the device
+            inputs, targets = augment_jit(inputs)
         outputs = inputs if cached else {m: run_model(backbone_params[m], inputs) for m in models}
         return jitted(state, outputs, targets)
 
@@ -389,7 +420,7 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
                 with loop.timed("data"):
                     inputs, targets = prefetch.next()
                     inputs = jax.tree.map(lambda a: harness_mesh.global_batch(a, mesh, s.batch_size), inputs)
-                    targets = harness_mesh.global_batch(targets, mesh, s.batch_size)
+                    targets = None if targets is None else harness_mesh.global_batch(targets, mesh, s.batch_size)
                 state, metrics = train_step(state, step_backbone_params, inputs, targets)
                 loop.step_done(step + 1, state.nonfinite, lambda m=metrics, k=step: logged_metrics(m, k),
                                save=lambda k=step + 1, st=state: checkpoints.save(k, state=ocp.args.StandardSave(st)))

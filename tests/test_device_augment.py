@@ -1,0 +1,153 @@
+"""The device augmentation (device_augment) against the numpy/OpenCV reference (augment): each
+operation, and the whole pipelines on fixed draws."""
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from fit3d_jax.probe import augment
+from fit3d_jax.probe import device_augment as da
+from fit3d_jax.probe.metrics import IGNORE_INDEX
+
+
+def _stack(rows):
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def test_rgb_to_hsv_is_opencvs_for_every_colour():
+    v = np.arange(256, dtype=np.uint8)
+    rgb = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(4096, 4096, 3)
+    np.testing.assert_array_equal(np.asarray(jax.jit(da.rgb_to_hsv)(rgb)), cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV))
+
+
+def test_hsv_to_rgb_is_opencvs_vector_path_for_every_colour():
+    """Rows 64 pixels wide: OpenCV's vector path covers them on any SIMD width (its scalar tail, which rounds, is empty)."""
+    h, s, v = np.meshgrid(np.arange(180), np.arange(256), np.arange(256), indexing="ij")
+    hsv = np.stack([h, s, v], -1).astype(np.uint8).reshape(-1, 64, 3)
+    np.testing.assert_array_equal(np.asarray(jax.jit(da.hsv_to_rgb)(hsv.astype(np.int32))), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+
+
+@pytest.mark.parametrize("shape,size", [((45, 61), (100, 133)), ((300, 400), (171, 229)), ((64, 64), (32, 32)),
+                                        ((37, 53), (37, 90)), ((40, 50), (40, 50)), ((7, 300), (2, 87))])
+def test_resize_tables_reproduce_cv2_resize(shape, size):
+    """Upscaling, downscaling, exactly 2x (OpenCV's area path), one axis only, identity, extreme ratios: bit-identical."""
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
+    labels = rng.integers(0, 150, shape).astype(np.uint8)
+    length = max(size) + 3
+    rows, cols = da.linear_table(shape[0], size[0], length, clamp=False), da.linear_table(shape[1], size[1], length, clamp=True)
+    out = np.asarray(da._resize_window(image, rows[:, : size[0]], cols[:, : size[1]]))
+    want = cv2.resize(image, size[::-1], interpolation=cv2.INTER_LINEAR) if size != shape else image
+    np.testing.assert_array_equal(out, want)
+    nearest = labels[da.nearest_table(shape[0], size[0], length)[: size[0], None], da.nearest_table(shape[1], size[1], length)[None, : size[1]]]
+    np.testing.assert_array_equal(nearest, cv2.resize(labels, size[::-1], interpolation=cv2.INTER_NEAREST))
+
+
+def test_photometric_distortion_matches_the_reference_step_by_step():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (16, 64, 3)).astype(np.uint8)
+    for k in range(9):  # each step alone, then all (contrast first and last)
+        p = augment.NO_PHOTOMETRIC.copy()
+        p[[0, 1, 3, 4, 5, 6, 7, 8]] = [k in (0, 8), 27.5, k in (1, 8), 1.37, k in (2, 8), 0.61, k in (3, 8), -13]
+        p[2] = k in (4, 8)
+        p[3] = p[3] or k == 4
+        np.testing.assert_array_equal(np.asarray(jax.jit(da.photometric)(image, p)), augment.photometric_distortion(image, p), f"case {k}")
+
+
+def _segmentation_case(seed, shape=(60, 90), classes=5, block=10):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
+    labels = np.kron(rng.integers(0, classes, (shape[0] // block, shape[1] // block)), np.ones((block, block), np.int64)).astype(np.int32)
+    labels[rng.random(shape) < 0.05] = IGNORE_INDEX
+    return image, labels
+
+
+def _device_segmentation(image, labels, seeds, a, classes, canvas=(128, 128)):
+    rows = [da.segmentation_inputs(image, labels, augment.segmentation_draws(image.shape[:2], np.random.default_rng(s), a), a, canvas)
+            for s in seeds]
+    return jax.jit(lambda b: da.segmentation_batch(b, a, classes))(_stack(rows))
+
+
+def test_segmentation_pipeline_matches_the_reference():
+    """Same crops (sizes, cat_max_ratio choices, flips), identical labels; images identical except in
+    OpenCV's HSV->RGB scalar tail (the last width mod 16/32/64 pixels of a row), within 3 levels
+    there after the later steps."""
+    image, labels = _segmentation_case(0)
+    a = augment.Augment(crop=(48, 64), scale=(160, 64), ratio_range=(0.5, 2.0))
+    seeds = range(16)
+    images, sizes, targets = (np.asarray(x) for x in _device_segmentation(image, labels, seeds, a, 5))
+    for k, seed in enumerate(seeds):
+        want_image, want_labels = augment.segmentation_crop(image, labels, np.random.default_rng(seed), a)
+        h, w = want_labels.shape
+        assert tuple(sizes[k]) == (h, w)
+        np.testing.assert_array_equal(targets[k, :h, :w], want_labels)
+        assert (targets[k, h:] == IGNORE_INDEX).all() and (targets[k, :, w:] == IGNORE_INDEX).all() and not images[k, h:].any()
+        vector = (w // 64) * 64
+        np.testing.assert_array_equal(images[k, :h, :vector], want_image[:, :vector])
+        assert np.abs(images[k, :h, :w].astype(int) - want_image).max() <= 3
+    assert any(sizes[:, 0] < 48), "no sample smaller than the crop: padding untested"
+
+
+def test_cat_max_ratio_picks_the_references_candidate():
+    """A label map dominated by one class: the first candidates fail, and the device picks the same
+    later one (or the unchecked last) as the reference, for every sample."""
+    rng = np.random.default_rng(5)
+    labels = np.zeros((60, 80), np.int32)
+    labels[rng.integers(0, 50):, rng.integers(0, 70):] = 1  # one corner of another class
+    labels[:3, :3] = 2
+    image = rng.integers(0, 256, (60, 80, 3)).astype(np.uint8)
+    a = augment.Augment(crop=(20, 20), scale=(80, 60), ratio_range=(1.0, 1.0), photometric=False)
+    seeds = range(24)
+    rows = [da.segmentation_inputs(image, labels, augment.segmentation_draws(image.shape[:2], np.random.default_rng(s), a), a, (64, 128))
+            for s in seeds]
+    batch = _stack(rows)
+    window = np.minimum(batch["size"], 20)
+    chosen = np.asarray(jax.jit(lambda b: da.choose_crops(b, window, a, 3))(batch))
+    want = [augment.chosen_crop(labels, augment.segmentation_draws(image.shape[:2], np.random.default_rng(s), a), a) for s in seeds]
+    np.testing.assert_array_equal(chosen, want)
+    assert len(set(want)) > 2 and augment.CROP_TRIES in want and 0 in want, want
+
+
+def test_depth_pipeline_matches_the_reference():
+    """Crops, flips and colour draws identical; rotated images within 1 level (OpenCV 5 samples in
+    floating point, float32 here), unrotated ones identical; depth identical."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (48, 64, 3)).astype(np.uint8)
+    depth = rng.uniform(0.5, 5, (48, 64)).astype(np.float32)
+    a = augment.Augment(crop=(40, 56), scale=(0, 0), rotate_prob=0.6)
+    seeds = range(12)
+    draws = [augment.depth_draws(depth.shape, np.random.default_rng(s), a) for s in seeds]
+    batch = _stack([da.depth_inputs(image, depth, d, (64, 128)) for d in draws])
+    images, sizes, colour, depths = (np.asarray(x) for x in jax.jit(lambda b: da.depth_batch(b, a))(batch))
+    for k, seed in enumerate(seeds):
+        want_image, want_depth, want_colour = augment.depth_crop(image, depth, np.random.default_rng(seed), a)
+        np.testing.assert_array_equal(depths[k], want_depth)
+        np.testing.assert_array_equal(colour[k], want_colour.astype(np.float32))
+        diff = np.abs(images[k].astype(int) - want_image)
+        assert diff.max() <= (1 if draws[k].angle is not None else 0)
+        assert diff.mean() < 1e-2
+    rotated = sum(d.angle is not None for d in draws)
+    assert 0 < rotated < len(seeds) and any(d.flip for d in draws) and not all(d.flip for d in draws)
+
+
+def test_depth_smaller_than_the_crop_pads_with_zeros():
+    rng = np.random.default_rng(8)
+    image, depth = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8), rng.uniform(0.5, 5, (20, 30)).astype(np.float32)
+    a = augment.Augment(crop=(32, 40), scale=(0, 0), rotate_prob=0.0)
+    d = augment.depth_draws(depth.shape, np.random.default_rng(0), a)
+    images, sizes, _, depths = jax.jit(lambda b: da.depth_batch(b, a))(_stack([da.depth_inputs(image, depth, d, (128, 128))]))
+    assert tuple(sizes[0]) == (20, 30) and not np.asarray(depths)[0, 20:].any() and not np.asarray(images)[0, :, 30:].any()
+    want_image, want_depth, _ = augment.depth_crop(image, depth, np.random.default_rng(0), a)
+    np.testing.assert_array_equal(np.asarray(images)[0, :20, :30], want_image)
+
+
+def test_bad_inputs_name_the_example():
+    image, labels = _segmentation_case(1)
+    a = augment.Augment(crop=(48, 64), scale=(160, 64))
+    draws = augment.segmentation_draws(image.shape[:2], np.random.default_rng(0), a)
+    with pytest.raises(ValueError, match="room_7.*canvas"):
+        da.segmentation_inputs(image, labels, draws, a, (32, 32), "room_7")
+    with pytest.raises(ValueError, match="room_7.*labels span"):
+        da.segmentation_inputs(image, np.where(labels == 3, 300, labels), draws, a, (128, 128), "room_7")
+    assert da.canvas_for([(60, 90), (130, 20)]) == (256, 128) and da.canvas_for([(1, 1)], (600, 800)) == (600, 800)
