@@ -1,9 +1,10 @@
-"""Probe training speed on one device: steps/s of the protocol's live pipeline (the host's numpy
-augmentation, the frozen backbones in the step) for each cell of --cells, with the loop's time split
-(waiting for host batches, checkpoints) and, in the same run, the bound the ViT forward sets:
-forward images/s at the crop's padded size / (batch x frozen models per step). A cell is
-task:dtype:assemblies; several comma-separated assemblies are one multi-head run (one backbone
-pass per model and step for all heads). Random-weight DINOv2 of --arch, random rooms-like images
+"""Probe training speed on one device: steps/s of the protocol's live pipeline (augmentation, the
+frozen backbones in the step) for each cell of --cells, with the loop's time split (waiting for
+host batches, checkpoints) and, in the same run, the bound the ViT forward sets: forward images/s
+at the crop's padded size / (batch x frozen models per step). A cell is
+task:dtype:assemblies[:pipeline]; several comma-separated assemblies are one multi-head run (one
+backbone pass per model and step for all heads); pipeline ``device`` (default: device_augment on
+the accelerator) or ``host`` (the numpy/OpenCV reference on the host, the loop before it). Random-weight DINOv2 of --arch, random rooms-like images
 (876x584, blocky labels, smooth depth) held in memory; FiT3D's segmentation and depth settings
 (crop 512x512 / 480x640 (NYU), batch 16). Also times the evaluation (sliding windows for
 segmentation, whole-image with flip for depth) per test image.
@@ -35,8 +36,10 @@ from fit3d_jax.probe.heads import Placement
 from fit3d_jax.probe.train import Evaluation, Head, ProbeSettings, Schedule, evaluate_heads, train_heads
 from timing import median_ms
 
-CELLS = ("segmentation:float32:original;segmentation:float32:concat;segmentation:bfloat16:original;segmentation:bfloat16:concat;"
-         "depth:bfloat16:concat;segmentation:bfloat16:original,finetuned,concat,add,fusion,duplicate")
+CELLS = ";".join([
+    "segmentation:bfloat16:concat:host", "segmentation:bfloat16:concat", "segmentation:bfloat16:original",
+    "segmentation:float32:original", "segmentation:float32:concat", "segmentation:bfloat16:original,finetuned,concat,add,fusion,duplicate",
+    "depth:bfloat16:concat:host", "depth:bfloat16:concat", "depth:bfloat16:original", "depth:float32:original", "depth:float32:concat"])
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,9 +57,9 @@ def parse_args() -> argparse.Namespace:
 def dataset(task: str, count: int, test: int, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     h, w = 584, 876
-    images = rng.integers(0, 256, (count + test, h // 8, w // 8, 3), np.uint8).repeat(8, 1).repeat(8, 2)
+    images = rng.integers(0, 256, (count + test, -(-h // 8), -(-w // 8), 3), np.uint8).repeat(8, 1).repeat(8, 2)[:, :h, :w]
     if task == "segmentation":
-        targets = rng.integers(0, 20, (count + test, h // 73, w // 73)).repeat(73, 1).repeat(73, 2)[:, :h, :w].astype(np.int32)
+        targets = rng.integers(0, 20, (count + test, -(-h // 73), -(-w // 73))).repeat(73, 1).repeat(73, 2)[:, :h, :w].astype(np.int32)
     else:
         yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
         targets = np.stack([(1 + 4 * (0.5 + 0.5 * np.sin(6 * xx + k) * np.cos(4 * yy))).astype(np.float32) for k in range(count + test)])
@@ -65,14 +68,14 @@ def dataset(task: str, count: int, test: int, seed: int = 0) -> Dataset:
     return Dataset("bench", task, split("train", 0, count), split("test", count, test), classes, max_depth=10.0)
 
 
-def settings_for(task: str, steps: int, batch: int) -> ProbeSettings:
+def settings_for(task: str, steps: int, batch: int, on_device: bool) -> ProbeSettings:
     if task == "segmentation":
         return ProbeSettings(schedule=Schedule(iterations=2 * steps, warmup_iterations=steps, batch_size=batch),
-                             augment=augment.Augment(crop=(512, 512), scale=(2048, 512)),
+                             augment=augment.Augment(crop=(512, 512), scale=(2048, 512), on_device=on_device),
                              evaluation=Evaluation(mode="slide", crop=(512, 512), stride=(341, 341), num_visualize=0))
     return ProbeSettings(schedule=Schedule(learning_rate=1e-4, weight_decay=0.01, iterations=2 * steps, warmup_iterations=steps,
                                            policy="cosine", min_lr_ratio=1e-8, momentum="onecycle", clip_norm=35.0, batch_size=batch),
-                         augment=augment.Augment(crop=(480, 640), scale=(0, 0)),
+                         augment=augment.Augment(crop=(480, 640), scale=(0, 0), on_device=on_device),
                          evaluation=Evaluation(mode="whole", flip=True, num_visualize=0))
 
 
@@ -85,11 +88,13 @@ def forward_bound(model: DinoV2, params, crop: tuple[int, int], batch: int) -> f
 
 
 def run_cell(cell: str, args, params: dict) -> dict:
-    task, dtype, assemblies = cell.split(":")
+    task, dtype, assemblies, pipeline = (cell + ":device").split(":")[:4]
     names = assemblies.split(",")
     model = DinoV2(vit_config(args.arch), dtype=jnp.dtype(dtype))
     data = dataset(task, args.images, args.eval_images)
-    settings = settings_for(task, args.steps, args.batch)
+    if pipeline not in ("device", "host"):
+        raise SystemExit(f"cell {cell}: pipeline {pipeline!r} is not 'device' or 'host'")
+    settings = settings_for(task, args.steps, args.batch, pipeline == "device")
     heads = [(Head(a, a, settings.schedule.learning_rate, 0), Backbones(model, a, task)) for a in names]
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
@@ -106,7 +111,7 @@ def run_cell(cell: str, args, params: dict) -> dict:
     models = len(models_for(names))
     bound_images = forward_bound(model, params["original"], settings.augment.crop, args.batch)
     steps_per_s = log[-1]["steps_per_second"]  # over the second half: steps..2*steps
-    return dict(cell=cell, task=task, dtype=dtype, heads=names, frozen_models=models, batch=args.batch, crop=settings.augment.crop,
+    return dict(cell=cell, task=task, dtype=dtype, heads=names, pipeline=pipeline, frozen_models=models, batch=args.batch, crop=settings.augment.crop,
                 steps_per_second=steps_per_s, bound_steps_per_second=bound_images / (args.batch * models),
                 fraction_of_bound=steps_per_s * args.batch * models / bound_images, forward_images_per_second=bound_images,
                 time_split_seconds=summary["time_split_seconds"], wall_seconds=wall,
@@ -124,13 +129,16 @@ def main() -> None:
         split = ", ".join(f"{k} {v:.1f} s" for k, v in r["time_split_seconds"].items())
         print(f"{cell:55} {r['steps_per_second']:6.1f} steps/s (bound {r['bound_steps_per_second']:6.1f}, "
               f"{100 * r['fraction_of_bound']:4.0f} %); eval {1e3 * r['eval_seconds_per_image']:.0f} ms/image; {split}", flush=True)
+        write(args, results)  # after every cell: a run cut short keeps what it measured
+
+
+def write(args, results: list[dict]) -> None:
     report = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   command=" ".join([Path(sys.executable).name, *sys.argv]), device=str(jax.devices()[0].device_kind),
                   versions=dict(python=platform.python_version(), jax=jax.__version__), args={k: str(v) for k, v in vars(args).items()},
                   results=results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

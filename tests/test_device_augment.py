@@ -25,7 +25,17 @@ def test_hsv_to_rgb_is_opencvs_vector_path_for_every_colour():
     """Rows 64 pixels wide: OpenCV's vector path covers them on any SIMD width (its scalar tail, which rounds, is empty)."""
     h, s, v = np.meshgrid(np.arange(180), np.arange(256), np.arange(256), indexing="ij")
     hsv = np.stack([h, s, v], -1).astype(np.uint8).reshape(-1, 64, 3)
-    np.testing.assert_array_equal(np.asarray(jax.jit(da.hsv_to_rgb)(hsv.astype(np.int32))), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+    assert_close_to_opencv(np.asarray(jax.jit(da.hsv_to_rgb)(hsv.astype(np.int32))), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
+
+
+def assert_close_to_opencv(ours, want, fraction=1e-4):
+    """Identical on CPUs; on GPUs XLA's fused multiply-adds move a few values (0.005 % of all HSV
+    colours on an H200) by one level."""
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(ours, want)
+    else:
+        diff = np.abs(ours.astype(int) - want)
+        assert diff.max() <= 1 and (diff > 0).mean() <= fraction, (diff.max(), (diff > 0).mean())
 
 
 @pytest.mark.parametrize("shape,size", [((45, 61), (100, 133)), ((300, 400), (171, 229)), ((64, 64), (32, 32)),
@@ -52,7 +62,7 @@ def test_photometric_distortion_matches_the_reference_step_by_step():
         p[[0, 1, 3, 4, 5, 6, 7, 8]] = [k in (0, 8), 27.5, k in (1, 8), 1.37, k in (2, 8), 0.61, k in (3, 8), -13]
         p[2] = k in (4, 8)
         p[3] = p[3] or k == 4
-        np.testing.assert_array_equal(np.asarray(jax.jit(da.photometric)(image, p)), augment.photometric_distortion(image, p), f"case {k}")
+        assert_close_to_opencv(np.asarray(jax.jit(da.photometric)(image, p)), augment.photometric_distortion(image, p), 1e-2)
 
 
 def _segmentation_case(seed, shape=(60, 90), classes=5, block=10):
@@ -84,7 +94,7 @@ def test_segmentation_pipeline_matches_the_reference():
         np.testing.assert_array_equal(targets[k, :h, :w], want_labels)
         assert (targets[k, h:] == IGNORE_INDEX).all() and (targets[k, :, w:] == IGNORE_INDEX).all() and not images[k, h:].any()
         vector = (w // 64) * 64
-        np.testing.assert_array_equal(images[k, :h, :vector], want_image[:, :vector])
+        assert_close_to_opencv(images[k, :h, :vector], want_image[:, :vector], 1e-2)
         assert np.abs(images[k, :h, :w].astype(int) - want_image).max() <= 3
     assert any(sizes[:, 0] < 48), "no sample smaller than the crop: padding untested"
 
@@ -148,6 +158,8 @@ def test_bad_inputs_name_the_example():
     draws = augment.segmentation_draws(image.shape[:2], np.random.default_rng(0), a)
     with pytest.raises(ValueError, match="room_7.*canvas"):
         da.segmentation_inputs(image, labels, draws, a, (32, 32), "room_7")
+    with pytest.raises(ValueError, match="room_7.*do not pair"):
+        da.segmentation_inputs(image, labels[:, :-4], draws, a, (128, 128), "room_7")
     with pytest.raises(ValueError, match="room_7.*labels span"):
         da.segmentation_inputs(image, np.where(labels == 3, 300, labels), draws, a, (128, 128), "room_7")
     assert da.canvas_for([(60, 90), (130, 20)]) == (256, 128) and da.canvas_for([(1, 1)], (600, 800)) == (600, 800)

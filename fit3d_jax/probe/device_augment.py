@@ -10,7 +10,8 @@ O(pixels) work happens here. Agreement with the numpy reference (``augment``, Op
   the photometric distortion: bit-identical (OpenCV's fixed-point resize is reproduced in int32);
 * cat_max_ratio: the same crop from the same candidates (exact integer class counts);
 * HSV->RGB: OpenCV's vector path (which truncates); its scalar tail, the last ``width mod 4 x
-  lanes`` pixels of a row, rounds instead: within 1 level there;
+  lanes`` pixels of a row, rounds instead: within 1 level there. On GPUs XLA fuses multiplies and
+  adds (FMA), which moves 0.005 % of all colours by 1 level (H200, 2026-12-02);
 * rotation (depth): OpenCV 5 samples in floating point; float32 here: within 1 level (image),
   the same source pixel but for coordinates within float32 rounding of a pixel edge (depth).
 """
@@ -71,6 +72,12 @@ def nearest_table(in_size: int, out_size: int, length: int) -> np.ndarray:
     return table
 
 
+def _check_pair(image: np.ndarray, target: np.ndarray, what: str) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or target.shape != image.shape[:2]:
+        raise ValueError(f"{what}: image {image.shape} {image.dtype} and target {target.shape} do not pair: "
+                         "the image must be uint8 (H, W, 3) and the target (H, W)")
+
+
 def _padded(x: np.ndarray, canvas: tuple[int, int], fill, what: str) -> np.ndarray:
     if x.shape[0] > canvas[0] or x.shape[1] > canvas[1]:
         raise ValueError(f"{what}: {x.shape[:2]} is larger than the canvas {canvas} (config.augment.canvas)")
@@ -82,6 +89,7 @@ def _padded(x: np.ndarray, canvas: tuple[int, int], fill, what: str) -> np.ndarr
 def segmentation_inputs(image: np.ndarray, labels: np.ndarray, draws: augment.SegmentationDraws, a: augment.Augment,
                         canvas: tuple[int, int], what: str = "image") -> dict:
     """One sample's device inputs; labels travel as uint8 (classes < IGNORE_INDEX = 255)."""
+    _check_pair(image, labels, what)
     if labels.size and (labels.min() < 0 or labels.max() > IGNORE_INDEX):
         raise ValueError(f"{what}: labels span [{labels.min()}, {labels.max()}]; classes must lie in [0, {IGNORE_INDEX}) "
                          f"with {IGNORE_INDEX} ignored")
@@ -104,6 +112,7 @@ def segmentation_inputs(image: np.ndarray, labels: np.ndarray, draws: augment.Se
 def depth_inputs(image: np.ndarray, depth: np.ndarray, draws: augment.DepthDraws, canvas: tuple[int, int],
                  what: str = "image") -> dict:
     """One sample's device inputs: warpAffine's inverse map (dst -> src) as float32."""
+    _check_pair(image, depth, what)
     inverse = np.zeros((2, 3), np.float64) if draws.angle is None else \
         _invert_affine(augment.rotation_matrix(depth.shape, draws.angle))
     return {

@@ -404,7 +404,13 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
 
     batches = Batches(dataset, settings, seed, cache, statistics=assemblies[0].model.config.input_statistics)
     start = int(state.step)
-    prefetch = Prefetcher(batches, start, s.iterations, depth=4)
+
+    def placed(step: int):  # on the prefetch threads: the host-to-device copies overlap the steps
+        inputs, targets = batches(step)
+        inputs = jax.tree.map(lambda a: harness_mesh.global_batch(a, mesh, s.batch_size), inputs)
+        return inputs, None if targets is None else harness_mesh.global_batch(targets, mesh, s.batch_size)
+
+    prefetch = Prefetcher(placed, start, s.iterations, depth=4)
     rates = {spec.name: learning_rate(dataclasses.replace(s, learning_rate=spec.learning_rate)) for spec in specs}
 
     def logged_metrics(metrics, step):
@@ -419,8 +425,6 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
             for step in range(start, s.iterations):
                 with loop.timed("data"):
                     inputs, targets = prefetch.next()
-                    inputs = jax.tree.map(lambda a: harness_mesh.global_batch(a, mesh, s.batch_size), inputs)
-                    targets = None if targets is None else harness_mesh.global_batch(targets, mesh, s.batch_size)
                 state, metrics = train_step(state, step_backbone_params, inputs, targets)
                 loop.step_done(step + 1, state.nonfinite, lambda m=metrics, k=step: logged_metrics(m, k),
                                save=lambda k=step + 1, st=state: checkpoints.save(k, state=ocp.args.StandardSave(st)))
