@@ -14,12 +14,16 @@ cancel; with --repeats, the median over that many pairs. Both runs' own end-to-e
 reported too.
 
     python experiments/bench_finetune.py --out results/bench_finetune.json [--steps 600 --short-steps 100 --gaussians 1000000]
+
+--backend picks the rasterizer of the target renders (rasterize()'s backend: 'jax' measures the
+pure-JAX path that TPUs use; default 'auto', the kernels where built).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -41,6 +45,7 @@ from fit3d_jax.finetune.store import StoredScene, StoredView
 from fit3d_jax.images import demo_images
 from fit3d_jax.models.dinov2 import DinoV2, vit_config
 from fit3d_jax.render.random_scene import front_camera, random_scene
+from fit3d_jax.render.rasterize import BACKENDS
 from fit3d_jax.weights import load_weights
 from timing import median_ms
 
@@ -109,7 +114,10 @@ def main() -> None:
     parser.add_argument("--compile-cache", default="", help="JAX persistent compilation cache (default: <work>/xla_cache)")
     parser.add_argument("--repeats", type=int, default=1, help="pairs of timed runs; views/s is their median")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the parts measured alone")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help="rasterizer backend of the target renders")
     args = parser.parse_args()
+    if args.backend != "auto":  # stage II renders its targets through targets.render_and_decode
+        targets.render_and_decode = functools.partial(targets.render_and_decode, backend=args.backend)
 
     jax.config.update("jax_compilation_cache_dir", args.compile_cache or str((args.work / "xla_cache").absolute()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -181,7 +189,7 @@ def main() -> None:
         "jax": jax.__version__,
         "setup": {"scenes": args.scenes, "gaussians": args.gaussians, "views_per_scene": args.views, "image": [args.width, args.height],
                   "model_input": list(model_size), "token_grid": list(grid), "global_batch": batch, "dtype": "bfloat16",
-                  "grad_reduce_dtype": args.grad_reduce_dtype},
+                  "grad_reduce_dtype": args.grad_reduce_dtype, "rasterizer_backend": args.backend},
         "views_per_second": steady,
         "views_per_second_note": f"steady state: ({args.steps} - {args.short_steps}) steps x {batch} views over the difference "
                                  "of the two runs' loop seconds",

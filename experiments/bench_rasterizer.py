@@ -1,4 +1,5 @@
-"""Rasterizer benchmark: fit3d_jax's CUDA kernels against gsplat on the same scenes, same run.
+"""Rasterizer benchmark: fit3d_jax's CUDA kernels against gsplat, and its pure-JAX backend (the TPU
+path, measured through XLA on the same GPU) against the CUDA kernels, on the same scenes, same run.
 
 Scene (issue #3): W=876, H=584, fx=fy=438, cx=W/2, cy=H/2, identity world-to-camera; N Gaussians
 with z ~ U(0.5, 6), x = u z (W/2)/fx 1.1, y = v z (H/2)/fy 1.1, u, v ~ U(-1, 1); scales
@@ -11,9 +12,11 @@ features only (gsplat: an RGB call with gradients plus a 64-channel call on deta
 Median of 20 timed runs after warm-up, and the process's peak device memory, both as allocated
 (JAX peak_bytes_in_use / torch max_memory_allocated) and as reserved by the allocator (JAX
 peak_pool_bytes / torch max_memory_reserved); each measurement runs in its own process so peaks
-do not mix. fit3d also reports a breakdown of the step.
+do not mix. fit3d also reports a breakdown of the step. `--impls fit3d jax` measures the CUDA
+kernels and backend="jax" (fit3d_jax/render/chunked.py) and tabulates jax / CUDA.
 
     python experiments/bench_rasterizer.py --out experiments/results/bench_rasterizer.json
+    python experiments/bench_rasterizer.py --impls fit3d jax --n 250000 1000000 --out ...
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def scene_arrays(n: int):
     return camera, random_scene(n, camera, channels=CHANNELS, seed=0, scale=0.01)
 
 
-def worker_fit3d(n: int, figure: str) -> dict:
+def worker_fit3d(n: int, figure: str, backend: str = "ffi", **options) -> dict:
+    """One figure of fit3d_jax's rasterizer with ``backend`` (and rasterize() ``options``)."""
     import jax
     import jax.numpy as jnp
 
@@ -46,7 +50,7 @@ def worker_fit3d(n: int, figure: str) -> dict:
 
     camera, scene = scene_arrays(n)
     params = jax.device_put(tuple(scene))
-    render = lambda *p: rasterize(*p, camera, backend="ffi")
+    render = lambda *p: rasterize(*p, camera, backend=backend, **options)
 
     def loss(*p):
         out = render(*p)
@@ -63,7 +67,8 @@ def worker_fit3d(n: int, figure: str) -> dict:
         ),
     }
     sync = jax.block_until_ready
-    result = {"impl": "fit3d_jax", "n": n, "figure": figure, "device": jax.devices()[0].device_kind}
+    impl = "fit3d_jax" if backend == "ffi" else f"fit3d_jax_{backend}"
+    result = {"impl": impl, "n": n, "figure": figure, "device": jax.devices()[0].device_kind, "options": options}
     times = timings_ms(lambda: fns[figure](*params), sync, warmup=3)
     med = statistics.median(times)
     result.update(median_ms=med, min_ms=min(times), max_ms=max(times))
@@ -123,53 +128,68 @@ def worker_gsplat(n: int, figure: str) -> dict:
     }
 
 
+WORKERS = {"fit3d": worker_fit3d, "gsplat": worker_gsplat, "jax": lambda n, figure: worker_fit3d(n, figure, backend="jax")}
+IMPL_NAMES = {"fit3d": "fit3d_jax", "gsplat": "gsplat", "jax": "fit3d_jax_jax"}
+
+
 def run_worker(impl: str, n: int, figure: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--n", str(n), "--figure", figure]
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        return {"impl": impl, "n": n, "figure": figure, "error": proc.stderr[-2000:]}
+        return {"impl": IMPL_NAMES[impl], "n": n, "figure": figure, "error": proc.stderr[-2000:]}
     return json.loads(lines[-1])
 
 
-def table(results: list[dict]) -> str:
+def ratio_table(results: list[dict], impl: str, base: str, title: str) -> list[str]:
+    """Forward, step and step peaks of ``impl`` against ``base``, one row per N."""
     by = {(r["impl"], r["n"], r["figure"]): r for r in results}
     rows = [
-        "| N | forward fit3d / gsplat (ms) | ratio | step fit3d / gsplat (ms) | ratio | peak allocated, step, fit3d / gsplat (GB) | ratio "
+        f"| N | forward {title} (ms) | ratio | step {title} (ms) | ratio | peak allocated, step, {title} (GB) | ratio "
         "| peak reserved, step (GB) | ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted({r["n"] for r in results}):
         cells = [f"{n:,}"]
         for fig, key in (("forward", "median_ms"), ("step", "median_ms"), ("step", "peak_gb"), ("step", "peak_reserved_gb")):
-            a, b = by.get(("fit3d_jax", n, fig), {}), by.get(("gsplat", n, fig), {})
+            a, b = by.get((impl, n, fig), {}), by.get((base, n, fig), {})
             if key in a and key in b:
                 cells += [f"{a[key]:.2f} / {b[key]:.2f}", f"{a[key] / b[key]:.2f}x"]
             else:
                 cells += [f"{a.get(key, 'n/a')} / {b.get(key, 'n/a')}", "-"]
         rows.append("| " + " | ".join(cells) + " |")
-    extra = ["", "fit3d_jax step breakdown (ms): " + "; ".join(
+    return rows
+
+
+def table(results: list[dict]) -> str:
+    impls = {r["impl"] for r in results}
+    by = {(r["impl"], r["n"], r["figure"]): r for r in results}
+    parts = []
+    if "gsplat" in impls:
+        parts += ratio_table(results, "fit3d_jax", "gsplat", "fit3d / gsplat") + [""]
+    if "fit3d_jax_jax" in impls:
+        parts += ratio_table(results, "fit3d_jax_jax", "fit3d_jax", "jax / CUDA") + [""]
+    extra = ["fit3d_jax step breakdown (ms): " + "; ".join(
         f"N={n:,}: project {by[('fit3d_jax', n, 'project')]['median_ms']:.2f}, project+raster fwd "
         f"{by[('fit3d_jax', n, 'forward_for_grad')]['median_ms']:.2f}, step {by[('fit3d_jax', n, 'step')]['median_ms']:.2f}, "
         f"n_isect {by[('fit3d_jax', n, 'step')].get('n_isect')}"
         for n in sorted({r["n"] for r in results})
         if all(("fit3d_jax", n, f) in by and "median_ms" in by[("fit3d_jax", n, f)] for f in ("project", "forward_for_grad", "step"))
     )]
-    return "\n".join(rows + extra)
+    return "\n".join(parts + extra)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--worker", choices=["fit3d", "gsplat"])
+    parser.add_argument("--worker", choices=sorted(WORKERS))
     parser.add_argument("--n", type=int, nargs="+", default=[250_000, 1_000_000, 3_000_000])
     parser.add_argument("--figure", default="step")
     parser.add_argument("--impls", nargs="+", default=["fit3d", "gsplat"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.worker:
-        fn = worker_fit3d if args.worker == "fit3d" else worker_gsplat
-        print(json.dumps(fn(args.n[0], args.figure)), flush=True)
+        print(json.dumps(WORKERS[args.worker](args.n[0], args.figure)), flush=True)
         return
     results = []
     for n in args.n:

@@ -1,5 +1,7 @@
 """The FFI rasterizer (the CPU build here; the CUDA build in test_rasterizer_gpu.py) against the
-plain pure-JAX reference and finite differences, on fresh random scenes and edge cases."""
+plain pure-JAX reference and finite differences, on fresh random scenes and edge cases. The
+chunked pure-JAX backend ("jax") takes the edge cases, finite differences and vmap checks too
+(where it costs little); its own tests are in test_rasterizer_chunked.py."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ IMAGE_OUTPUTS = ("rgb", "features", "alpha", "depth")
 # that are sums with cancellation (one Gaussian, random pixel weights) amplify that.
 GRAD_TOL = 1e-4 if jax.default_backend() == "cpu" else 5e-4
 PARAMS = ("means", "scales", "quats", "opacities", "sh", "features")
+TILED = ("ffi", "jax")  # the binned backends, checked against the dense reference
 
 
 def rel_err(a, b) -> float:
@@ -106,12 +109,6 @@ def test_forward_matches_reference(seed, channels, sh_coeffs):
     assert_outputs_match(out, ref, what=f"seed {seed}: ", skip=threshold_flips(out, ref, f"seed {seed}: "))
 
 
-def test_tiled_jax_backend_matches_reference(seed):
-    scene, camera = small_scene(seed, width=70, height=52)
-    out = render(scene, camera, "jax", isect_capacity=8192, tile_capacity=300)
-    assert_outputs_match(out, render(scene, camera, "reference"), what=f"seed {seed}: ")
-
-
 def test_expected_depth_and_background(seed):
     scene, camera = small_scene(seed, n=40)
     out = render(scene, camera, "ffi")
@@ -157,14 +154,15 @@ def test_gradients_match_reference_autodiff(seed, channels):
 
 
 def test_gradients_match_finite_differences(seed):
-    """Kernel gradients (float32) and reference autodiff (float64) against central differences of
+    """Kernel and chunked-JAX gradients (float32) and reference autodiff (float64) against central differences of
     the float64 reference, along random directions per parameter group. Finite differences see
     the true derivative, so feature gradients are routed into the geometry here."""
     scene, camera32 = small_scene(seed, n=60, width=37, height=29)
     rng = np.random.default_rng(seed)
     weights = {k: np.asarray(v, np.float64) for k, v in random_weights(rng, scene, camera32).items()}
-    kernel_loss = image_loss_fn(camera32, "ffi", {k: jnp.asarray(v, jnp.float32) for k, v in weights.items()}, feature_geometry=True)
-    kernel_grads = jax.grad(kernel_loss, tuple(range(6)))(*scene)
+    weights32 = {k: jnp.asarray(v, jnp.float32) for k, v in weights.items()}
+    kernel_grads = {b: jax.jit(jax.grad(image_loss_fn(camera32, b, weights32, feature_geometry=True), tuple(range(6))))(*scene)
+                    for b in TILED}
     with jax.enable_x64(True):
         camera = Camera.create(np.eye(4), 40.0, 40.0, 37 / 2, 29 / 2, 37, 29, dtype=jnp.float64)
         scene64 = [jnp.asarray(x, jnp.float64) for x in scene]
@@ -194,10 +192,11 @@ def test_gradients_match_finite_differences(seed):
             else:
                 pytest.fail(f"seed {seed}: no smooth direction found for {name}")
             ad = float(jnp.vdot(ref_grads[i], v))
-            kd = float(np.vdot(np.asarray(kernel_grads[i], np.float64), v))
             scale = max(abs(fd), 1e-3 * float(np.abs(ref_grads[i]).max()) * np.sqrt(v.size), 1e-8)
             assert abs(ad - fd) < 1e-4 * scale, f"seed {seed}: reference d/d{name}: autodiff {ad} vs FD {fd}"
-            assert abs(kd - fd) < 2e-3 * scale, f"seed {seed}: kernel d/d{name}: {kd} vs FD {fd}"
+            for backend, grads in kernel_grads.items():
+                kd = float(np.vdot(np.asarray(grads[i], np.float64), v))
+                assert abs(kd - fd) < 2e-3 * scale, f"seed {seed}: {backend} d/d{name}: {kd} vs FD {fd}"
 
 
 def test_feature_gradients_reach_features_only_by_default(seed):
@@ -234,7 +233,8 @@ def test_active_sh_degree_ignores_higher_bands(seed):
 # --------------------------------------------------------------------------- batching
 
 
-def test_jit_and_vmap_over_cameras(seed):
+@pytest.mark.parametrize("backend", ["ffi"])  # "jax": test_rasterizer_chunked.py (all outputs and gradients)
+def test_jit_and_vmap_over_cameras(seed, backend):
     scene, camera = small_scene(seed, n=120)
     angles = np.random.default_rng(seed).uniform(-0.2, 0.2, 3)
     viewmats = []
@@ -247,15 +247,16 @@ def test_jit_and_vmap_over_cameras(seed):
 
     @jax.jit
     def render_all(means):
-        return jax.vmap(lambda cam: render(scene._replace(means=means), cam, "ffi").rgb)(cams)
+        return jax.vmap(lambda cam: render(scene._replace(means=means), cam, backend).rgb)(cams)
 
     batched = render_all(scene.means)
     for i, m in enumerate(viewmats):
         single = Camera.create(m, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height)
-        np.testing.assert_allclose(batched[i], render(scene, single, "ffi").rgb, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(batched[i], render(scene, single, backend).rgb, rtol=1e-6, atol=1e-6)
     g = jax.grad(lambda m: jnp.sum(render_all(m)))(scene.means)
     cameras = [Camera.create(v, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height) for v in viewmats]
-    g_loop = sum(jax.grad(lambda mm, c=c: jnp.sum(render(scene._replace(means=mm), c, "ffi").rgb))(scene.means) for c in cameras)
+    grad_one = jax.jit(jax.grad(lambda mm, c: jnp.sum(render(scene._replace(means=mm), c, backend).rgb)))
+    g_loop = sum(grad_one(scene.means, c) for c in cameras)
     assert rel_err(g, g_loop) < 1e-5
 
 
@@ -280,22 +281,33 @@ def test_nothing_visible(seed, where):
     else:
         m[:, 2] += 1e11
     scene = _moved(scene, m)
-    out = render(scene, camera, "ffi")
-    assert not np.asarray(out.visible).any() and int(out.n_isect) == 0
-    assert np.all(np.asarray(out.alpha) == 0) and np.all(np.asarray(out.features) == 0)
-    np.testing.assert_allclose(out.rgb, np.broadcast_to([0.2, 0.3, 0.4], out.rgb.shape), rtol=1e-7)
-    g = jax.grad(lambda mm: jnp.sum(render(scene._replace(means=mm), camera, "ffi").rgb))(scene.means)
-    assert np.all(np.asarray(g) == 0)
+    for backend in TILED:
+        rgb_sum = lambda mm, b=backend: (lambda o: (jnp.sum(o.rgb), o))(render(scene._replace(means=mm), camera, b))
+        (_, res), g = jax.jit(jax.value_and_grad(rgb_sum, has_aux=True))(scene.means)
+        assert not np.asarray(res.visible).any() and int(res.n_isect) == 0
+        assert np.all(np.asarray(res.alpha) == 0) and np.all(np.asarray(res.features) == 0)
+        np.testing.assert_allclose(res.rgb, np.broadcast_to([0.2, 0.3, 0.4], res.rgb.shape), rtol=1e-7)
+        assert np.all(np.asarray(g) == 0), backend
 
 
 def _check_against_reference(scene, camera, seed, what):
-    out, ref = render(scene, camera, "ffi"), render(scene, camera, "reference")
-    assert_outputs_match(out, ref, what=f"{what} (seed {seed}): ")
+    """Both binned backends against the reference: images and gradients. Returns the FFI's output."""
     weights = random_weights(np.random.default_rng(seed), scene, camera, positive=True)
-    g = jax.grad(image_loss_fn(camera, "ffi", weights), tuple(range(6)))(*scene)
-    r = jax.grad(image_loss_fn(camera, "reference", weights), tuple(range(6)))(*scene)
-    for name, a, b in zip(PARAMS, g, r):
-        assert rel_err(a, b) < GRAD_TOL, f"{what}: d/d{name} {rel_err(a, b):.2e}"
+
+    def outputs_and_gradients(backend):  # one program per backend
+        def loss(*params):
+            out = render(Scene(*params), camera, backend)
+            return sum(jnp.sum(getattr(out, k) * weights[k]) for k in IMAGE_OUTPUTS), out
+
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, tuple(range(6)), has_aux=True))(*scene)
+        return out, grads
+
+    ref, r = outputs_and_gradients("reference")
+    for backend in reversed(TILED):
+        out, g = outputs_and_gradients(backend)
+        assert_outputs_match(out, ref, what=f"{what}, {backend} (seed {seed}): ")
+        for name, a, b in zip(PARAMS, g, r):
+            assert rel_err(a, b) < GRAD_TOL, f"{what}, {backend}: d/d{name} {rel_err(a, b):.2e}"
     return out
 
 
@@ -373,12 +385,6 @@ def test_isect_capacity_overflow_rebins_in_backward(seed):
             np.testing.assert_array_equal(a, b, err_msg=name)
         else:
             assert rel_err(a, b) < 1e-5, name
-
-
-def test_jax_backend_capacity_overflow_is_an_error(seed):
-    scene, camera = small_scene(seed)
-    with pytest.raises(Exception, match="capacity"):
-        jax.block_until_ready(render(scene, camera, "jax", isect_capacity=64, tile_capacity=8).rgb)
 
 
 @pytest.mark.parametrize("channels", [0, 129])

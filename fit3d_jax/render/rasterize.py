@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from fit3d_jax import kernels
-from fit3d_jax.render import ffi, reference
+from fit3d_jax.render import chunked, ffi, reference
 from fit3d_jax.render.camera import Camera
 
 MAX_CHANNELS = 128  # kMaxChannels in ffi_kernels/include/fit3d/common.h
@@ -28,7 +28,8 @@ class RenderOutput(NamedTuple):
 
 
 def default_isect_capacity(num_gaussians: int) -> int:
-    """Sorted-list entries kept for the backward (FFI) or binned at most (pure JAX)."""
+    """Sorted-list entries kept for the backward (FFI) or binned at most (pure JAX, where more is
+    an error)."""
     return max(8 * num_gaussians, 1 << 16)
 
 
@@ -99,7 +100,7 @@ def rasterize(
     feature_geometry: bool = False,
     backend: str = "auto",
     isect_capacity: int | None = None,
-    tile_capacity: int | None = None,
+    tile_batches: int = 1,
 ) -> RenderOutput:
     """Renders Gaussians into RGB, C feature channels, alpha and expected depth.
 
@@ -116,11 +117,15 @@ def rasterize(
         dL/d(means2d) in pixels, the view-space gradient of 3DGS densification.
       feature_geometry: if True, feature-image gradients also reach means, scales, rotations
         and opacities. Default False: they reach the features only (FiT3D's routing).
-      backend: 'auto' (CUDA/CPU kernels where built, else pure JAX), 'ffi', 'jax' (tiled,
-        for TPUs) or 'reference' (dense: every Gaussian against every pixel; tests, tiny scenes).
-      isect_capacity: FFI: sorted-list entries kept for the backward (more are re-binned in the
-        backward, never dropped). JAX: binning capacity (exceeding it is an error).
-      tile_capacity: JAX backend only: Gaussians per tile (exceeding it is an error).
+      backend: 'auto' (CUDA/CPU kernels where built, else pure JAX), 'ffi', 'jax' (tiled and
+        chunked, :mod:`.chunked`: the TPU path) or 'reference' (dense: every Gaussian against
+        every pixel; tests, tiny scenes).
+      isect_capacity: tile intersections (Gaussian, 16x16 tile). FFI: sorted-list entries kept
+        for the backward (more are re-binned in the backward, never dropped). JAX: how many are
+        binned at most; more is an error naming this argument and the images are NaN. Default
+        :func:`default_isect_capacity`; ``out.n_isect`` tells what a scene needs.
+      tile_batches: JAX backend only: tiles, sorted by list length, are blended in this many
+        groups one after the other, each stopping at its own longest list (1: all in lock-step).
 
     Non-finite means, scales, rotations, opacities or SH coefficients of any Gaussian raise an
     error from the kernels; a non-finite feature value propagates (as NaN/Inf) into the pixels
@@ -148,30 +153,25 @@ def rasterize(
         proj = reference.project(means, scales, quats, opacities, sh, sh_degree, camera)
     means2d = proj.means2d if screen_offset is None else proj.means2d + screen_offset
     args = (means2d, proj.conics, opacities, proj.colors, proj.depths, features, proj.extents, width, height)
-    n_isect = jnp.asarray(-1, jnp.int32)  # tracked by the kernels only
     if backend == "ffi":
         raster, n_isect = ffi.rasterize(*args, isect_capacity, bool(feature_geometry))
     elif backend == "jax":
-        raster = reference.rasterize_tiled(
-            *args,
-            bool(feature_geometry),
-            isect_capacity=isect_capacity,
-            tile_capacity=min(n, 4096) if tile_capacity is None else int(tile_capacity),
-        )
+        raster, n_isect = chunked.rasterize(*args, bool(feature_geometry), isect_capacity, int(tile_batches))
     else:
         raster = reference.rasterize_dense(*args, bool(feature_geometry))
+        n_isect = jnp.asarray(-1, jnp.int32)  # the dense reference does not bin
     return compose_output(raster, proj.radii, background, n_isect)
 
 
 def compose_output(raster: reference.Raster, radii: jnp.ndarray, background: jnp.ndarray, n_isect: jnp.ndarray) -> RenderOutput:
     """Background, alpha and expected depth from the rasterizer's accumulated sums."""
     alpha = 1.0 - raster.trans
-    safe_alpha = jnp.where(alpha > 0, alpha, 1.0)
+    safe_alpha = jnp.where(alpha == 0, 1.0, alpha)  # (alpha >= 0; a NaN stays NaN)
     return RenderOutput(
         rgb=raster.rgb + raster.trans[..., None] * background,
         features=raster.features,
         alpha=alpha,
-        depth=jnp.where(alpha > 0, raster.depth / safe_alpha, 0.0),
+        depth=jnp.where(alpha == 0, 0.0, raster.depth / safe_alpha),
         radii=radii,
         visible=radii > 0,
         n_isect=n_isect,

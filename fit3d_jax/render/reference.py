@@ -1,15 +1,14 @@
-"""Pure-JAX Gaussian rasterizer: the plain reference of the kernels and the backend for TPUs.
+"""Pure-JAX Gaussian rendering: the plain reference of the kernels, and the projection of the
+pure-JAX backend.
 
 It computes exactly the function of ``ffi_kernels/`` (same culling, binning boxes, thresholds,
 front-to-back acceptance and depth order with ties broken by index) with dense array
 operations instead of per-pixel loops:
 
-* :func:`project` mirrors ``projection.h`` / ``sh.h`` (EWA projection, SH colour).
+* :func:`project` mirrors ``projection.h`` / ``sh.h`` (EWA projection, SH colour); the
+  ``backend="jax"`` path (:mod:`.chunked`, the TPU path) uses it too.
 * :func:`rasterize_dense` blends every Gaussian into every pixel (memory O(pixels x N)); it is
-  what the tests compare the kernels against.
-* :func:`rasterize_tiled` bins Gaussians into 16x16 tiles with static capacities and blends each
-  tile's candidates; it is the ``backend="jax"`` path. Capacities that are too small raise an
-  error (and the outputs are NaN), they never truncate.
+  what the tests compare the kernels and the chunked rasterizer against.
 
 Gradients come from JAX autodiff; feature gradients reach only the features unless
 ``feature_geometry`` is set, like the kernels.
@@ -242,80 +241,3 @@ def rasterize_dense(
     )
     c = features.shape[1]
     return Raster(rgb.reshape(height, width, 3), feat.reshape(height, width, c), depth.reshape(height, width), trans.reshape(height, width))
-
-
-def _tile_candidates(means2d, extents, depths, width, height, isect_capacity, tile_capacity):
-    """Per tile, its Gaussians front to back (ties by index), padded with -1 to tile_capacity.
-
-    Returns (candidates (T, K), boxes, number of intersections, largest tile list)."""
-    n = means2d.shape[0]
-    ntx, nty = -(-width // TILE), -(-height // TILE)
-    x0, x1, y0, y1, hit = pixel_rect(means2d, extents, width, height)
-    tx0, ty0 = x0 // TILE, y0 // TILE
-    cols = x1 // TILE - tx0 + 1
-    count = jnp.where(hit, cols * (y1 // TILE - ty0 + 1), 0)
-    ends = jnp.cumsum(count)
-    slot = jnp.arange(isect_capacity)
-    owner = jnp.minimum(jnp.searchsorted(ends, slot, side="right"), n - 1)
-    local = slot - (ends[owner] - count[owner])
-    used = slot < ends[-1]
-    tile = jnp.where(used, (ty0[owner] + local // cols[owner]) * ntx + tx0[owner] + local % cols[owner], ntx * nty)
-    key_depth = jnp.where(used, depths[owner], jnp.inf)
-    sorted_tile, _, sorted_owner = jax.lax.sort((tile, key_depth, owner), num_keys=3)
-    tiles = jnp.arange(ntx * nty)
-    start = jnp.searchsorted(sorted_tile, tiles, side="left")
-    size = jnp.searchsorted(sorted_tile, tiles, side="right") - start
-    k = jnp.arange(tile_capacity)
-    cand = jnp.where(k < size[:, None], sorted_owner[jnp.minimum(start[:, None] + k, isect_capacity - 1)], -1)
-    boxes = tuple(jnp.where(hit, b, -1) for b in (x0, x1, y0, y1))
-    return cand, boxes, ends[-1], jnp.max(size)
-
-
-def _raise_on_overflow(n_isect, largest, isect_capacity, tile_capacity):
-    if n_isect > isect_capacity or largest > tile_capacity:
-        raise ValueError(
-            f"fit3d_jax pure-JAX rasterizer: {int(n_isect)} tile intersections (capacity "
-            f"{isect_capacity}) and up to {int(largest)} Gaussians in one tile (capacity "
-            f"{tile_capacity}); raise isect_capacity / tile_capacity."
-        )
-
-
-def rasterize_tiled(
-    means2d,
-    conics,
-    opacities,
-    colors,
-    depths,
-    features,
-    extents,
-    width: int,
-    height: int,
-    feature_geometry: bool = False,
-    *,
-    isect_capacity: int,
-    tile_capacity: int,
-    tiles_per_batch: int = 64,
-) -> Raster:
-    """16x16 tiles, each blended over its own candidate list; same results as rasterize_dense."""
-    ntx, nty = -(-width // TILE), -(-height // TILE)
-    cand, boxes, n_isect, largest = _tile_candidates(means2d, extents, depths, width, height, isect_capacity, tile_capacity)
-    jax.debug.callback(functools.partial(_raise_on_overflow, isect_capacity=isect_capacity, tile_capacity=tile_capacity), n_isect, largest)
-    ly, lx = jnp.meshgrid(jnp.arange(TILE), jnp.arange(TILE), indexing="ij")
-
-    @jax.checkpoint
-    def tile_fn(args):
-        tile_cand, tile_id = args
-        pix_x = (tile_id % ntx) * TILE + lx.reshape(-1)
-        pix_y = (tile_id // ntx) * TILE + ly.reshape(-1)
-        return _composite(pix_x, pix_y, tile_cand, means2d, conics, opacities, colors, depths, features, boxes, feature_geometry)
-
-    rgb, feat, depth, trans = jax.lax.map(tile_fn, (cand, jnp.arange(ntx * nty)), batch_size=tiles_per_batch)
-
-    def untile(x):  # (T, 256, ...) -> (H, W, ...)
-        x = x.reshape((nty, ntx, TILE, TILE) + x.shape[2:])
-        x = jnp.swapaxes(x, 1, 2).reshape((nty * TILE, ntx * TILE) + x.shape[4:])
-        return x[:height, :width]
-
-    overflow = (n_isect > isect_capacity) | (largest > tile_capacity)
-    poison = lambda x: jnp.where(overflow, jnp.nan, untile(x))
-    return Raster(poison(rgb), poison(feat), poison(depth), poison(trans))
