@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,7 +115,7 @@ def depth_inputs(image: np.ndarray, depth: np.ndarray, draws: augment.DepthDraws
     """One sample's device inputs: warpAffine's inverse map (dst -> src) as float32."""
     _check_pair(image, depth, what)
     inverse = np.zeros((2, 3), np.float64) if draws.angle is None else \
-        _invert_affine(augment.rotation_matrix(depth.shape, draws.angle))
+        cv2.invertAffineTransform(augment.rotation_matrix(depth.shape, draws.angle))
     return {
         "source": _padded(image, canvas, 0, what),
         "depth": _padded(depth.astype(np.float32), canvas, 0.0, what),
@@ -125,12 +126,6 @@ def depth_inputs(image: np.ndarray, depth: np.ndarray, draws: augment.DepthDraws
         "origin": np.array(draws.origin, np.int32),
         "colour": draws.colour.astype(np.float32),
     }
-
-
-def _invert_affine(m: np.ndarray) -> np.ndarray:
-    """cv2.invertAffineTransform in float64."""
-    inv = np.linalg.inv(m[:, :2])
-    return np.concatenate([inv, -inv @ m[:, 2:]], axis=1)
 
 
 # -------------------------------------------------------------------------------- device side
