@@ -127,11 +127,12 @@ def load_all() -> set[str]:
     return {s for s in suffixes if available(s)}
 
 
-def call(name: str, out_shapes, *args, **attrs):
-    """Calls custom call ``fit3d_<name>`` (registering the libraries on first use); under vmap
-    the calls run one after another."""
+def call(name: str, out_shapes, *args, vmap_method: str = "sequential", **attrs):
+    """Calls custom call ``fit3d_<name>`` (registering the libraries on first use). Under vmap
+    the calls run one after another, or, with ``vmap_method="expand_dims"``, as one call that
+    gets the batch (the rasterizer stages handle it)."""
     load_all()
-    return jax.ffi.ffi_call(f"fit3d_{name}", out_shapes, vmap_method="sequential")(*args, **attrs)
+    return jax.ffi.ffi_call(f"fit3d_{name}", out_shapes, vmap_method=vmap_method)(*args, **attrs)
 
 
 def build(cuda: bool, out_dir: Path, cuda_arch: str = "90", jobs: int | None = None) -> Path:

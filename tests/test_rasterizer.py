@@ -233,31 +233,69 @@ def test_active_sh_degree_ignores_higher_bands(seed):
 # --------------------------------------------------------------------------- batching
 
 
-@pytest.mark.parametrize("backend", ["ffi"])  # "jax": test_rasterizer_chunked.py (all outputs and gradients)
-def test_jit_and_vmap_over_cameras(seed, backend):
+def _turned_cameras(seed, camera, views=3):
+    angles = np.random.default_rng(seed).uniform(-0.2, 0.2, views)
+    viewmats = np.stack([np.eye(4)] * views)
+    viewmats[:, 0, 0] = viewmats[:, 2, 2] = np.cos(angles)
+    viewmats[:, 0, 2], viewmats[:, 2, 0] = np.sin(angles), -np.sin(angles)
+    viewmats[:, 0, 3] = 0.1 * angles
+    make = lambda m: Camera.create(m, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height)
+    return make(viewmats), [make(m) for m in viewmats]
+
+
+def _vmapped_ffi_program(fn, *args):
+    """Custom calls and loops of fn's program: vmap must add no loop around the kernels."""
+    text = str(jax.make_jaxpr(fn)(*args))
+    return text.count("ffi_call["), text.count("while[") + text.count("scan[")
+
+
+def test_vmap_renders_views_in_one_call_per_stage(seed):
+    """Cameras, features and opacities batched (means, scales, rotations and SH shared), a
+    capacity small enough that the backward re-bins the views' shared list: outputs, per-view
+    intersection counts and gradients equal the loop over views, from one call per stage."""
     scene, camera = small_scene(seed, n=120)
-    angles = np.random.default_rng(seed).uniform(-0.2, 0.2, 3)
-    viewmats = []
-    for a in angles:
-        m = np.eye(4)
-        m[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
-        m[0, 3] = 0.1 * a
-        viewmats.append(m)
-    cams = Camera.create(np.stack(viewmats), 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height)
+    cams, singles = _turned_cameras(seed, camera)
+    rng = np.random.default_rng(seed)
+    features = jnp.asarray(rng.normal(size=(3, *scene.features.shape)), jnp.float32)
+    opacities = jnp.asarray(np.clip(scene.opacities * rng.uniform(0.5, 1.0, (3, 120)), 0, 1), jnp.float32)
+    weights = random_weights(rng, scene, camera)
 
-    @jax.jit
-    def render_all(means):
-        return jax.vmap(lambda cam: render(scene._replace(means=means), cam, backend).rgb)(cams)
+    def one(means, opacities, features, cam):
+        def loss(means, opacities, features):
+            out = render(scene._replace(means=means, opacities=opacities, features=features), cam, "ffi", isect_capacity=64)
+            return sum(jnp.sum(getattr(out, k) * weights[k]) for k in IMAGE_OUTPUTS), out
 
-    batched = render_all(scene.means)
-    for i, m in enumerate(viewmats):
-        single = Camera.create(m, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height)
-        np.testing.assert_allclose(batched[i], render(scene, single, backend).rgb, rtol=1e-6, atol=1e-6)
-    g = jax.grad(lambda m: jnp.sum(render_all(m)))(scene.means)
-    cameras = [Camera.create(v, 40.0, 40.0, camera.cx, camera.cy, camera.width, camera.height) for v in viewmats]
-    grad_one = jax.jit(jax.grad(lambda mm, c: jnp.sum(render(scene._replace(means=mm), c, backend).rgb)))
-    g_loop = sum(grad_one(scene.means, c) for c in cameras)
-    assert rel_err(g, g_loop) < 1e-5
+        (_, out), grads = jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(means, opacities, features)
+        return out, grads
+
+    many = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+    outs, (g_means, g_opacities, g_features) = many(scene.means, opacities, features, cams)
+    calls, loops = _vmapped_ffi_program(many, scene.means, opacities, features, cams)
+    assert (calls, loops) == _vmapped_ffi_program(jax.jit(one), scene.means, opacities[0], features[0], singles[0])
+    assert calls == 4 and loops == 0
+    one = jax.jit(one)
+    for i, cam in enumerate(singles):
+        out, grads = one(scene.means, opacities[i], features[i], cam)
+        assert int(out.n_isect) > 64 and int(outs.n_isect[i]) == int(out.n_isect)
+        for k in IMAGE_OUTPUTS + ("radii",):
+            np.testing.assert_allclose(getattr(outs, k)[i], getattr(out, k), rtol=1e-6, atol=1e-6, err_msg=k)
+        for name, a, b in zip(("means", "opacities", "features"), (g_means, g_opacities, g_features), grads):
+            assert rel_err(a[i], b) < 1e-5, f"view {i}: d/d{name}"
+
+    # Differentiating through the vmap: the shared means get the sum over the views.
+    rgb_sum = lambda m, c: jnp.sum(render(scene._replace(means=m), c, "ffi").rgb)
+    g = jax.jit(jax.grad(lambda m: jnp.sum(jax.vmap(rgb_sum, (None, 0))(m, cams))))(scene.means)
+    grad_one = jax.jit(jax.grad(rgb_sum))
+    assert rel_err(g, sum(grad_one(scene.means, c) for c in singles)) < 1e-5
+
+
+def test_vmap_error_names_the_view(seed):
+    scene, camera = small_scene(seed, n=50)
+    cams, _ = _turned_cameras(seed, camera, views=2)
+    means = np.stack([scene.means, scene.means])
+    means[1, 3] = np.nan
+    with pytest.raises(Exception, match="view 1: Gaussian 3 has a non-finite"):
+        jax.block_until_ready(jax.vmap(lambda m, c: render(scene._replace(means=m), c, "ffi").rgb)(means, cams))
 
 
 # --------------------------------------------------------------------------- edge cases

@@ -89,27 +89,67 @@ auto attention_backward(B b) {
       .template Attr<float>("scale");
 }
 
-inline int64_t rows(const F32& b) { return b.dimensions().size() ? b.dimensions()[0] : 0; }
+// jax.vmap over the rasterizer calls (vmap_method="expand_dims") prepends batch dimensions to
+// every operand, of size 1 where an operand is not batched; results carry the whole batch. A
+// call then renders `views` views (1 without vmap) in one go.
+template <typename Buf>
+int64_t leading_elements(const Buf& b, size_t rank) {
+  const auto dims = b.dimensions();
+  int64_t n = 1;
+  for (size_t i = 0; i + rank < dims.size(); ++i) n *= dims[i];
+  return n;
+}
+
+template <typename Buf>
+int64_t dim_from_end(const Buf& b, size_t k) {
+  const auto dims = b.dimensions();
+  return dims.size() >= k ? dims[dims.size() - k] : 0;
+}
+
+struct Batch {
+  int64_t views;
+  std::string error;  // the first operand batched differently from the results
+
+  // Elements between consecutive views of operand `b` (its own dims are the last `rank`):
+  // 0 when vmap left it unbatched (one copy serves every view).
+  template <typename Buf>
+  int64_t stride(const char* name, const Buf& b, size_t rank) {
+    const int64_t n = leading_elements(b, rank);
+    if (n == views) return views > 0 ? int64_t(b.element_count()) / views : 0;
+    if (n == 1) return 0;
+    if (error.empty())
+      error = std::string(name) + " has " + std::to_string(n) + " batch elements where the call " +
+              "renders " + std::to_string(views) + " views (nested jax.vmap must batch an operand " +
+              "over all the axes or none)";
+    return 0;
+  }
+};
 
 // The Gaussian operands of both project bindings (the first five) as kernel inputs.
-inline GaussianInputs gaussian_inputs(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh) {
+inline GaussianInputs gaussian_inputs(Batch& batch, F32 means, F32 scales, F32 quats,
+                                      F32 opacities, F32 sh) {
   GaussianInputs in;
-  in.num_gaussians = rows(means);
-  in.sh_coeffs = int(sh.dimensions()[1]);
+  in.num_gaussians = dim_from_end(means, 2);
+  in.sh_coeffs = int(dim_from_end(sh, 2));
   in.means = means.typed_data();
   in.scales = scales.typed_data();
   in.quats = quats.typed_data();
   in.opacities = opacities.typed_data();
   in.sh = sh.typed_data();
+  in.views = batch.views;
+  in.stride = {batch.stride("means", means, 2), batch.stride("scales", scales, 2),
+               batch.stride("quats", quats, 2), batch.stride("opacities", opacities, 1),
+               batch.stride("sh", sh, 3)};
   return in;
 }
 
 // The rasterizer operands (the first seven of both rasterize bindings) as kernel inputs.
-inline RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
-                                  F32 features, F32 extents, int32_t width, int32_t height) {
+inline RasterInputs raster_inputs(Batch& batch, F32 means2d, F32 conics, F32 opacities,
+                                  F32 colors, F32 depths, F32 features, F32 extents,
+                                  int32_t width, int32_t height) {
   RasterInputs in;
-  in.num_gaussians = rows(means2d);
-  in.channels = int(features.dimensions()[1]);
+  in.num_gaussians = dim_from_end(means2d, 2);
+  in.channels = int(dim_from_end(features, 1));
   in.width = width;
   in.height = height;
   in.means2d = means2d.typed_data();
@@ -119,7 +159,20 @@ inline RasterInputs raster_inputs(F32 means2d, F32 conics, F32 opacities, F32 co
   in.depths = depths.typed_data();
   in.features = features.typed_data();
   in.extents = extents.typed_data();
+  in.views = batch.views;
+  in.stride = {batch.stride("means2d", means2d, 2), batch.stride("conics", conics, 2),
+               batch.stride("opacities", opacities, 1), batch.stride("colors", colors, 2),
+               batch.stride("depths", depths, 1), batch.stride("features", features, 2),
+               batch.stride("extents", extents, 2)};
   return in;
+}
+
+// The pixel cotangents of the rasterize backward.
+inline RasterCotangents raster_cotangents(Batch& batch, F32 d_rgb, F32 d_feat, F32 d_depth,
+                                          F32 d_trans) {
+  return {d_rgb.typed_data(), d_feat.typed_data(), d_depth.typed_data(), d_trans.typed_data(),
+          {batch.stride("d_rgb", d_rgb, 3), batch.stride("d_features", d_feat, 3),
+           batch.stride("d_depth", d_depth, 2), batch.stride("d_trans", d_trans, 2)}};
 }
 
 inline ffi::Error invalid(const std::string& msg) {
@@ -150,8 +203,14 @@ inline ffi::Error attention_shape(F32 q, F32 k, F32 v, float scale, AttentionSha
   return ffi::Error::Success();
 }
 
-inline ffi::Error nonfinite_error(long long index) {
-  return invalid("Gaussian " + std::to_string(index) +
+inline ffi::Error batch_error(const Batch& batch) {
+  return batch.error.empty() ? ffi::Error::Success() : invalid(batch.error);
+}
+
+// `index` counts over the views of the call: view index / N, Gaussian index % N.
+inline ffi::Error nonfinite_error(long long index, long long num_gaussians, long long views) {
+  const std::string where = views > 1 ? "view " + std::to_string(index / num_gaussians) + ": " : "";
+  return invalid(where + "Gaussian " + std::to_string(index % num_gaussians) +
                  " has a non-finite rasterizer input (NaN/Inf in its mean, scale, rotation, "
                  "opacity, SH or projected values); fix the parameters or drop it.");
 }
@@ -160,7 +219,7 @@ inline ffi::Error too_many_intersections(long long n) {
   return ffi::Error(ffi::ErrorCode::kResourceExhausted,
                     "fit3d_jax rasterizer: " + std::to_string(n) +
                         " tile intersections exceed the int32 index range; render at a lower "
-                        "resolution or with fewer Gaussians per call.");
+                        "resolution, fewer Gaussians or fewer views (vmap) per call.");
 }
 
 }  // namespace fit3d::bind

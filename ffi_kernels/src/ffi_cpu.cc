@@ -11,21 +11,46 @@ namespace {
 
 using namespace bind;  // NOLINT: F32, S32, F32Out, S32Out, ffi
 
-cpu::ProjectArgs project_args(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh,
-                              S32 sh_degree, F32 camera, int32_t width, int32_t height) {
-  const GaussianInputs gaussians = gaussian_inputs(means, scales, quats, opacities, sh);
+// Each handler takes a batch of views (jax.vmap) and runs the single-view stage per view.
+
+cpu::ProjectArgs project_args(const GaussianInputs& gaussians, int32_t sh_degree,
+                              const float* camera, int32_t width, int32_t height) {
   const int max_degree = int(std::lround(std::sqrt(double(gaussians.sh_coeffs)))) - 1;
-  return {gaussians, std::clamp(int(sh_degree.typed_data()[0]), 0, max_degree),
-          Camera::from_params(camera.typed_data(), width, height)};
+  return {gaussians, std::clamp(int(sh_degree), 0, max_degree),
+          Camera::from_params(camera, width, height)};
 }
+
+// The projection operands of view b of a batch.
+struct ProjectBatch {
+  Batch batch;
+  GaussianInputs gaussians;
+  int64_t degree_stride, camera_stride;
+
+  ProjectBatch(int64_t views, F32 means, F32 scales, F32 quats, F32 opacities, F32 sh,
+               S32 sh_degree, F32 camera)
+      : batch{views, {}},
+        gaussians(gaussian_inputs(batch, means, scales, quats, opacities, sh)),
+        degree_stride(batch.stride("sh_degree", sh_degree, 0)),
+        camera_stride(batch.stride("cam_params", camera, 1)) {}
+
+  cpu::ProjectArgs view(int64_t b, S32 sh_degree, F32 camera, int32_t width, int32_t height) const {
+    return project_args(gaussians.view(b), sh_degree.typed_data()[degree_stride * b],
+                        camera.typed_data() + camera_stride * b, width, height);
+  }
+};
 
 ffi::Error ProjectForward(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh, S32 sh_degree,
                           F32 camera, F32Out means2d, F32Out conics, F32Out depths, F32Out colors,
                           F32Out extents, S32Out radii, int32_t width, int32_t height) {
-  const cpu::ProjectArgs a =
-      project_args(means, scales, quats, opacities, sh, sh_degree, camera, width, height);
-  cpu::project_forward(a, {means2d->typed_data(), conics->typed_data(), depths->typed_data(),
-                           colors->typed_data(), extents->typed_data(), radii->typed_data()});
+  const ProjectBatch pb(leading_elements(*means2d, 2), means, scales, quats, opacities, sh,
+                        sh_degree, camera);
+  if (ffi::Error e = batch_error(pb.batch); e.failure()) return e;
+  const int64_t n = pb.gaussians.num_gaussians;
+  for (int64_t b = 0; b < pb.batch.views; ++b)
+    cpu::project_forward(pb.view(b, sh_degree, camera, width, height),
+                         {means2d->typed_data() + 2 * n * b, conics->typed_data() + 3 * n * b,
+                          depths->typed_data() + n * b, colors->typed_data() + 3 * n * b,
+                          extents->typed_data() + 2 * n * b, radii->typed_data() + n * b});
   return ffi::Error::Success();
 }
 
@@ -33,33 +58,54 @@ ffi::Error ProjectBackward(F32 means, F32 scales, F32 quats, F32 opacities, F32 
                            F32 camera, F32 d_means2d, F32 d_conics, F32 d_depths, F32 d_colors,
                            F32Out g_means, F32Out g_scales, F32Out g_quats, F32Out g_sh,
                            int32_t width, int32_t height) {
-  const cpu::ProjectArgs a =
-      project_args(means, scales, quats, opacities, sh, sh_degree, camera, width, height);
-  cpu::project_backward(
-      a, {d_means2d.typed_data(), d_conics.typed_data(), d_depths.typed_data(),
-          d_colors.typed_data()},
-      {g_means->typed_data(), g_scales->typed_data(), g_quats->typed_data(), g_sh->typed_data()});
+  ProjectBatch pb(leading_elements(*g_means, 2), means, scales, quats, opacities, sh, sh_degree,
+                  camera);
+  const int64_t s2 = pb.batch.stride("d_means2d", d_means2d, 2),
+                s3 = pb.batch.stride("d_conics", d_conics, 2),
+                s1 = pb.batch.stride("d_depths", d_depths, 1),
+                sc = pb.batch.stride("d_colors", d_colors, 2);
+  if (ffi::Error e = batch_error(pb.batch); e.failure()) return e;
+  const int64_t n = pb.gaussians.num_gaussians, k3 = 3 * pb.gaussians.sh_coeffs;
+  for (int64_t b = 0; b < pb.batch.views; ++b)
+    cpu::project_backward(
+        pb.view(b, sh_degree, camera, width, height),
+        {d_means2d.typed_data() + s2 * b, d_conics.typed_data() + s3 * b,
+         d_depths.typed_data() + s1 * b, d_colors.typed_data() + sc * b},
+        {g_means->typed_data() + 3 * n * b, g_scales->typed_data() + 3 * n * b,
+         g_quats->typed_data() + 4 * n * b, g_sh->typed_data() + k3 * n * b});
   return ffi::Error::Success();
 }
 
-
+// Per view b: tile offsets in row b of (views, T + 1), the sorted list in the b-th of `views`
+// equal slices of gids (when it fits there), its length in n_isect[b].
 ffi::Error RasterizeForward(F32 means2d, F32 conics, F32 opacities, F32 colors, F32 depths,
                             F32 features, F32 extents, F32Out rgb, F32Out feat, F32Out depth,
                             F32Out trans, S32Out last, S32Out tile_offsets, S32Out gids,
                             S32Out n_isect, int32_t width, int32_t height) {
-  const RasterInputs in = raster_inputs(means2d, conics, opacities, colors, depths, features,
+  Batch batch{leading_elements(*rgb, 3), {}};
+  const RasterInputs in = raster_inputs(batch, means2d, conics, opacities, colors, depths, features,
                                         extents, width, height);
-  if (const int64_t bad = cpu::first_nonfinite(in); bad >= 0) return nonfinite_error(bad);
-  const cpu::Binning bins = cpu::bin_gaussians(in);
-  const int64_t total = int64_t(bins.gids.size());
-  if (total > INT32_MAX) return too_many_intersections(total);
-  std::copy(bins.tile_offsets.begin(), bins.tile_offsets.end(), tile_offsets->typed_data());
-  const int64_t capacity = int64_t(gids->element_count());
-  if (total <= capacity) std::copy(bins.gids.begin(), bins.gids.end(), gids->typed_data());
-  n_isect->typed_data()[0] = int32_t(total);
-  cpu::rasterize_forward(in, bins.tile_offsets.data(), bins.gids.data(),
-                         {rgb->typed_data(), feat->typed_data(), depth->typed_data(),
-                          trans->typed_data(), last->typed_data()});
+  if (ffi::Error e = batch_error(batch); e.failure()) return e;
+  const int64_t views = batch.views, n = in.num_gaussians, pixels = int64_t(width) * height;
+  const int num_tiles = tiles_x(width) * tiles_y(height);
+  const int64_t capacity = views ? int64_t(gids->element_count()) / views : 0;
+  for (int64_t b = 0; b < views; ++b) {
+    const RasterInputs v = in.view(b);
+    if (const int64_t bad = cpu::first_nonfinite(v); bad >= 0)
+      return nonfinite_error(b * n + bad, n, views);
+    const cpu::Binning bins = cpu::bin_gaussians(v);
+    const int64_t total = int64_t(bins.gids.size());
+    if (total > INT32_MAX) return too_many_intersections(total);
+    std::copy(bins.tile_offsets.begin(), bins.tile_offsets.end(),
+              tile_offsets->typed_data() + (num_tiles + 1) * b);
+    if (total <= capacity)
+      std::copy(bins.gids.begin(), bins.gids.end(), gids->typed_data() + capacity * b);
+    n_isect->typed_data()[b] = int32_t(total);
+    const RasterOutputs out{rgb->typed_data(), feat->typed_data(), depth->typed_data(),
+                            trans->typed_data(), last->typed_data()};
+    cpu::rasterize_forward(v, bins.tile_offsets.data(), bins.gids.data(),
+                           out.view(b, pixels, in.channels));
+  }
   return ffi::Error::Success();
 }
 
@@ -69,23 +115,31 @@ ffi::Error RasterizeBackward(F32 means2d, F32 conics, F32 opacities, F32 colors,
                              F32 d_trans, F32Out g_means2d, F32Out g_conics, F32Out g_opacities,
                              F32Out g_colors, F32Out g_depths, F32Out g_features, int32_t width,
                              int32_t height, bool feature_geometry) {
-  const RasterInputs in = raster_inputs(means2d, conics, opacities, colors, depths, features,
+  Batch batch{leading_elements(*g_means2d, 2), {}};
+  const RasterInputs in = raster_inputs(batch, means2d, conics, opacities, colors, depths, features,
                                         extents, width, height);
-  // The forward kept the sorted list if it fitted the capacity; otherwise bin again (the sort
-  // is deterministic, so the list is the one the forward blended).
-  const int64_t total = n_isect.typed_data()[0];
-  cpu::Binning rebinned;
-  const int32_t* sorted = gids.typed_data();
-  if (total > int64_t(gids.element_count())) {
-    rebinned = cpu::bin_gaussians(in);
-    sorted = rebinned.gids.data();
+  const RasterCotangents cot = raster_cotangents(batch, d_rgb, d_feat, d_depth, d_trans);
+  if (ffi::Error e = batch_error(batch); e.failure()) return e;
+  const int64_t views = batch.views, n = in.num_gaussians, pixels = int64_t(width) * height;
+  const int num_tiles = tiles_x(width) * tiles_y(height);
+  const int64_t capacity = views ? int64_t(gids.element_count()) / views : 0;
+  const RasterGrads grads{g_means2d->typed_data(), g_conics->typed_data(),
+                          g_opacities->typed_data(), g_colors->typed_data(),
+                          g_depths->typed_data(), g_features->typed_data()};
+  for (int64_t b = 0; b < views; ++b) {
+    const RasterInputs v = in.view(b);
+    // The forward kept the sorted list if it fitted the capacity; otherwise bin again (the sort
+    // is deterministic, so the list is the one the forward blended).
+    cpu::Binning rebinned;
+    const int32_t* sorted = gids.typed_data() + capacity * b;
+    if (n_isect.typed_data()[b] > capacity) {
+      rebinned = cpu::bin_gaussians(v);
+      sorted = rebinned.gids.data();
+    }
+    cpu::rasterize_backward(v, tile_offsets.typed_data() + (num_tiles + 1) * b, sorted,
+                            trans.typed_data() + pixels * b, last.typed_data() + pixels * b,
+                            cot.view(b), feature_geometry, grads.view(b, n, in.channels));
   }
-  cpu::rasterize_backward(
-      in, tile_offsets.typed_data(), sorted, trans.typed_data(), last.typed_data(),
-      {d_rgb.typed_data(), d_feat.typed_data(), d_depth.typed_data(), d_trans.typed_data()},
-      feature_geometry,
-      {g_means2d->typed_data(), g_conics->typed_data(), g_opacities->typed_data(),
-       g_colors->typed_data(), g_depths->typed_data(), g_features->typed_data()});
   return ffi::Error::Success();
 }
 

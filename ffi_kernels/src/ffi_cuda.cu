@@ -1,6 +1,7 @@
 // XLA FFI handlers of the CUDA build. Work is launched on XLA's stream; temporary memory comes
-// from XLA's scratch allocator. The rasterizer synchronises once per call to read the number of
-// tile intersections, so its handlers are not declared CUDA-graph compatible; attention's are.
+// from XLA's scratch allocator. The rasterizer synchronises once per call (for all the views of
+// a vmap batch) to read the number of tile intersections, so its handlers are not declared
+// CUDA-graph compatible; attention's are.
 #include "cuda/kernels.cuh"
 #include "ffi_bindings.h"
 
@@ -16,20 +17,30 @@ ffi::Error status(const std::string& err) {
   return err.empty() ? ffi::Error::Success() : ffi::Error::Internal("fit3d_jax CUDA: " + err);
 }
 
-cuda::ProjectArgs project_args(F32 means, F32 scales, F32 quats, F32 opacities, F32 sh,
-                               S32 sh_degree, F32 camera, int32_t width, int32_t height) {
-  return {gaussian_inputs(means, scales, quats, opacities, sh), sh_degree.typed_data(),
-          camera.typed_data(), width, height};
+// Grid y is the view, at most 65535 of them.
+ffi::Error check_views(const Batch& batch) {
+  if (batch.views > 65535) return invalid("at most 65535 views per call (vmap), got " + std::to_string(batch.views));
+  return batch_error(batch);
+}
+
+cuda::ProjectArgs project_args(Batch& batch, F32 means, F32 scales, F32 quats, F32 opacities,
+                               F32 sh, S32 sh_degree, F32 camera, int32_t width, int32_t height) {
+  return {gaussian_inputs(batch, means, scales, quats, opacities, sh), sh_degree.typed_data(),
+          camera.typed_data(), width, height, batch.stride("sh_degree", sh_degree, 0),
+          batch.stride("cam_params", camera, 1)};
 }
 
 ffi::Error ProjectForward(cudaStream_t stream, F32 means, F32 scales, F32 quats, F32 opacities,
                           F32 sh, S32 sh_degree, F32 camera, F32Out means2d, F32Out conics,
                           F32Out depths, F32Out colors, F32Out extents, S32Out radii,
                           int32_t width, int32_t height) {
-  cuda::project_forward(
-      stream, project_args(means, scales, quats, opacities, sh, sh_degree, camera, width, height),
-      means2d->typed_data(), conics->typed_data(), depths->typed_data(), colors->typed_data(),
-      extents->typed_data(), radii->typed_data());
+  Batch batch{leading_elements(*means2d, 2), {}};
+  const cuda::ProjectArgs a =
+      project_args(batch, means, scales, quats, opacities, sh, sh_degree, camera, width, height);
+  if (ffi::Error e = check_views(batch); e.failure()) return e;
+  cuda::project_forward(stream, a, means2d->typed_data(), conics->typed_data(),
+                        depths->typed_data(), colors->typed_data(), extents->typed_data(),
+                        radii->typed_data());
   return status(cuda::last_error("project_forward"));
 }
 
@@ -37,10 +48,16 @@ ffi::Error ProjectBackward(cudaStream_t stream, F32 means, F32 scales, F32 quats
                            F32 sh, S32 sh_degree, F32 camera, F32 d_means2d, F32 d_conics,
                            F32 d_depths, F32 d_colors, F32Out g_means, F32Out g_scales,
                            F32Out g_quats, F32Out g_sh, int32_t width, int32_t height) {
-  cuda::project_backward(
-      stream, project_args(means, scales, quats, opacities, sh, sh_degree, camera, width, height),
+  Batch batch{leading_elements(*g_means, 2), {}};
+  const cuda::ProjectArgs a =
+      project_args(batch, means, scales, quats, opacities, sh, sh_degree, camera, width, height);
+  const cuda::ProjectCotangents cot{
       d_means2d.typed_data(), d_conics.typed_data(), d_depths.typed_data(), d_colors.typed_data(),
-      g_means->typed_data(), g_scales->typed_data(), g_quats->typed_data(), g_sh->typed_data());
+      {batch.stride("d_means2d", d_means2d, 2), batch.stride("d_conics", d_conics, 2),
+       batch.stride("d_depths", d_depths, 1), batch.stride("d_colors", d_colors, 2)}};
+  if (ffi::Error e = check_views(batch); e.failure()) return e;
+  cuda::project_backward(stream, a, cot, g_means->typed_data(), g_scales->typed_data(),
+                         g_quats->typed_data(), g_sh->typed_data());
   return status(cuda::last_error("project_backward"));
 }
 
@@ -51,36 +68,40 @@ void* scratch_allocate(void* ctx, size_t bytes) {
   return r.has_value() ? *r : nullptr;
 }
 
-// Bins and reports problems as FFI errors.
+// Bins (all views at once) and reports problems as FFI errors.
 ffi::Error bin(cudaStream_t stream, ffi::ScratchAllocator& scratch, const RasterInputs& in,
-               int32_t* tile_offsets, int32_t* gids_out, int64_t capacity, int64_t* n_isect,
-               const int32_t** sorted) {
+               int32_t* tile_offsets, int32_t* gids_out, int64_t capacity, int32_t* view_counts,
+               int64_t* n_isect, const int32_t** sorted) {
   if (in.channels < 1 || in.channels > kMaxChannels)
     return invalid("features must have 1.." + std::to_string(kMaxChannels) + " channels");
   int64_t first_bad = -1;
   const std::string err = cuda::bin_gaussians(stream, in, {scratch_allocate, &scratch}, tile_offsets,
-                                              gids_out, capacity, n_isect, sorted, &first_bad);
+                                              gids_out, capacity, view_counts, n_isect, sorted,
+                                              &first_bad);
   if (!err.empty()) return status(err);
-  if (first_bad >= 0) return nonfinite_error(first_bad);
+  if (first_bad >= 0) return nonfinite_error(first_bad, in.num_gaussians, in.views);
   if (*n_isect > INT32_MAX) return too_many_intersections(*n_isect);
   return ffi::Error::Success();
 }
 
+// The views share one sorted list: row b of tile_offsets (views, T + 1) indexes it for view b,
+// gids (views, M) keeps it whole when it fits all views' capacity (total <= views * M), and
+// n_isect[b] is view b's share.
 ffi::Error RasterizeForward(cudaStream_t stream, ffi::ScratchAllocator scratch, F32 means2d,
                             F32 conics, F32 opacities, F32 colors, F32 depths, F32 features,
                             F32 extents, F32Out rgb, F32Out feat, F32Out depth, F32Out trans,
                             S32Out last, S32Out tile_offsets, S32Out gids, S32Out n_isect,
                             int32_t width, int32_t height) {
-  const RasterInputs in = raster_inputs(means2d, conics, opacities, colors, depths, features,
+  Batch batch{leading_elements(*rgb, 3), {}};
+  const RasterInputs in = raster_inputs(batch, means2d, conics, opacities, colors, depths, features,
                                         extents, width, height);
+  if (ffi::Error e = check_views(batch); e.failure()) return e;
   int64_t total = 0;
   const int32_t* sorted = nullptr;
   if (ffi::Error e = bin(stream, scratch, in, tile_offsets->typed_data(), gids->typed_data(),
-                         int64_t(gids->element_count()), &total, &sorted);
+                         int64_t(gids->element_count()), n_isect->typed_data(), &total, &sorted);
       e.failure())
     return e;
-  const int32_t total32 = int32_t(total);  // pageable copies are staged before returning
-  cudaMemcpyAsync(n_isect->typed_data(), &total32, sizeof(total32), cudaMemcpyHostToDevice, stream);
   cuda::rasterize_forward(stream, in, tile_offsets->typed_data(), sorted,
                           {rgb->typed_data(), feat->typed_data(), depth->typed_data(),
                            trans->typed_data(), last->typed_data()});
@@ -94,26 +115,31 @@ ffi::Error RasterizeBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
                              F32Out g_means2d, F32Out g_conics, F32Out g_opacities,
                              F32Out g_colors, F32Out g_depths, F32Out g_features, int32_t width,
                              int32_t height, bool feature_geometry) {
-  const RasterInputs in = raster_inputs(means2d, conics, opacities, colors, depths, features,
+  Batch batch{leading_elements(*g_means2d, 2), {}};
+  const RasterInputs in = raster_inputs(batch, means2d, conics, opacities, colors, depths, features,
                                         extents, width, height);
+  const RasterCotangents cot = raster_cotangents(batch, d_rgb, d_feat, d_depth, d_trans);
+  if (ffi::Error e = check_views(batch); e.failure()) return e;
+  if (batch.views == 0) return ffi::Error::Success();
+  // The list's length over all views: the end of the last view's row of offsets.
+  const int num_tiles = tiles_x(width) * tiles_y(height);
   int32_t total = 0;
-  cudaMemcpyAsync(&total, n_isect.typed_data(), sizeof(total), cudaMemcpyDeviceToHost, stream);
+  cudaMemcpyAsync(&total, tile_offsets.typed_data() + batch.views * (num_tiles + 1) - 1,
+                  sizeof(total), cudaMemcpyDeviceToHost, stream);
   cudaStreamSynchronize(stream);
   const int32_t* sorted = gids.typed_data();
   if (int64_t(total) > int64_t(gids.element_count())) {
     // The forward's list did not fit its capacity: bin again (deterministic, same list).
-    const int num_tiles = tiles_x(width) * tiles_y(height);
-    auto offsets = scratch.Allocate(size_t(num_tiles + 1) * sizeof(int32_t), 16);
+    auto offsets = scratch.Allocate(size_t(batch.views) * (num_tiles + 1) * sizeof(int32_t), 16);
     if (!offsets.has_value()) return status("out of device memory for re-binning");
     int64_t again = 0;
     if (ffi::Error e = bin(stream, scratch, in, static_cast<int32_t*>(*offsets), nullptr, 0,
-                           &again, &sorted);
+                           nullptr, &again, &sorted);
         e.failure())
       return e;
   }
   cuda::rasterize_backward(
-      stream, in, tile_offsets.typed_data(), sorted, trans.typed_data(), last.typed_data(),
-      {d_rgb.typed_data(), d_feat.typed_data(), d_depth.typed_data(), d_trans.typed_data()},
+      stream, in, tile_offsets.typed_data(), sorted, trans.typed_data(), last.typed_data(), cot,
       feature_geometry,
       {g_means2d->typed_data(), g_conics->typed_data(), g_opacities->typed_data(),
        g_colors->typed_data(), g_depths->typed_data(), g_features->typed_data()});

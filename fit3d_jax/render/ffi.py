@@ -1,5 +1,7 @@
 """Thin JAX wrappers over the FFI kernels: one custom_vjp per stage (projection, rasterization),
-each calling its forward and hand-written backward custom call. vmap runs calls sequentially.
+each calling its forward and hand-written backward custom call. Under ``jax.vmap`` (over cameras,
+say) each stage is one call for the whole batch: the kernels take the views as a grid dimension
+and bin them in one sort, with one host synchronisation per call instead of one per view.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fit3d_jax.render.reference import Projection, Raster
 
 _f32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
 _i32 = functools.partial(jax.ShapeDtypeStruct, dtype=jnp.int32)
+_call = functools.partial(kernels.call, vmap_method="expand_dims")  # the handlers take the batch
 
 
 def _size_attrs(width: int, height: int) -> dict:
@@ -28,7 +31,7 @@ def _size_attrs(width: int, height: int) -> dict:
 def project(means, scales, quats, opacities, sh, sh_degree, cam_params, width: int, height: int) -> Projection:
     n = means.shape[0]
     out = (_f32((n, 2)), _f32((n, 3)), _f32((n,)), _f32((n, 3)), _f32((n, 2)), _i32((n,)))
-    return Projection(*kernels.call("project_forward", out, means, scales, quats, opacities, sh, sh_degree, cam_params, **_size_attrs(width, height)))
+    return Projection(*_call("project_forward", out, means, scales, quats, opacities, sh, sh_degree, cam_params, **_size_attrs(width, height)))
 
 
 def _project_fwd(means, scales, quats, opacities, sh, sh_degree, cam_params, width, height):
@@ -39,7 +42,7 @@ def _project_fwd(means, scales, quats, opacities, sh, sh_degree, cam_params, wid
 def _project_bwd(width, height, res, cot: Projection):
     means, scales, quats, opacities, sh, sh_degree, cam_params = res
     out = (_f32(means.shape), _f32(scales.shape), _f32(quats.shape), _f32(sh.shape))
-    d_means, d_scales, d_quats, d_sh = kernels.call(
+    d_means, d_scales, d_quats, d_sh = _call(
         "project_backward", out, *res, cot.means2d, cot.conics, cot.depths, cot.colors, **_size_attrs(width, height)
     )
     # Opacity only sets the binning extent (not differentiable); no gradients for the camera.
@@ -65,7 +68,7 @@ def _raster_call(means2d, conics, opacities, colors, depths, features, extents, 
         _i32((capacity,)),
         _i32((1,)),
     )
-    return kernels.call("rasterize_forward", out, means2d, conics, opacities, colors, depths, features, extents, **_size_attrs(width, height))
+    return _call("rasterize_forward", out, means2d, conics, opacities, colors, depths, features, extents, **_size_attrs(width, height))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
@@ -93,7 +96,7 @@ def _rasterize_bwd(width, height, capacity, feature_geometry, res, cot):
     raster_cot, _ = cot
     inputs = res[:7]
     out = tuple(_f32(x.shape) for x in inputs[:6])
-    grads = kernels.call(
+    grads = _call(
         "rasterize_backward",
         out,
         *res,

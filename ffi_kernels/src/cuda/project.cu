@@ -45,9 +45,14 @@ __device__ int active_degree(const ProjectArgs& a) {
 }
 
 template <int K>
-__global__ void project_forward_kernel(ProjectArgs a, float* means2d, float* conics, float* depths,
-                                       float* colors, float* extents, int32_t* radii) {
+__global__ void project_forward_kernel(ProjectArgs views, float* means2d, float* conics,
+                                       float* depths, float* colors, float* extents,
+                                       int32_t* radii) {
   extern __shared__ float sh_slab[];
+  const ProjectArgs a = views.view(blockIdx.y);
+  const int64_t first = a.num_gaussians * blockIdx.y;  // this view's rows of the outputs
+  means2d += 2 * first, conics += 3 * first, depths += first, colors += 3 * first;
+  extents += 2 * first, radii += first;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   copy_slab<K, true>(a.sh + int64_t(blockIdx.x) * kThreads * 3 * K, sh_slab, a.num_gaussians);
   __syncthreads();
@@ -102,10 +107,16 @@ __device__ void project_backward_one(const ProjectArgs& a, int64_t i, const floa
 }
 
 template <int K>
-__global__ void project_backward_kernel(ProjectArgs a, const float* d_means2d, const float* d_conics,
-                                        const float* d_depths, const float* d_colors, float* g_means,
+__global__ void project_backward_kernel(ProjectArgs views, ProjectCotangents cot, float* g_means,
                                         float* g_scales, float* g_quats, float* g_sh) {
   extern __shared__ float sh_slab[];  // coefficients in, their gradients out (in place)
+  const ProjectArgs a = views.view(blockIdx.y);
+  const int64_t b = blockIdx.y, first = a.num_gaussians * b;
+  const float* d_means2d = at_view(cot.means2d, cot.stride.means2d, b);
+  const float* d_conics = at_view(cot.conics, cot.stride.conics, b);
+  const float* d_depths = at_view(cot.depths, cot.stride.depths, b);
+  const float* d_colors = at_view(cot.colors, cot.stride.colors, b);
+  g_means += 3 * first, g_scales += 3 * first, g_quats += 4 * first, g_sh += 3 * K * first;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t slab_offset = int64_t(blockIdx.x) * kThreads * 3 * K;
   copy_slab<K, true>(a.sh + slab_offset, sh_slab, a.num_gaussians);
@@ -135,26 +146,27 @@ void with_sh_coeffs(int k, Fn&& fn) {
 
 void project_forward(cudaStream_t stream, const ProjectArgs& a, float* means2d, float* conics,
                      float* depths, float* colors, float* extents, int32_t* radii) {
-  if (a.num_gaussians == 0) return;
+  if (a.num_gaussians == 0 || a.views == 0) return;
   with_sh_coeffs(a.sh_coeffs, [&](auto k) {
     constexpr int K = decltype(k)::value;
     const int slab = kThreads * kSlabStride<K> * sizeof(float);
     cudaFuncSetAttribute(project_forward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, slab);
-    project_forward_kernel<K><<<blocks_for(a.num_gaussians), kThreads, slab, stream>>>(
+    const dim3 grid(blocks_for(a.num_gaussians), unsigned(a.views));
+    project_forward_kernel<K><<<grid, kThreads, slab, stream>>>(
         a, means2d, conics, depths, colors, extents, radii);
   });
 }
 
-void project_backward(cudaStream_t stream, const ProjectArgs& a, const float* d_means2d,
-                      const float* d_conics, const float* d_depths, const float* d_colors,
+void project_backward(cudaStream_t stream, const ProjectArgs& a, const ProjectCotangents& cot,
                       float* g_means, float* g_scales, float* g_quats, float* g_sh) {
-  if (a.num_gaussians == 0) return;
+  if (a.num_gaussians == 0 || a.views == 0) return;
   with_sh_coeffs(a.sh_coeffs, [&](auto k) {
     constexpr int K = decltype(k)::value;
     const int slab = kThreads * kSlabStride<K> * sizeof(float);
     cudaFuncSetAttribute(project_backward_kernel<K>, cudaFuncAttributeMaxDynamicSharedMemorySize, slab);
-    project_backward_kernel<K><<<blocks_for(a.num_gaussians), kThreads, slab, stream>>>(
-        a, d_means2d, d_conics, d_depths, d_colors, g_means, g_scales, g_quats, g_sh);
+    const dim3 grid(blocks_for(a.num_gaussians), unsigned(a.views));
+    project_backward_kernel<K><<<grid, kThreads, slab, stream>>>(a, cot, g_means, g_scales,
+                                                                    g_quats, g_sh);
   });
 }
 

@@ -1,4 +1,4 @@
-// CUDA rasterization stage: one 256-thread block per 16x16 tile.
+// CUDA rasterization stage: one 256-thread block per 16x16 tile (grid x) and view (grid y).
 //
 // Forward: Gaussians of the tile are staged through shared memory in depth order; each thread
 // blends its pixel front to back (RGB, depth and C feature channels in registers) until its
@@ -73,10 +73,13 @@ __device__ void load_features(const RasterInputs& in, const int32_t* ids, int co
 
 template <int CP>
 __global__ void __launch_bounds__(kThreads)
-    forward_kernel(RasterInputs in, const int32_t* tile_offsets, const int32_t* gids,
-                   RasterOutputs out) {
+    forward_kernel(RasterInputs views, const int32_t* tile_offsets, const int32_t* gids,
+                   RasterOutputs outputs) {
   __shared__ Splat splats[kForwardBatch];
   __shared__ __align__(16) float feats[kForwardBatch * CP];
+  const RasterInputs in = views.view(blockIdx.y);
+  const RasterOutputs out = outputs.view(blockIdx.y, int64_t(in.width) * in.height, in.channels);
+  tile_offsets += int64_t(blockIdx.y) * (gridDim.x + 1);  // this view's row
   const int tile = blockIdx.x, ntx = tiles_x(in.width);
   const int x = (tile % ntx) * kTile + threadIdx.x % kTile;
   const int y = (tile / ntx) * kTile + threadIdx.x / kTile;
@@ -194,9 +197,9 @@ constexpr int kBackwardBlocksPerSM = CP >= 128 ? 2 : CP / kBackwardGroupLanes<CP
 
 template <int CP, bool kFeatureGeometry>
 __global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : kBackwardBlocksPerSM<CP>)
-    backward_kernel(RasterInputs in, const int32_t* tile_offsets, const int32_t* gids,
-                    const float* trans, const int32_t* last_in, RasterCotangents cot,
-                    RasterGrads grads) {
+    backward_kernel(RasterInputs views, const int32_t* tile_offsets, const int32_t* gids,
+                    const float* trans, const int32_t* last_in, RasterCotangents cotangents,
+                    RasterGrads all_grads) {
   // Feature gradients: lane groups take several contributing pixels per round, each lane a
   // slice of kGroupChannels channels of its group's pixel row.
   constexpr int kGroupLanes = kBackwardGroupLanes<CP>;
@@ -213,6 +216,13 @@ __global__ void __launch_bounds__(kThreads, kFeatureGeometry ? 1 : kBackwardBloc
   __shared__ int stop;
   __shared__ int next_gaussian;  // work queue of the Gaussian pass (balances large splats)
 
+  const int64_t view = blockIdx.y;
+  const RasterInputs in = views.view(view);
+  const RasterCotangents cot = cotangents.view(view);
+  const RasterGrads grads = all_grads.view(view, in.num_gaussians, in.channels);
+  tile_offsets += view * (gridDim.x + 1);
+  trans += view * in.width * in.height;
+  last_in += view * in.width * in.height;
   const int tile = blockIdx.x, ntx = tiles_x(in.width);
   const int tile_x0 = (tile % ntx) * kTile, tile_y0 = (tile / ntx) * kTile;
   const int p = threadIdx.x, lane = p % 32, warp = p / 32;
@@ -379,9 +389,10 @@ void with_padded_channels(int channels, Fn&& fn) {
 
 void rasterize_forward(cudaStream_t stream, const RasterInputs& in, const int32_t* tile_offsets,
                        const int32_t* gids, const RasterOutputs& out) {
-  const int num_tiles = tiles_x(in.width) * tiles_y(in.height);
+  if (in.views == 0) return;
+  const dim3 grid(tiles_x(in.width) * tiles_y(in.height), unsigned(in.views));
   with_padded_channels(in.channels, [&](auto cp) {
-    forward_kernel<decltype(cp)::value><<<num_tiles, kThreads, 0, stream>>>(in, tile_offsets, gids, out);
+    forward_kernel<decltype(cp)::value><<<grid, kThreads, 0, stream>>>(in, tile_offsets, gids, out);
   });
 }
 
@@ -389,8 +400,9 @@ void rasterize_backward(cudaStream_t stream, const RasterInputs& in, const int32
                         const int32_t* gids, const float* trans, const int32_t* last,
                         const RasterCotangents& cot, bool feature_geometry,
                         const RasterGrads& grads) {
-  const int num_tiles = tiles_x(in.width) * tiles_y(in.height);
-  const int64_t n = in.num_gaussians;
+  const dim3 grid(tiles_x(in.width) * tiles_y(in.height), unsigned(in.views));
+  const int64_t n = in.num_gaussians * in.views;
+  if (n == 0) return;
   cudaMemsetAsync(grads.means2d, 0, n * 2 * sizeof(float), stream);
   cudaMemsetAsync(grads.conics, 0, n * 3 * sizeof(float), stream);
   cudaMemsetAsync(grads.opacities, 0, n * sizeof(float), stream);
@@ -401,7 +413,7 @@ void rasterize_backward(cudaStream_t stream, const RasterInputs& in, const int32
     constexpr int CP = decltype(cp)::value;
     auto launch = [&](auto kernel, size_t smem) {
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-      kernel<<<num_tiles, kThreads, smem, stream>>>(in, tile_offsets, gids, trans, last, cot, grads);
+      kernel<<<grid, kThreads, smem, stream>>>(in, tile_offsets, gids, trans, last, cot, grads);
     };
     if (feature_geometry)
       launch(backward_kernel<CP, true>, size_t(kBackwardBatch) * CP * sizeof(float));
