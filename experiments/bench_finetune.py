@@ -15,7 +15,7 @@ reported too.
 
     python experiments/bench_finetune.py --out results/bench_finetune.json [--steps 600 --short-steps 100 --gaussians 1000000]
 
---backend picks the rasterizer of the target renders (rasterize()'s backend: 'jax' measures the
+--backend picks the rasterizer of the target renders (finetune's render_backend: 'jax' measures the
 pure-JAX path that TPUs use; default 'auto', the kernels where built).
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import functools
 import json
 import os
 import shutil
@@ -116,8 +115,7 @@ def main() -> None:
     parser.add_argument("--no-breakdown", action="store_true", help="skip the parts measured alone")
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help="rasterizer backend of the target renders")
     args = parser.parse_args()
-    if args.backend != "auto":  # stage II renders its targets through targets.render_and_decode
-        targets.render_and_decode = functools.partial(targets.render_and_decode, backend=args.backend)
+
 
     jax.config.update("jax_compilation_cache_dir", args.compile_cache or str((args.work / "xla_cache").absolute()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -137,14 +135,15 @@ def main() -> None:
     # Warm-up run (compilation, scene transfers), then the timed run from a fresh output dir.
     warmup = args.work / "warmup"
     shutil.rmtree(warmup, ignore_errors=True)  # never resume the warm-up
-    train.finetune(scenes, params, config, recipe, warmup, reduce_dtype=reduce_dtype, max_steps=5, progress=False, log_every=1000)
+    train.finetune(scenes, params, config, recipe, warmup, reduce_dtype=reduce_dtype, max_steps=5, progress=False, log_every=1000,
+                   render_backend=args.backend)
     pairs = []
     for _ in range(args.repeats):
         runs = {}
         for steps in (args.short_steps, args.steps):
             t0 = time.time()
             _, summary = train.finetune(scenes, params, config, recipe, args.work / f"run_{time.time_ns()}", reduce_dtype=reduce_dtype,
-                                        max_steps=steps, progress=False, log_every=steps)
+                                        max_steps=steps, progress=False, log_every=steps, render_backend=args.backend)
             runs[steps] = {"call_seconds": time.time() - t0, "summary": summary}
         extra_seconds = runs[args.steps]["summary"]["seconds"] - runs[args.short_steps]["summary"]["seconds"]
         pairs.append({"steady": (args.steps - args.short_steps) * batch / extra_seconds, "runs": runs})
@@ -156,8 +155,10 @@ def main() -> None:
         cache = targets.SceneCache(scenes, jax.devices()[0], 64e9)
         view = scenes[0].views[0]
         viewmat, intrinsics = targets.view_camera(view)
-        render_ms = median_ms(lambda: targets.render_target(cache.get(0), viewmat, intrinsics, False, view.width, view.height, grid),
-                              jax.block_until_ready)
+        per_device = max(1, batch // jax.device_count())  # a device's rows, rendered as one batch
+        render_ms = median_ms(lambda: targets.render_targets(
+            (cache.get(0),) * per_device, np.stack([viewmat] * per_device), np.stack([intrinsics] * per_device),
+            np.zeros(per_device, bool), view.width, view.height, grid, args.backend), jax.block_until_ready) / per_device
         sampler = data.Sampler(scenes, batch, seed=0)
         t0 = time.perf_counter()
         for step in range(10):

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from fit3d_jax.finetune import data, store, train
+from fit3d_jax.finetune import data, store, targets, train
 from fit3d_jax.lift import fit
 from fit3d_jax.lift import trainer as lift_trainer
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
 from fit3d_jax.prefetch import Prefetcher
+from fit3d_jax.render.random_scene import front_camera, random_scene
 from fit3d_jax.scenes import SceneError, load_scene
 from fit3d_jax.scenes.synthetic import generate_room
 from fit3d_jax.weights import export_official, load_params, load_weights, save_params
@@ -94,6 +95,35 @@ def test_batches_carry_uint8_images_flipped_as_sampled(lifted):
 def store_like(views):
     fake_view = store.StoredView(Path("x.png"), None, 8, 8, (1, 1, 1, 1), np.eye(4))
     return [store.StoredScene(f"s{i}", *(np.zeros(1) for _ in range(6)), views=(fake_view,) * n) for i, n in enumerate(views)]
+
+
+@pytest.mark.parametrize("backend", ["ffi", "jax"])
+def test_batched_targets_equal_single_view_renders(backend):
+    """A device's rows render in one program per padded scene size (here 4096 and 8192 slots, a
+    scene twice, flips; vmapped on the kernels): the targets equal one render per view, in row order."""
+    width, height, grid = 48, 32, (2, 3)
+    camera = front_camera(width, height, focal=30.0)
+    rng = np.random.default_rng(0)
+    stored = []
+    for i, n in enumerate((300, 5000, 200)):
+        g = random_scene(n, camera, channels=4, seed=i, scale=0.05)
+        turned = np.eye(4)
+        turned[[0, 0, 2, 2], [0, 2, 0, 2]] = np.cos(0.1), np.sin(0.1), -np.sin(0.1), np.cos(0.1)
+        views = tuple(store.StoredView(Path("unused.png"), None, width, height, (30.0, 30.0, 24.0, 16.0), m)
+                      for m in (np.eye(4), turned))
+        stored.append(store.StoredScene(f"s{i}", g.means, g.scales, g.quats, g.opacities, g.features,
+                                        rng.normal(size=(3, 3, 4, 5)).astype(np.float32), views))
+    cache = targets.SceneCache(stored, jax.devices()[0], 1e9)
+    samples = [data.Sample(0, 0, False), data.Sample(1, 0, True), data.Sample(2, 1, True), data.Sample(0, 0, True)]
+    batched = targets.render_samples(cache, samples, (height, width), grid, backend)
+    assert batched.shape == (4, *grid, 5)
+    one = jax.jit(targets.render_target, static_argnums=(4, 5, 6, 7))
+    for i, s in enumerate(samples):
+        viewmat, intrinsics = targets.view_camera(stored[s.scene].views[s.view])
+        alone = one(cache.get(s.scene), viewmat, intrinsics, s.flip, width, height, grid, backend)
+        assert np.abs(np.asarray(alone)).max() > 0.1
+        np.testing.assert_allclose(batched[i], alone, rtol=1e-5, atol=1e-6, err_msg=f"row {i}")
+    assert np.abs(np.asarray(batched[0] - batched[3])).max() > 0  # the flip is applied per row
 
 
 def test_token_l1_weights_tokens():

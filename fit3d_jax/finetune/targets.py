@@ -3,7 +3,8 @@ feature image at full resolution (no gradients), decode it with the scene's conv
 it bilinearly down to the ViT's token grid.
 
 Scenes move to a device on first use and stay there in a least-recently-used cache with a byte
-budget, padded to power-of-two sizes (free slots have opacity 0) so that few shapes compile.
+budget, padded to power-of-two sizes (free slots have opacity 0) so that few shapes compile and a
+device's views of same-sized scenes render as one batch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 from flax import struct
 
 from fit3d_jax.finetune.store import StoredScene, StoredView
-from fit3d_jax.render import Camera
-from fit3d_jax.render.decode import render_and_decode
+from fit3d_jax.render import Camera, rasterize
+from fit3d_jax.render.decode import decode
+from fit3d_jax.render.rasterize import resolve_backend
 
 
 @struct.dataclass
@@ -77,16 +79,66 @@ class SceneCache:
         return scene
 
 
-@functools.partial(jax.jit, static_argnames=("width", "height", "grid"))
-def render_target(scene: DeviceScene, viewmat, intrinsics, flip, width: int, height: int, grid: tuple[int, int]) -> jnp.ndarray:
-    """(h, w, D) target tokens of one view; ``flip`` mirrors it horizontally (with its image)."""
+GEOMETRY = ("means", "scales", "quats", "opacities", "features")  # what the rasterizer reads of a scene
+
+
+def _render_features(geometry: dict, viewmat, intrinsics, width: int, height: int, backend: str) -> jnp.ndarray:
+    """(H, W, F) rendered feature image of one view (no gradients are taken)."""
     fx, fy, cx, cy = (intrinsics[k] for k in range(4))
     camera = Camera(viewmat, fx, fy, cx, cy, jnp.float32(0.01), jnp.float32(1e10), width, height)
-    sh = jnp.zeros((scene.means.shape[0], 1, 3), jnp.float32)  # colours are not needed
-    _, decoded = render_and_decode(scene.means, scene.scales, scene.quats, scene.opacities, sh, scene.features, scene.decoder,
-                                   camera)
+    sh = jnp.zeros((geometry["means"].shape[0], 1, 3), jnp.float32)  # colours are not needed
+    return rasterize(*(geometry[k] for k in GEOMETRY[:4]), sh, geometry["features"], camera, backend=backend).features
+
+
+def _tokens(features: jnp.ndarray, decoder: jnp.ndarray, flip, grid: tuple[int, int]) -> jnp.ndarray:
+    decoded = decode(features, decoder)
     tokens = jax.image.resize(decoded, (*grid, decoded.shape[-1]), "bilinear", antialias=False)
     return jnp.where(flip, tokens[:, ::-1], tokens)
+
+
+def render_target(scene: DeviceScene, viewmat, intrinsics, flip, width: int, height: int, grid: tuple[int, int],
+                  backend: str = "auto") -> jnp.ndarray:
+    """(h, w, D) target tokens of one view; ``flip`` mirrors it horizontally (with its image)."""
+    geometry = {k: getattr(scene, k) for k in GEOMETRY}
+    return _tokens(_render_features(geometry, viewmat, intrinsics, width, height, backend), scene.decoder, flip, grid)
+
+
+@functools.partial(jax.jit, static_argnames=("width", "height", "grid", "backend"))
+def render_targets(scenes: tuple[DeviceScene, ...], viewmats, intrinsics, flips, width: int, height: int,
+                   grid: tuple[int, int], backend: str = "auto") -> jnp.ndarray:
+    """(k, h, w, D) targets of k views, one scene each (scenes of one padded size; a scene may
+    repeat), in one program. On the kernels the views render as one batch, ``jax.vmap`` over
+    them: each rasterizer stage is one call for all views with one binning sync. The pure-JAX
+    rasterizer renders them one after another instead: under vmap its sorts, searches and gathers
+    become batched ones, which XLA runs 1.5-4.5x slower (CPU, 2026-12-03), 1.9x slower per view
+    at 8 views on an H200 (experiments/bench_stage2_render.py). Each view is decoded by its own
+    scene's convolution: under vmap, distinct kernels would become one grouped convolution, which
+    XLA runs several times slower than k plain ones."""
+    geometry = [{k: getattr(s, k) for k in GEOMETRY} for s in scenes]
+    if resolve_backend(backend) == "ffi":
+        stacked = {k: jnp.stack([g[k] for g in geometry]) for k in GEOMETRY}
+        features = jax.vmap(_render_features, (0, 0, 0, None, None, None))(stacked, viewmats, intrinsics, width, height, backend)
+    else:
+        features = [_render_features(g, viewmats[i], intrinsics[i], width, height, backend) for i, g in enumerate(geometry)]
+    return jnp.stack([_tokens(features[i], s.decoder, flips[i], grid) for i, s in enumerate(scenes)])
+
+
+def render_samples(cache: SceneCache, samples, size: tuple[int, int], grid: tuple[int, int], backend: str = "auto") -> jnp.ndarray:
+    """(k, h, w, D) targets of the samples (``data.Sample``s) at full size (H, W), in their order:
+    one :func:`render_targets` program per padded scene size among them."""
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(padded_size(cache.scenes[s.scene].num_gaussians), []).append(i)
+    rendered = []
+    for group in groups.values():
+        picked = [samples[i] for i in group]
+        cameras = [view_camera(cache.scenes[s.scene].views[s.view]) for s in picked]
+        rendered.append(render_targets(
+            tuple(cache.get(s.scene) for s in picked), np.stack([c[0] for c in cameras]), np.stack([c[1] for c in cameras]),
+            np.array([s.flip for s in picked]), size[1], size[0], grid, backend))
+    if len(rendered) == 1:
+        return rendered[0]
+    return jnp.concatenate(rendered)[np.argsort(np.concatenate(list(groups.values())))]
 
 
 def view_camera(view: StoredView) -> tuple[np.ndarray, np.ndarray]:

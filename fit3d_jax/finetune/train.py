@@ -173,11 +173,13 @@ def finetune(
     progress: bool = True,
     max_steps: int | None = None,
     identity: dict | None = None,
+    render_backend: str = "auto",
 ) -> tuple[TrainState, dict]:
     """Fine-tunes ``params``; resumes from ``output_dir/checkpoints`` when they hold this run
     (``identity`` adds what the caller knows of it: the store, the weights). Returns the final
     state and a summary (losses, throughput, time split). Gradients are summed across devices in
-    ``reduce_dtype`` (default: the compute ``dtype``; see ``make_train_step``)."""
+    ``reduce_dtype`` (default: the compute ``dtype``; see ``make_train_step``). ``render_backend``
+    is the targets' rasterizer backend (``rasterize``'s ``backend``)."""
     mesh = harness_mesh.data_mesh()
     per_device = harness_mesh.per_device(recipe.batch_size, mesh, "config.recipe.batch_size")
     if any(s.target_dim != config.embed_dim for s in scenes):
@@ -215,16 +217,9 @@ def finetune(
         """Targets, images and token weights of local device ``k``'s rows, on that device."""
         device = local[k]
         rows = range(first_local + k * per_device, first_local + (k + 1) * per_device)
-        rendered = []
-        for row in rows:
-            sample = batch.samples[row]
-            view = scenes[sample.scene].views[sample.view]
-            viewmat, intrinsics = targets.view_camera(view)
-            with jax.default_device(device):
-                rendered.append(targets.render_target(
-                    caches[device].get(sample.scene), viewmat, intrinsics, sample.flip, view.width, view.height, grid
-                ))
-        return (jnp.stack(rendered), jax.device_put(batch.images[rows.start : rows.stop], device),
+        with jax.default_device(device):
+            shard = targets.render_samples(caches[device], [batch.samples[row] for row in rows], full, grid, render_backend)
+        return (shard, jax.device_put(batch.images[rows.start : rows.stop], device),
                 jax.device_put(batch.token_weights[rows.start : rows.stop], device))
 
     dispatchers = concurrent.futures.ThreadPoolExecutor(len(local), thread_name_prefix="dispatch")
