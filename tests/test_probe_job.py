@@ -268,6 +268,35 @@ def test_a_killed_multi_head_run_resumes_to_the_same_heads(rooms, vits, tmp_path
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize("task", ["segmentation", "depth"])
+def test_a_device_resident_training_set_trains_the_same_head(rooms, task):
+    """With the training set padded once and kept on the device (config.device_dataset_gb), the
+    batches carry indices and draws only, and the head trains exactly as with images sent per
+    batch (padded to each batch's own canvas: the images here have three sizes)."""
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), task)
+    cut = lambda e, i: dataclasses.replace(e, image=e.image[: 84 - 9 * (i % 3), : 112 - 13 * (i % 3)],
+                                           target=e.target[: 84 - 9 * (i % 3), : 112 - 13 * (i % 3)])
+    sized = dataclasses.replace(dataset, train=Split(dataset.train.name, len(dataset.train), lambda i: cut(dataset.train[i], i)))
+    heads = [(probe_train.Head("h", "original", 1e-3, 0), Backbones(DinoV2(CONFIG), "original", task))]
+    params = {"original": init_params(CONFIG, seed=1)}
+    crop = (56, 56) if task == "segmentation" else (48, 64)
+    results = {}
+    for budget in (0.0, 1.0):
+        settings = probe_train.ProbeSettings(schedule=probe_train.Schedule(iterations=4, warmup_iterations=1, batch_size=2),
+                                             augment=augment.Augment(crop=crop, scale=(224, 84) if task == "segmentation" else (0, 0)),
+                                             device_dataset_gb=budget)
+        source = probe_train.Batches(sized, settings, seed=0)
+        resident = source.resident()
+        assert (resident is None) == (budget == 0.0)
+        if resident is not None:
+            assert resident["source"].shape[0] == len(dataset.train) and "source" not in source(0)[0]
+        source.close()
+        out = rooms.parent / f"resident_{task}_{budget}"
+        results[budget] = probe_train.train_heads(sized, heads, params, settings, out, progress=False)[1]["h"]
+    for a, b in zip(jax.tree.leaves(results[0.0].params), jax.tree.leaves(results[1.0].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_decoded_examples_are_read_once_and_give_the_same_batches(rooms, vits, tmp_path):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
     reads = []

@@ -42,10 +42,13 @@ def settings_from(config: ml_collections.ConfigDict) -> ProbeSettings:
         protocol=_build(Protocol, config.protocol, "protocol"),
         cache_features=config.cache_features,
         decoded_cache_gb=config.decoded_cache_gb,
+        device_dataset_gb=config.device_dataset_gb,
     )
     s = settings.schedule
     if not (settings.decoded_cache_gb >= 0 or settings.decoded_cache_gb == -1):
         raise ConfigError(f"config.decoded_cache_gb={settings.decoded_cache_gb} must be >= 0 (0: no cache) or -1 (automatic)")
+    if not settings.device_dataset_gb >= 0:
+        raise ConfigError(f"config.device_dataset_gb={settings.device_dataset_gb} must be >= 0 (0: images travel with each batch)")
     if s.iterations < 1 or s.batch_size < 1 or not s.learning_rate > 0:
         raise ConfigError("config.schedule: iterations, batch_size and learning_rate must be positive")
     choices = (("schedule.policy", s.policy, ("poly", "cosine")), ("schedule.momentum", s.momentum, ("constant", "onecycle")),

@@ -87,18 +87,27 @@ def _padded(x: np.ndarray, canvas: tuple[int, int], fill, what: str) -> np.ndarr
     return out
 
 
-def segmentation_inputs(image: np.ndarray, labels: np.ndarray, draws: augment.SegmentationDraws, a: augment.Augment,
-                        canvas: tuple[int, int], what: str = "image") -> dict:
-    """One sample's device inputs; labels travel as uint8 (classes < IGNORE_INDEX = 255)."""
+def segmentation_arrays(image: np.ndarray, labels: np.ndarray, canvas: tuple[int, int], what: str = "image") -> dict:
+    """One sample's padded image and labels (uint8: classes < IGNORE_INDEX = 255), checked."""
     _check_pair(image, labels, what)
     if labels.size and (labels.min() < 0 or labels.max() > IGNORE_INDEX):
         raise ValueError(f"{what}: labels span [{labels.min()}, {labels.max()}]; classes must lie in [0, {IGNORE_INDEX}) "
                          f"with {IGNORE_INDEX} ignored")
-    (h, w), length = image.shape[:2], table_length(a)
+    return {"source": _padded(image, canvas, 0, what), "labels": _padded(labels.astype(np.uint8), canvas, IGNORE_INDEX, what)}
+
+
+def depth_arrays(image: np.ndarray, depth: np.ndarray, canvas: tuple[int, int], what: str = "image") -> dict:
+    """One sample's padded image and float32 depth, checked."""
+    _check_pair(image, depth, what)
+    return {"source": _padded(image, canvas, 0, what), "depth": _padded(depth.astype(np.float32), canvas, 0.0, what)}
+
+
+def segmentation_draw_inputs(shape: tuple[int, int], draws: augment.SegmentationDraws, a: augment.Augment) -> dict:
+    """The draws of a sample whose image is (H, W) = ``shape`` as device inputs: the resize's
+    OpenCV tables, the crop candidates, the flip and the photometric draws."""
+    (h, w), length = shape, table_length(a)
     out_h, out_w = draws.size
     return {
-        "source": _padded(image, canvas, 0, what),
-        "labels": _padded(labels.astype(np.uint8), canvas, IGNORE_INDEX, what),
         "rows": linear_table(h, out_h, length, clamp=False),
         "cols": linear_table(w, out_w, length, clamp=True),
         "nearest_rows": nearest_table(h, out_h, length),
@@ -110,22 +119,31 @@ def segmentation_inputs(image: np.ndarray, labels: np.ndarray, draws: augment.Se
     }
 
 
-def depth_inputs(image: np.ndarray, depth: np.ndarray, draws: augment.DepthDraws, canvas: tuple[int, int],
-                 what: str = "image") -> dict:
-    """One sample's device inputs: warpAffine's inverse map (dst -> src) as float32."""
-    _check_pair(image, depth, what)
+def depth_draw_inputs(shape: tuple[int, int], draws: augment.DepthDraws) -> dict:
+    """The draws of a sample of depth (H, W) = ``shape`` as device inputs: warpAffine's inverse
+    map (dst -> src) as float32, the flip, the crop origin and the colour draws."""
     inverse = np.zeros((2, 3), np.float64) if draws.angle is None else \
-        cv2.invertAffineTransform(augment.rotation_matrix(depth.shape, draws.angle))
+        cv2.invertAffineTransform(augment.rotation_matrix(shape, draws.angle))
     return {
-        "source": _padded(image, canvas, 0, what),
-        "depth": _padded(depth.astype(np.float32), canvas, 0.0, what),
-        "shape": np.array(depth.shape, np.int32),
+        "shape": np.array(shape, np.int32),
         "rotate": np.int32(draws.angle is not None),
         "inverse": inverse.astype(np.float32),
         "flip": np.int32(draws.flip),
         "origin": np.array(draws.origin, np.int32),
         "colour": draws.colour.astype(np.float32),
     }
+
+
+def segmentation_inputs(image: np.ndarray, labels: np.ndarray, draws: augment.SegmentationDraws, a: augment.Augment,
+                        canvas: tuple[int, int], what: str = "image") -> dict:
+    """One sample's device inputs: its arrays and its draws."""
+    return segmentation_arrays(image, labels, canvas, what) | segmentation_draw_inputs(image.shape[:2], draws, a)
+
+
+def depth_inputs(image: np.ndarray, depth: np.ndarray, draws: augment.DepthDraws, canvas: tuple[int, int],
+                 what: str = "image") -> dict:
+    """One sample's device inputs: its arrays and its draws."""
+    return depth_arrays(image, depth, canvas, what) | depth_draw_inputs(depth.shape, draws)
 
 
 # -------------------------------------------------------------------------------- device side

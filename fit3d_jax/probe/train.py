@@ -93,6 +93,9 @@ class ProbeSettings:
     protocol: Protocol = dataclasses.field(default_factory=Protocol)
     cache_features: bool = False
     decoded_cache_gb: float = 0.0  # host memory for decoded training examples; 0 = read every time, -1 = automatic
+    # With the device augmentation: the training set, padded once, stays on every device when it
+    # takes at most this much (GB per device); steps then send only the draws. 0 = never.
+    device_dataset_gb: float = 0.0
 
 
 class TrainState(train_state.TrainState):
@@ -222,12 +225,32 @@ class Batches:
         self.lock = threading.Lock()
         a = settings.augment
         self.on_device = a.on_device and cache is None
+        self.shapes: list[tuple[int, int]] = []  # of every training image, once resident() put them on the devices
         if self.on_device and jax.process_count() > 1 and not any(a.canvas):
             raise ConfigError("config.augment.canvas=(0, 0) sizes each batch's canvas from this process's images, which "
                               "other processes do not see: with several processes, set it to the largest image size")
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def resident(self) -> dict | None:
+        """The whole training set padded to one canvas ({source, labels | depth}: (N, ...) host
+        arrays) for the devices to keep, when the device augmentation runs and it fits
+        ``device_dataset_gb``; from then on batches carry indices and draws, not images. Else None."""
+        budget = self.settings.device_dataset_gb * 1e9
+        if not (self.on_device and budget > 0):
+            return None
+        examples = list(self.pool.map(lambda i: self.split[i], range(self.size)))
+        canvas = device_augment.canvas_for([e.image.shape[:2] for e in examples], self.settings.augment.canvas)
+        nbytes = self.size * canvas[0] * canvas[1] * (3 + (1 if self.task == SEGMENTATION else 4))
+        if nbytes > budget:
+            print(f"probe: the training set padded to {canvas[0]}x{canvas[1]} takes {nbytes / 1e9:.1f} GB, over "
+                  f"config.device_dataset_gb={self.settings.device_dataset_gb}: images travel with each batch")
+            return None
+        arrays = device_augment.segmentation_arrays if self.task == SEGMENTATION else device_augment.depth_arrays
+        rows = list(self.pool.map(lambda e: arrays(e.image, e.target, canvas, e.name), examples))
+        self.shapes = [e.image.shape[:2] for e in examples]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
     def indices(self, step: int) -> np.ndarray:
         epoch, position = divmod(step, self.per_epoch)
@@ -246,13 +269,20 @@ class Batches:
         return example
 
     def _example(self, step: int, row: int, example, canvas=None):
+        """Row ``row`` of step ``step``'s batch; ``example`` is the (H, W) shape alone when the
+        training set is resident on the devices."""
         rng = np.random.default_rng([self.seed, step, row, 1])
         a = self.settings.augment
         if self.on_device:
+            shape = example if self.shapes else example.image.shape[:2]
             if self.task == SEGMENTATION:
-                draws = augment.segmentation_draws(example.image.shape[:2], rng, a)
+                draws = augment.segmentation_draws(shape, rng, a)
+                if self.shapes:
+                    return device_augment.segmentation_draw_inputs(shape, draws, a)
                 return device_augment.segmentation_inputs(example.image, example.target, draws, a, canvas, example.name)
-            draws = augment.depth_draws(example.target.shape, rng, a)
+            draws = augment.depth_draws(shape, rng, a)
+            if self.shapes:
+                return device_augment.depth_draw_inputs(shape, draws)
             return device_augment.depth_inputs(example.image, example.target, draws, canvas, example.name)
         if self.task == SEGMENTATION:
             (crop, target), colour, fill = augment.segmentation_crop(example.image, example.target, rng, a), augment.NO_COLOUR, IGNORE_INDEX
@@ -266,6 +296,9 @@ class Batches:
         if self.cache is not None:
             outputs, targets = self.cache
             return {m: (tokens[picked].astype(np.float32), cls[picked]) for m, (tokens, cls) in outputs.items()}, targets[picked]
+        if self.shapes:  # resident: the step gathers the images of these indices
+            rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(self.shapes[i] for i in picked)))
+            return {k: np.stack([r[k] for r in rows]) for k in rows[0]} | {"index": picked.astype(np.int32)}, None
         examples = list(self.pool.map(lambda i: self._read(int(i)), picked))
         if self.on_device:
             canvas = device_augment.canvas_for([e.image.shape[:2] for e in examples], self.settings.augment.canvas)
@@ -300,11 +333,13 @@ def embed_training_set(dataset: Dataset, backbones: Backbones, models: tuple[str
 
 
 def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], models: tuple[str, ...], placement: Placement,
-                    mesh: Mesh, cached: bool, settings: ProbeSettings):
+                    mesh: Mesh, cached: bool, settings: ProbeSettings, resident: dict | None = None):
     """One step of every head: the frozen ``models`` run once (or their cached outputs arrive as
     inputs), then each head assembles its features, takes its loss and its AdamW update. Each model
     is its own jitted program, apart from the heads': XLA then compiles it the same whichever heads
-    read it, so a head's results are bit-identical to its single-head run."""
+    read it, so a head's results are bit-identical to its single-head run. ``resident``: the
+    training set on the devices (``Batches.resident``, replicated), from which the augmentation
+    gathers the batch's images by index."""
     replicated, batched = harness_mesh.replicated(mesh), harness_mesh.batched(mesh)
     statistics = backbones[0].model.config.input_statistics
     a, num_classes = settings.augment, tasks[0].dataset.num_classes
@@ -314,14 +349,17 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
 
     run_model = jax.jit(run, in_shardings=(replicated, batched), out_shardings=batched, compiler_options=FORWARD_COMPILER_OPTIONS)
 
-    def augment_batch(inputs):  # -> (crops, sizes, colour draws), targets
+    def augment_batch(inputs, resident):  # -> (crops, sizes, colour draws), targets
+        if resident is not None:
+            index = inputs.pop("index")
+            inputs = inputs | {k: v[index] for k, v in resident.items()}
         if tasks[0].name == SEGMENTATION:
             crops, sizes, labels = device_augment.segmentation_batch(inputs, a, num_classes)
             return (crops, sizes, jnp.broadcast_to(jnp.asarray(augment.NO_COLOUR, jnp.float32), (crops.shape[0], 6))), labels
         crops, sizes, colour, depth = device_augment.depth_batch(inputs, a)
         return (crops, sizes, colour), depth
 
-    augment_jit = jax.jit(augment_batch, in_shardings=batched, out_shardings=batched)
+    augment_jit = jax.jit(augment_batch, in_shardings=(batched, replicated), out_shardings=batched)
     single, names = len(tasks) == 1, guarded(heads)
 
     def head_step(task, assembly: Backbones, state: TrainState, outputs, targets):
@@ -349,7 +387,7 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
 
     def step(state: ProbeState, backbone_params, inputs, targets):
         if targets is None:  # the augmentation runs here, on the device
-            inputs, targets = augment_jit(inputs)
+            inputs, targets = augment_jit(dict(inputs), resident)
         outputs = inputs if cached else {m: run_model(backbone_params[m], inputs) for m in models}
         return jitted(state, outputs, targets)
 
@@ -400,9 +438,11 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
     # Cached mode never runs the backbones in the step: do not hand it their parameters.
     step_backbone_params = jax.device_put(backbone_params if cache is None else {}, harness_mesh.replicated(mesh))
     names = guarded(specs)
-    train_step = make_train_step(specs, tasks, assemblies, models, placement, mesh, cache is not None, settings)
-
     batches = Batches(dataset, settings, seed, cache, statistics=assemblies[0].model.config.input_statistics)
+    resident = batches.resident()
+    if resident is not None:
+        resident = jax.device_put(resident, harness_mesh.replicated(mesh))
+    train_step = make_train_step(specs, tasks, assemblies, models, placement, mesh, cache is not None, settings, resident)
     start = int(state.step)
 
     def placed(step: int):  # on the prefetch threads: the host-to-device copies overlap the steps
