@@ -297,6 +297,19 @@ def test_a_device_resident_training_set_trains_the_same_head(rooms, task):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_training_set_over_the_device_budget_is_not_read_whole(rooms):
+    """Over config.device_dataset_gb the training set stays on the host, found out from the
+    first chunk of shapes: the rest is not decoded."""
+    dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
+    reads = []
+    big = Split(dataset.train.name, 200, lambda i: reads.append(i) or dataset.train[i % len(dataset.train)])
+    settings = probe_train.ProbeSettings(schedule=probe_train.Schedule(batch_size=2), device_dataset_gb=1e-3,
+                                         augment=augment.Augment(crop=(56, 56), scale=(224, 84)))
+    source = probe_train.Batches(dataclasses.replace(dataset, train=big), settings, seed=0)
+    assert source.resident() is None and len(reads) == 64  # 200 x 128 x 128 x 4 bytes > 1 MB
+    source.close()
+
+
 def test_decoded_examples_are_read_once_and_give_the_same_batches(rooms, vits, tmp_path):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
     reads = []

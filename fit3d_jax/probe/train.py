@@ -236,21 +236,38 @@ class Batches:
     def resident(self) -> dict | None:
         """The whole training set padded to one canvas ({source, labels | depth}: (N, ...) host
         arrays) for the devices to keep, when the device augmentation runs and it fits
-        ``device_dataset_gb``; from then on batches carry indices and draws, not images. Else None."""
+        ``device_dataset_gb``; from then on batches carry indices and draws, not images. Else None.
+
+        A first pass reads the shapes, in chunks, and gives up as soon as the canvas so far makes
+        the set too big (so a large dataset is not decoded whole to find that out); the second
+        fills preallocated arrays (examples come from the decoded cache where it holds them)."""
         budget = self.settings.device_dataset_gb * 1e9
         if not (self.on_device and budget > 0):
             return None
-        examples = list(self.pool.map(lambda i: self.split[i], range(self.size)))
-        canvas = device_augment.canvas_for([e.image.shape[:2] for e in examples], self.settings.augment.canvas)
-        nbytes = self.size * canvas[0] * canvas[1] * (3 + (1 if self.task == SEGMENTATION else 4))
-        if nbytes > budget:
-            print(f"probe: the training set padded to {canvas[0]}x{canvas[1]} takes {nbytes / 1e9:.1f} GB, over "
-                  f"config.device_dataset_gb={self.settings.device_dataset_gb}: images travel with each batch")
-            return None
+        per_pixel = 3 + (1 if self.task == SEGMENTATION else 4)
+        chunks = [range(i, min(i + 64, self.size)) for i in range(0, self.size, 64)]
+        shapes: list[tuple[int, int]] = []
+        for chunk in chunks:
+            shapes += [e.image.shape[:2] for e in self.pool.map(self._read, chunk)]
+            canvas = device_augment.canvas_for(shapes, self.settings.augment.canvas)
+            if self.size * canvas[0] * canvas[1] * per_pixel > budget:
+                print(f"probe: the training set padded to at least {canvas[0]}x{canvas[1]} takes over "
+                      f"config.device_dataset_gb={self.settings.device_dataset_gb} GB: images travel with each batch")
+                return None
         arrays = device_augment.segmentation_arrays if self.task == SEGMENTATION else device_augment.depth_arrays
-        rows = list(self.pool.map(lambda e: arrays(e.image, e.target, canvas, e.name), examples))
-        self.shapes = [e.image.shape[:2] for e in examples]
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        def padded(i: int) -> dict:
+            example = self._read(i)
+            return arrays(example.image, example.target, canvas, example.name)
+
+        out = None
+        for chunk in chunks:
+            for i, row in zip(chunk, self.pool.map(padded, chunk)):
+                if out is None:
+                    out = {k: np.empty((self.size, *v.shape), v.dtype) for k, v in row.items()}
+                for k, v in row.items():
+                    out[k][i] = v
+        self.shapes = shapes
+        return out
 
     def indices(self, step: int) -> np.ndarray:
         epoch, position = divmod(step, self.per_epoch)
