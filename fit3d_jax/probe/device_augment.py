@@ -1,10 +1,12 @@
 """The training augmentation on the accelerator: the draws of ``augment`` applied as jitted,
 vectorised JAX to a batch of decoded images, so the host only decodes, pads and draws.
 
-The host sends each sample's image and target padded to the batch's canvas, its draws, and for
-segmentation the resize's sampling tables (``segmentation_inputs``, ``depth_inputs``): OpenCV's
-tables are float64 and O(side), so they are made on the host exactly as OpenCV makes them; all
-O(pixels) work happens here. Agreement with the numpy reference (``augment``, OpenCV 5):
+The host sends each sample's image and target padded to the batch's canvas (``segmentation_arrays``,
+``depth_arrays``; or only its index, when the training set stays on the device) and the batch's
+draws, for segmentation with the resizes' sampling tables (``segmentation_draw_inputs``,
+``depth_draw_inputs``): OpenCV's tables are float64 and O(side), so they are made on the host
+exactly as OpenCV makes them, in one numpy pass per batch; all O(pixels) work happens here, with
+no host synchronisation (no data-dependent loops). Agreement with the numpy reference (``augment``, OpenCV 5):
 
 * keep-ratio resize (bilinear image, nearest labels), crop, flip, RGB->HSV, the uint8 steps of
   the photometric distortion: bit-identical (OpenCV's fixed-point resize is reproduced in int32);
@@ -19,6 +21,7 @@ O(pixels) work happens here. Agreement with the numpy reference (``augment``, Op
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import jax
@@ -49,28 +52,33 @@ def table_length(a: augment.Augment) -> int:
     return int(max(a.scale) * a.ratio_range[1]) + 1 + max(a.crop)
 
 
-def linear_table(in_size: int, out_size: int, length: int, *, clamp: bool) -> np.ndarray:
-    """(4, length) int32: OpenCV's bilinear taps (s0, s1) and fixed-point weights (w0, w1) per
-    output index, as cv2.resize computes them (``clamp``: the horizontal rule, which moves
-    out-of-range taps to the border with weight 0; rows clamp only their taps)."""
-    f = ((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5).astype(np.float32)
+def linear_tables(in_sizes: np.ndarray, out_sizes: np.ndarray, length: int, *, clamp: bool) -> np.ndarray:
+    """(B, 4, length) int32: OpenCV's bilinear taps (s0, s1) and fixed-point weights (w0, w1) per
+    output index of each sample's resize from in_sizes[b] to out_sizes[b] (zeros past it), as
+    cv2.resize computes them (``clamp``: the horizontal rule, which moves out-of-range taps to the
+    border with weight 0; rows clamp only their taps). One numpy pass for the whole batch."""
+    size = np.asarray(in_sizes, np.int64)[:, None]
+    out = np.asarray(out_sizes, np.int64)[:, None]
+    f = ((np.arange(length) + 0.5) * (size / out) - 0.5).astype(np.float32)
     s = np.floor(f).astype(np.int64)
     f = (f - s.astype(np.float32)).astype(np.float32)
     if clamp:
-        low, high = s < 0, s >= in_size - 1
-        f[low | high], s[low], s[high] = 0, 0, in_size - 1
+        low, high = s < 0, s >= size - 1
+        f = np.where(low | high, np.float32(0), f)
+        s = np.where(high, size - 1, np.where(low, 0, s))
     one = np.float32(1 << COEF_BITS)
-    table = np.zeros((4, length), np.int32)
-    table[:, :out_size] = (np.clip(s, 0, in_size - 1), np.clip(s + 1, 0, in_size - 1),
-                           np.rint((np.float32(1) - f) * one), np.rint(f * one))
-    return table
+    taps = np.stack([np.clip(s, 0, size - 1), np.clip(s + 1, 0, size - 1)], 1)
+    weights = np.stack([np.rint((np.float32(1) - f) * one), np.rint(f * one)], 1).astype(np.int64)
+    return np.where((np.arange(length) < out)[:, None], np.concatenate([taps, weights], 1), 0).astype(np.int32)
 
 
-def nearest_table(in_size: int, out_size: int, length: int) -> np.ndarray:
-    """(length,) int32: cv2's INTER_NEAREST source index floor(x * (1 / (out / in)))."""
-    table = np.zeros(length, np.int32)
-    table[:out_size] = np.minimum(np.floor(np.arange(out_size) * (1.0 / (out_size / in_size))), in_size - 1)
-    return table
+def nearest_tables(in_sizes: np.ndarray, out_sizes: np.ndarray, length: int) -> np.ndarray:
+    """(B, length) int32: cv2's INTER_NEAREST source index floor(x * (1 / (out / in))) (zeros past out)."""
+    size = np.asarray(in_sizes, np.int64)[:, None]
+    out = np.asarray(out_sizes, np.int64)[:, None]
+    k = np.arange(length)
+    source = np.minimum(np.floor(k * (1.0 / (out / size))), size - 1)
+    return np.where(k < out, source, 0).astype(np.int32)
 
 
 def _check_pair(image: np.ndarray, target: np.ndarray, what: str) -> None:
@@ -102,48 +110,37 @@ def depth_arrays(image: np.ndarray, depth: np.ndarray, canvas: tuple[int, int], 
     return {"source": _padded(image, canvas, 0, what), "depth": _padded(depth.astype(np.float32), canvas, 0.0, what)}
 
 
-def segmentation_draw_inputs(shape: tuple[int, int], draws: augment.SegmentationDraws, a: augment.Augment) -> dict:
-    """The draws of a sample whose image is (H, W) = ``shape`` as device inputs: the resize's
-    OpenCV tables, the crop candidates, the flip and the photometric draws."""
-    (h, w), length = shape, table_length(a)
-    out_h, out_w = draws.size
+def segmentation_draw_inputs(shapes: np.ndarray, draws: Sequence[augment.SegmentationDraws], a: augment.Augment) -> dict:
+    """The draws of a batch whose images are (H, W) = ``shapes`` (B, 2) as device inputs (B, ...):
+    the resizes' OpenCV tables, the crop candidates, the flips and the photometric draws."""
+    shapes, length = np.asarray(shapes, np.int64).reshape(-1, 2), table_length(a)
+    sizes = np.array([d.size for d in draws], np.int64).reshape(-1, 2)
     return {
-        "rows": linear_table(h, out_h, length, clamp=False),
-        "cols": linear_table(w, out_w, length, clamp=True),
-        "nearest_rows": nearest_table(h, out_h, length),
-        "nearest_cols": nearest_table(w, out_w, length),
-        "size": np.array(draws.size, np.int32),
-        "origins": draws.origins.astype(np.int32),
-        "flip": np.int32(draws.flip),
-        "photometric": draws.photometric.astype(np.float32),
+        "rows": linear_tables(shapes[:, 0], sizes[:, 0], length, clamp=False),
+        "cols": linear_tables(shapes[:, 1], sizes[:, 1], length, clamp=True),
+        "nearest_rows": nearest_tables(shapes[:, 0], sizes[:, 0], length),
+        "nearest_cols": nearest_tables(shapes[:, 1], sizes[:, 1], length),
+        "size": sizes.astype(np.int32),
+        "origins": np.stack([d.origins for d in draws]).astype(np.int32),
+        "flip": np.array([d.flip for d in draws], np.int32),
+        "photometric": np.stack([d.photometric for d in draws]).astype(np.float32),
     }
 
 
-def depth_draw_inputs(shape: tuple[int, int], draws: augment.DepthDraws) -> dict:
-    """The draws of a sample of depth (H, W) = ``shape`` as device inputs: warpAffine's inverse
-    map (dst -> src) as float32, the flip, the crop origin and the colour draws."""
-    inverse = np.zeros((2, 3), np.float64) if draws.angle is None else \
-        cv2.invertAffineTransform(augment.rotation_matrix(shape, draws.angle))
+def depth_draw_inputs(shapes: np.ndarray, draws: Sequence[augment.DepthDraws]) -> dict:
+    """The draws of a batch of depth maps (H, W) = ``shapes`` (B, 2) as device inputs (B, ...):
+    warpAffine's inverse maps (dst -> src) as float32, the flips, the crop origins and the colour
+    draws."""
+    inverse = lambda shape, d: np.zeros((2, 3)) if d.angle is None else \
+        cv2.invertAffineTransform(augment.rotation_matrix(tuple(shape), d.angle))
     return {
-        "shape": np.array(shape, np.int32),
-        "rotate": np.int32(draws.angle is not None),
-        "inverse": inverse.astype(np.float32),
-        "flip": np.int32(draws.flip),
-        "origin": np.array(draws.origin, np.int32),
-        "colour": draws.colour.astype(np.float32),
+        "shape": np.asarray(shapes, np.int32).reshape(-1, 2),
+        "rotate": np.array([d.angle is not None for d in draws], np.int32),
+        "inverse": np.stack([inverse(shape, d) for shape, d in zip(shapes, draws)]).astype(np.float32),
+        "flip": np.array([d.flip for d in draws], np.int32),
+        "origin": np.array([d.origin for d in draws], np.int32).reshape(-1, 2),
+        "colour": np.stack([d.colour for d in draws]).astype(np.float32),
     }
-
-
-def segmentation_inputs(image: np.ndarray, labels: np.ndarray, draws: augment.SegmentationDraws, a: augment.Augment,
-                        canvas: tuple[int, int], what: str = "image") -> dict:
-    """One sample's device inputs: its arrays and its draws."""
-    return segmentation_arrays(image, labels, canvas, what) | segmentation_draw_inputs(image.shape[:2], draws, a)
-
-
-def depth_inputs(image: np.ndarray, depth: np.ndarray, draws: augment.DepthDraws, canvas: tuple[int, int],
-                 what: str = "image") -> dict:
-    """One sample's device inputs: its arrays and its draws."""
-    return depth_arrays(image, depth, canvas, what) | depth_draw_inputs(depth.shape, draws)
 
 
 # -------------------------------------------------------------------------------- device side
@@ -164,37 +161,54 @@ def _resize_window(source: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.A
     return jnp.clip(out, 0, 255).astype(jnp.uint8)
 
 
+def _majority(labels: jax.Array) -> jax.Array:
+    """The Boyer-Moore majority vote of the labelled pixels (IGNORE_INDEX does not vote) as one
+    reduction: the class that holds more than half of them, if one does (else any class, or
+    IGNORE_INDEX). Pairs of different votes cancel, which keeps a strict majority in any order."""
+    def combine(x, y):
+        (a, count_a), (b, count_b) = x, y
+        same = a == b
+        return jnp.where(same | (count_a >= count_b), a, b), jnp.where(same, count_a + count_b, jnp.abs(count_a - count_b))
+
+    votes = (labels != IGNORE_INDEX).astype(jnp.int32)
+    candidate, _ = jax.lax.reduce((labels, votes), (jnp.int32(IGNORE_INDEX), jnp.int32(0)), combine, (0,))
+    return candidate
+
+
 def _crop_passes(labels: jax.Array, nearest_rows: jax.Array, nearest_cols: jax.Array, origin: jax.Array, hw: jax.Array,
                  crop: tuple[int, int], num_classes: int, cat_max_ratio: float) -> jax.Array:
-    """augment.crop_passes on the window at ``origin`` of the nearest-resized labels, counted on
-    the source: a window's class counts are the source's labels weighted by how many window rows
-    and columns map to each source row and column."""
+    """augment.crop_passes on the window at ``origin`` of the nearest-resized labels (gathered from
+    the source; IGNORE_INDEX = 255 is no class), with exact integer counts. A ratio above 1/2 can
+    only be reached by a strict majority, so only the majority vote's class is counted (two
+    reductions instead of one per class); lower ratios count every class."""
     rows = jax.lax.dynamic_slice(nearest_rows, (origin[0],), (crop[0],))
     cols = jax.lax.dynamic_slice(nearest_cols, (origin[1],), (crop[1],))
-    row_mult = jnp.sum((rows[:, None] == jnp.arange(labels.shape[0])) & (jnp.arange(crop[0]) < hw[0])[:, None], 0)
-    col_mult = jnp.sum((cols[:, None] == jnp.arange(labels.shape[1])) & (jnp.arange(crop[1]) < hw[1])[:, None], 0)
-    per_row = jnp.sum(jnp.where(labels[:, :, None] == jnp.arange(num_classes), col_mult[None, :, None], 0), axis=1)
-    counts = jnp.sum(row_mult[:, None] * per_row, axis=0)
+    window = jnp.where(_inside(hw, crop), labels[rows[:, None], cols[None, :]], IGNORE_INDEX).reshape(-1).astype(jnp.int32)
+    labelled = window != IGNORE_INDEX
+    total = jnp.sum(labelled, dtype=jnp.int32)
+    if cat_max_ratio > 0.5:
+        largest = jnp.sum(labelled & (window == _majority(window)), dtype=jnp.int32)  # the largest class, where it matters
+        several = largest < total
+    else:
+        counts = jnp.sum(jnp.arange(num_classes)[:, None] == window[None, :], axis=1, dtype=jnp.int32)
+        largest, several = counts.max(), jnp.sum(counts > 0) > 1
     # max / sum < ratio as max < ratio * sum: exact in float32 for ratios like 0.75 (few mantissa bits)
-    return (jnp.sum(counts > 0) > 1) & (counts.max().astype(jnp.float32) < cat_max_ratio * counts.sum().astype(jnp.float32))
+    return several & (largest.astype(jnp.float32) < cat_max_ratio * total.astype(jnp.float32))
 
 
 def choose_crops(batch: dict, window: jax.Array, a: augment.Augment, num_classes: int) -> jax.Array:
-    """(B,) the candidate each sample crops (augment.chosen_crop): candidates are checked in
-    order, all samples together, until every sample has one."""
+    """(B,) the candidate each sample crops (augment.chosen_crop): every checked candidate is
+    tested at once and the first to pass is taken. A loop that stops at the first pass would
+    be cheaper on average, but a data-dependent loop makes the host wait for the device each
+    iteration (XLA reads the loop condition back), which stalls the step pipeline."""
     b = window.shape[0]
     if a.cat_max_ratio >= 1:
         return jnp.zeros(b, jnp.int32)
-    check = jax.vmap(lambda *x: _crop_passes(*x, tuple(a.crop), num_classes, a.cat_max_ratio))
-
-    def body(state):
-        k, chosen, done = state
-        ok = check(batch["labels"], batch["nearest_rows"], batch["nearest_cols"], batch["origins"][:, k], window) & ~done
-        return k + 1, jnp.where(ok, k, chosen), done | ok
-
-    init = (jnp.int32(0), jnp.zeros(b, jnp.int32), jnp.zeros(b, bool))
-    _, chosen, done = jax.lax.while_loop(lambda s: (s[0] < augment.CROP_TRIES) & ~jnp.all(s[2]), body, init)
-    return jnp.where(done, chosen, augment.CROP_TRIES)
+    check = lambda *x: _crop_passes(*x, tuple(a.crop), num_classes, a.cat_max_ratio)
+    over_candidates = jax.vmap(check, in_axes=(None, None, None, 0, None))
+    ok = jax.vmap(over_candidates)(batch["labels"], batch["nearest_rows"], batch["nearest_cols"],
+                                   batch["origins"][:, : augment.CROP_TRIES], window)  # (B, CROP_TRIES)
+    return jnp.where(jnp.any(ok, axis=1), jnp.argmax(ok, axis=1), augment.CROP_TRIES).astype(jnp.int32)
 
 
 # OpenCV's RGB2HSV_b division tables (hsv_shift 12, H range 180), rounded as cvRound.
@@ -252,7 +266,7 @@ def _inside(hw: jax.Array, shape: tuple[int, int]) -> jax.Array:
 
 
 def segmentation_batch(batch: dict, a: augment.Augment, num_classes: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """A batch of segmentation_inputs -> uint8 crops (B, *crop, 3) (zero outside each sample's
+    """A batch of segmentation arrays and draw inputs -> uint8 crops (B, *crop, 3) (zero outside each sample's
     crop), their sizes (B, 2), int32 labels (B, *crop) (IGNORE_INDEX outside)."""
     crop = tuple(a.crop)
     window = jnp.minimum(batch["size"], jnp.asarray(crop, jnp.int32))
@@ -299,7 +313,7 @@ def _rotated_sample(source, depth, shape, inverse, y, x):
 
 
 def depth_batch(batch: dict, a: augment.Augment) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """A batch of depth_inputs -> uint8 crops (B, *crop, 3), sizes (B, 2), colour draws (B, 6),
+    """A batch of depth arrays and draw inputs -> uint8 crops (B, *crop, 3), sizes (B, 2), colour draws (B, 6),
     float32 depth (B, *crop) (0 outside)."""
     crop = tuple(a.crop)
     window = jnp.minimum(batch["shape"], jnp.asarray(crop, jnp.int32))

@@ -193,9 +193,11 @@ def scale_for_test(image: np.ndarray, a: augment.Augment) -> np.ndarray:
 class Batches:
     """Host batches of this process's rows for step ``s``: (inputs, targets) numpy arrays.
 
-    Live inputs, augmentation on the device (``augment.on_device``): {field: (B, ...)} of
-    ``device_augment.segmentation_inputs`` / ``depth_inputs`` (decoded images and targets padded to
-    the batch's canvas, and the draws), targets None: the step augments. On the host: the numpy
+    Live inputs, augmentation on the device (``augment.on_device``): {field: (B, ...)}, the decoded
+    images and targets padded to the batch's canvas (``device_augment.segmentation_arrays`` /
+    ``depth_arrays``; with the training set resident on the devices, their indices instead) and the
+    batch's draws (``segmentation_draw_inputs`` / ``depth_draw_inputs``), targets None: the step
+    augments. On the host: the numpy
     reference's uint8 crops (B, H, W, 3) padded with zeros, their sizes (B, 2), colour draws (B, 6),
     and the padded targets; the step finishes them (``device_augment.finish_batch``). Cached inputs
     are {model: (tokens, CLS)}."""
@@ -285,22 +287,22 @@ class Batches:
                     self.decoded[index], self.decoded_bytes = example, self.decoded_bytes + size
         return example
 
-    def _example(self, step: int, row: int, example, canvas=None):
-        """Row ``row`` of step ``step``'s batch; ``example`` is the (H, W) shape alone when the
-        training set is resident on the devices."""
-        rng = np.random.default_rng([self.seed, step, row, 1])
+    def _rng(self, step: int, row: int) -> np.random.Generator:
+        """The draws' Generator of row ``row`` of this process's rows: its stream is the global row's."""
+        return np.random.default_rng([self.seed, step, self.first + row, 1])
+
+    def _draw_inputs(self, step: int, shapes: np.ndarray) -> dict:
+        """The device augmentation's draws for rows of (H, W) = ``shapes`` (B, 2), made as one batch."""
         a = self.settings.augment
-        if self.on_device:
-            shape = example if self.shapes else example.image.shape[:2]
-            if self.task == SEGMENTATION:
-                draws = augment.segmentation_draws(shape, rng, a)
-                if self.shapes:
-                    return device_augment.segmentation_draw_inputs(shape, draws, a)
-                return device_augment.segmentation_inputs(example.image, example.target, draws, a, canvas, example.name)
-            draws = augment.depth_draws(shape, rng, a)
-            if self.shapes:
-                return device_augment.depth_draw_inputs(shape, draws)
-            return device_augment.depth_inputs(example.image, example.target, draws, canvas, example.name)
+        if self.task == SEGMENTATION:
+            draws = [augment.segmentation_draws(tuple(shape), self._rng(step, row), a) for row, shape in enumerate(shapes)]
+            return device_augment.segmentation_draw_inputs(shapes, draws, a)
+        draws = [augment.depth_draws(tuple(shape), self._rng(step, row), a) for row, shape in enumerate(shapes)]
+        return device_augment.depth_draw_inputs(shapes, draws)
+
+    def _reference_crop(self, step: int, row: int, example):
+        """The numpy reference's crop of one row, padded, with its size and colour draws."""
+        rng, a = self._rng(step, row), self.settings.augment
         if self.task == SEGMENTATION:
             (crop, target), colour, fill = augment.segmentation_crop(example.image, example.target, rng, a), augment.NO_COLOUR, IGNORE_INDEX
         else:
@@ -314,14 +316,16 @@ class Batches:
             outputs, targets = self.cache
             return {m: (tokens[picked].astype(np.float32), cls[picked]) for m, (tokens, cls) in outputs.items()}, targets[picked]
         if self.shapes:  # resident: the step gathers the images of these indices
-            rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(self.shapes[i] for i in picked)))
-            return {k: np.stack([r[k] for r in rows]) for k in rows[0]} | {"index": picked.astype(np.int32)}, None
+            shapes = np.array([self.shapes[i] for i in picked])
+            return self._draw_inputs(step, shapes) | {"index": picked.astype(np.int32)}, None
         examples = list(self.pool.map(lambda i: self._read(int(i)), picked))
         if self.on_device:
-            canvas = device_augment.canvas_for([e.image.shape[:2] for e in examples], self.settings.augment.canvas)
-            rows = list(self.pool.map(lambda a: self._example(step, *a, canvas=canvas), enumerate(examples)))
-            return {k: np.stack([r[k] for r in rows]) for k in rows[0]}, None
-        rows = list(self.pool.map(lambda a: self._example(step, *a), enumerate(examples)))
+            shapes = np.array([e.image.shape[:2] for e in examples])
+            canvas = device_augment.canvas_for(shapes.tolist(), self.settings.augment.canvas)
+            arrays = device_augment.segmentation_arrays if self.task == SEGMENTATION else device_augment.depth_arrays
+            rows = list(self.pool.map(lambda e: arrays(e.image, e.target, canvas, e.name), examples))
+            return {k: np.stack([r[k] for r in rows]) for k in rows[0]} | self._draw_inputs(step, shapes), None
+        rows = list(self.pool.map(lambda a: self._reference_crop(step, *a), enumerate(examples)))
         crops, targets, sizes, colours = (np.stack(column) for column in zip(*rows))
         return (crops, sizes, colours), targets
 
