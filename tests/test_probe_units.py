@@ -7,6 +7,7 @@ DINOv2 / mmseg code computes with torch (losses, F.interpolate). CPU only, small
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -333,6 +334,27 @@ def test_resize_bilinear_matches_torch(in_size, out_size):
     got = np.asarray(resize.resize_bilinear(jnp.asarray(x), out_size))
     assert got.shape == (2, *out_size, 3)
     np.testing.assert_allclose(got, torch_resize(x, out_size), atol=2e-6, rtol=1e-5)
+
+
+def test_resize_bilinear_gradient_is_the_transposed_resize():
+    """The hand-written backward (transposed taps) against the matrices' transpose, and against
+    finite differences on a few entries."""
+    rng = np.random.default_rng(3)
+    for in_size, out_size in [((3, 5), (42, 70)), ((37, 50), (16, 21)), ((1, 6), (4, 1))]:
+        x = jnp.asarray(rng.normal(size=(2, *in_size, 3)), jnp.float32)
+        g = rng.normal(size=(2, *out_size, 3)).astype(np.float32)
+        _, pullback = jax.vjp(functools.partial(resize.resize_bilinear, size=out_size), x)
+        rows, cols = resize.bilinear_weights(out_size[0], in_size[0]), resize.bilinear_weights(out_size[1], in_size[1])
+        want = np.einsum("yh,byxc,xw->bhwc", rows.astype(np.float64), g, cols.astype(np.float64))
+        np.testing.assert_allclose(np.asarray(pullback(jnp.asarray(g))[0]), want, atol=1e-5, rtol=1e-5)
+    loss = lambda v: jnp.sum(resize.resize_bilinear(v, (11, 9)) ** 2)
+    x = jnp.asarray(rng.normal(size=(1, 4, 3, 2)), jnp.float32)
+    grad = np.asarray(jax.grad(loss)(x))
+    for index in [(0, 0, 0, 0), (0, 3, 2, 1), (0, 1, 1, 0)]:
+        step = np.zeros(x.shape, np.float32)
+        step[index] = 1e-2
+        numeric = (float(loss(x + step)) - float(loss(x - step))) / 2e-2
+        np.testing.assert_allclose(grad[index], numeric, rtol=1e-3)
 
 
 def test_resize_bilinear_same_size_is_identity():

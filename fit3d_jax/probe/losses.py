@@ -29,8 +29,12 @@ def segmentation_cross_entropy(logits: jax.Array, labels: jax.Array, all_pixels:
 
 def masked_cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, all_pixels: bool = False) -> jax.Array:
     safe = jnp.where(valid, labels, 0).astype(jnp.int32)
-    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    nll = -jnp.take_along_axis(log_p, safe[..., None], axis=-1)[..., 0]
+    logits = logits.astype(jnp.float32)
+    # logsumexp minus the label's logit, picked by a compare: forward and backward stay elementwise
+    # and reductions over classes, which XLA fuses (log_softmax and a gather would write out, and
+    # scatter into, full-resolution class maps)
+    picked = jnp.sum(jnp.where(jnp.arange(logits.shape[-1]) == safe[..., None], logits, 0.0), axis=-1)
+    nll = jax.nn.logsumexp(logits, axis=-1) - picked
     count = valid.size if all_pixels else jnp.maximum(jnp.sum(valid), 1)
     return jnp.sum(jnp.where(valid, nll, 0.0)) / count
 

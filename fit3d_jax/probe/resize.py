@@ -1,26 +1,54 @@
 """Bilinear resizing exactly as PyTorch's ``F.interpolate(mode='bilinear', align_corners=False)``
-(what mmseg and the DINOv2 heads use), written as two small matrices: the heads resize with
-static shapes, and sliding-window inference builds the matrices on the host for each image's true
-size inside zero-padded, bucketed shapes, so one compiled function serves many image sizes."""
+(what mmseg and the DINOv2 heads use). Along each axis an output sample is two taps of the input
+(``bilinear_taps``). The heads resize with static shapes as gathers of those taps, with the
+transposed taps as the backward pass (no matrices: a 37 -> 512 axis would multiply mostly zeros,
+and the training loss resizes 150 class maps per pixel). Sliding-window inference builds the
+same taps as host matrices (``bilinear_weights``) for each image's true size inside zero-padded,
+bucketed shapes, so one compiled function serves many image sizes."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-def bilinear_weights(out_size: int, in_size: int, padded_out: int | None = None, padded_in: int | None = None) -> np.ndarray:
-    """(padded_out, padded_in) float32 matrix M with out = M @ in along one axis; rows and columns
-    beyond the true sizes are zero."""
-    matrix = np.zeros((padded_out or out_size, padded_in or in_size), np.float32)
+@functools.lru_cache(maxsize=256)
+def bilinear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """((out_size, 2) int32 input indices, (out_size, 2) float32 weights) of each output sample."""
     src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
     low = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     high = np.minimum(low + 1, in_size - 1)
     frac = (src - low).astype(np.float32)
-    rows = np.arange(out_size)
-    np.add.at(matrix, (rows, low), 1.0 - frac)
-    np.add.at(matrix, (rows, high), frac)
+    return np.stack([low, high], 1).astype(np.int32), np.stack([1.0 - frac, frac], 1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def transposed_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The adjoint of ``bilinear_taps``: ((in_size, K) output indices, (in_size, K) weights) that
+    each input sample feeds, padded with weight 0 to the largest count K."""
+    index, weight = bilinear_taps(out_size, in_size)
+    feeds: list[list[tuple[int, float]]] = [[] for _ in range(in_size)]
+    for y in range(out_size):
+        for k in range(2):
+            feeds[index[y, k]].append((y, weight[y, k]))
+    width = max(len(f) for f in feeds)
+    out_index, out_weight = np.zeros((in_size, width), np.int32), np.zeros((in_size, width), np.float32)
+    for j, f in enumerate(feeds):
+        for k, (y, w) in enumerate(f):
+            out_index[j, k], out_weight[j, k] = y, w
+    return out_index, out_weight
+
+
+def bilinear_weights(out_size: int, in_size: int, padded_out: int | None = None, padded_in: int | None = None) -> np.ndarray:
+    """(padded_out, padded_in) float32 matrix M with out = M @ in along one axis; rows and columns
+    beyond the true sizes are zero."""
+    matrix = np.zeros((padded_out or out_size, padded_in or in_size), np.float32)
+    index, weight = bilinear_taps(out_size, in_size)
+    for k in range(2):
+        np.add.at(matrix, (np.arange(out_size), index[:, k]), weight[:, k])
     return matrix
 
 
@@ -29,9 +57,35 @@ def apply_weights(x: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
     return jnp.einsum("yh,bhwc,xw->byxc", rows, x, cols, precision=jax.lax.Precision.HIGHEST)
 
 
+def _taps_along(x: jax.Array, taps: tuple[np.ndarray, np.ndarray], axis: int) -> jax.Array:
+    """out[..., i, ...] = sum_k weight[i, k] * x[..., index[i, k], ...] along ``axis``."""
+    index, weight = taps
+    shape = [1] * x.ndim
+    shape[axis] = index.shape[0]
+    terms = [jnp.take(x, jnp.asarray(index[:, k]), axis=axis) * jnp.asarray(weight[:, k]).reshape(shape) for k in range(index.shape[1])]
+    return functools.reduce(jnp.add, terms)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _resize(x: jax.Array, size: tuple[int, int], source: tuple[int, int], dtype) -> jax.Array:
+    del dtype  # the input's: the backward casts to it
+    return _taps_along(_taps_along(x, bilinear_taps(size[0], source[0]), 1), bilinear_taps(size[1], source[1]), 2)
+
+
+def _resize_forward(x, size, source, dtype):
+    return _resize(x, size, source, dtype), None
+
+
+def _resize_backward(size, source, dtype, _, g):
+    g = _taps_along(g, transposed_taps(size[1], source[1]), 2)
+    return (_taps_along(g, transposed_taps(size[0], source[0]), 1).astype(dtype),)
+
+
+_resize.defvjp(_resize_forward, _resize_backward)
+
+
 def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     """(B, H, W, C) -> (B, *size, C), torch-bilinear (align_corners=False, no antialias)."""
-    height, width = x.shape[1:3]
-    if (height, width) == tuple(size):
+    if x.shape[1:3] == tuple(size):
         return x
-    return apply_weights(x, jnp.asarray(bilinear_weights(size[0], height)), jnp.asarray(bilinear_weights(size[1], width)))
+    return _resize(x, tuple(size), tuple(x.shape[1:3]), np.dtype(x.dtype))
