@@ -726,6 +726,22 @@ def test_dense_predictor_normalises_uint8_windows_on_the_device(seg_setup):
     np.testing.assert_allclose(np.asarray(predictor.predict(params, variables, on_device)), want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
+def test_equal_predictors_share_their_compiled_programs(seg_setup):
+    """Every evaluation builds its predictor: one equal to an earlier one must not trace again."""
+    backbones, head, params, variables = seg_setup
+    prepared = inference.prepare(np.random.default_rng(17).integers(0, 256, (30, 44, 3)).astype(np.uint8), (30, 44), None, None)
+    programs = (inference.DensePredictor._model, inference.DensePredictor._heads)
+    first = np.asarray(inference.DensePredictor(backbones, head, 14).predict(params, variables, prepared))
+    traced = [p._cache_size() for p in programs]
+    again = inference.DensePredictor(backbones, head, 14)
+    np.testing.assert_array_equal(np.asarray(again.predict(params, variables, prepared)), first)
+    assert [p._cache_size() for p in programs] == traced
+    flipped = inference.DensePredictor(backbones, head, 14, flip=True)
+    assert flipped != again
+    flipped.predict(params, variables, prepared)
+    assert [p._cache_size() for p in programs] == [n + 1 for n in traced]
+
+
 def test_dense_predictor_slide_mode_matches_mmseg_averaging(seg_setup):
     backbones, head, params, variables = seg_setup
     image = np.random.default_rng(15).normal(size=(40, 50, 3)).astype(np.float32)

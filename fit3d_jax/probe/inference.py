@@ -90,7 +90,8 @@ class DensePredictor:
     ``backbones`` and ``head`` may be equal-length sequences (the heads of one run, one task):
     ``predict_all`` then runs the frozen models once per window batch and returns every head's map.
     Each model is its own jitted program, apart from the heads' (as in training), so a head's map
-    is bit-identical whichever other heads share the pass."""
+    is bit-identical whichever other heads share the pass. Predictors of equal configuration are
+    equal, so a new one (each evaluation builds one) reuses the traced and compiled programs."""
 
     def __init__(self, backbones, head, patch_size: int, flip: bool = False):
         self.several = isinstance(head, (list, tuple))
@@ -99,6 +100,15 @@ class DensePredictor:
         self.patch_size, self.flip = patch_size, flip
         self.models = models_for([b.assembly for b in self.backbones])
         self._depth = hasattr(self.heads[0], "num_bins")
+
+    def _key(self) -> tuple:  # all the jitted methods read of self
+        return self.several, self.backbones, self.heads, self.patch_size, self.flip
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DensePredictor) and self._key() == other._key()
 
     @functools.partial(jax.jit, static_argnums=0, compiler_options=FORWARD_COMPILER_OPTIONS)
     def _model(self, params, windows):
