@@ -25,23 +25,6 @@ def bilinear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([low, high], 1).astype(np.int32), np.stack([1.0 - frac, frac], 1).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=256)
-def transposed_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The adjoint of ``bilinear_taps``: ((in_size, K) output indices, (in_size, K) weights) that
-    each input sample feeds, padded with weight 0 to the largest count K."""
-    index, weight = bilinear_taps(out_size, in_size)
-    feeds: list[list[tuple[int, float]]] = [[] for _ in range(in_size)]
-    for y in range(out_size):
-        for k in range(2):
-            feeds[index[y, k]].append((y, weight[y, k]))
-    width = max(len(f) for f in feeds)
-    out_index, out_weight = np.zeros((in_size, width), np.int32), np.zeros((in_size, width), np.float32)
-    for j, f in enumerate(feeds):
-        for k, (y, w) in enumerate(f):
-            out_index[j, k], out_weight[j, k] = y, w
-    return out_index, out_weight
-
-
 def bilinear_weights(out_size: int, in_size: int, padded_out: int | None = None, padded_in: int | None = None) -> np.ndarray:
     """(padded_out, padded_in) float32 matrix M with out = M @ in along one axis; rows and columns
     beyond the true sizes are zero."""
@@ -50,6 +33,17 @@ def bilinear_weights(out_size: int, in_size: int, padded_out: int | None = None,
     for k in range(2):
         np.add.at(matrix, (np.arange(out_size), index[:, k]), weight[:, k])
     return matrix
+
+
+@functools.lru_cache(maxsize=256)
+def transposed_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The adjoint of ``bilinear_taps``: ((in_size, K) output indices, (in_size, K) weights) that
+    each input sample feeds (the columns of ``bilinear_weights``), padded with weight 0 to the
+    largest count K."""
+    matrix = bilinear_weights(out_size, in_size)
+    width = int((matrix != 0).sum(0).max())
+    index = np.argsort(matrix == 0, axis=0, kind="stable")[:width]  # each column's nonzero rows first
+    return index.T.astype(np.int32), np.take_along_axis(matrix, index, 0).T.astype(np.float32)
 
 
 def apply_weights(x: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
