@@ -45,17 +45,18 @@ class Placement:
         bottom, right = self.padded_height - self.height - self.top, self.padded_width - self.width - self.left
         return jnp.pad(images, ((0, 0), (self.top, bottom), (self.left, right), (0, 0)))
 
-    def crop(self, x: jax.Array) -> jax.Array:
-        """(B, padded_h, padded_w, C) -> (B, height, width, C)."""
-        return x[:, self.top : self.top + self.height, self.left : self.left + self.width]
+    def output_window(self, resize: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(the (h, w) an output map is resized to, the (top, left) of the input's window in it)."""
+        if resize == "stretch":
+            return (self.height, self.width), (0, 0)
+        if resize == "crop":
+            return (self.padded_height, self.padded_width), (self.top, self.left)
+        raise ValueError(f"resize {resize!r} is not 'stretch' or 'crop'")
 
 
 def to_input_size(x: jax.Array, placement: Placement, resize: str = "stretch") -> jax.Array:
-    if resize == "stretch":
-        return resize_bilinear(x, (placement.height, placement.width))
-    if resize == "crop":
-        return placement.crop(resize_bilinear(x, (placement.padded_height, placement.padded_width)))
-    raise ValueError(f"resize {resize!r} is not 'stretch' or 'crop'")
+    size, (top, left) = placement.output_window(resize)
+    return resize_bilinear(x, size)[:, top : top + placement.height, left : left + placement.width]
 
 
 class Fusion(nn.Module):

@@ -60,26 +60,30 @@ def _taps_along(x: jax.Array, taps: tuple[np.ndarray, np.ndarray], axis: int) ->
     return functools.reduce(jnp.add, terms)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _resize(x: jax.Array, size: tuple[int, int], source: tuple[int, int], dtype) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _resize_axis(x: jax.Array, size: int, source: int, axis: int, dtype) -> jax.Array:
     del dtype  # the input's: the backward casts to it
-    return _taps_along(_taps_along(x, bilinear_taps(size[0], source[0]), 1), bilinear_taps(size[1], source[1]), 2)
+    return _taps_along(x, bilinear_taps(size, source), axis)
 
 
-def _resize_forward(x, size, source, dtype):
-    return _resize(x, size, source, dtype), None
+def _resize_axis_forward(x, size, source, axis, dtype):
+    return _resize_axis(x, size, source, axis, dtype), None
 
 
-def _resize_backward(size, source, dtype, _, g):
-    g = _taps_along(g, transposed_taps(size[1], source[1]), 2)
-    return (_taps_along(g, transposed_taps(size[0], source[0]), 1).astype(dtype),)
+def _resize_axis_backward(size, source, axis, dtype, _, g):
+    return (_taps_along(g, transposed_taps(size, source), axis).astype(dtype),)
 
 
-_resize.defvjp(_resize_forward, _resize_backward)
+_resize_axis.defvjp(_resize_axis_forward, _resize_axis_backward)
+
+
+def resize_axis(x: jax.Array, size: int, axis: int) -> jax.Array:
+    """Torch-bilinear resizing of one axis of ``x`` to ``size`` samples."""
+    if x.shape[axis] == size:
+        return x
+    return _resize_axis(x, size, x.shape[axis], axis, np.dtype(x.dtype))
 
 
 def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     """(B, H, W, C) -> (B, *size, C), torch-bilinear (align_corners=False, no antialias)."""
-    if x.shape[1:3] == tuple(size):
-        return x
-    return _resize(x, tuple(size), tuple(x.shape[1:3]), np.dtype(x.dtype))
+    return resize_axis(resize_axis(x, size[0], 1), size[1], 2)
