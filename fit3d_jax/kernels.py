@@ -1,5 +1,5 @@
 """Finding, checking, registering, calling and building the FFI kernel libraries (the
-rasterizer's stages and the fused attention).
+rasterizer's stages, the fused attention and the fused segmentation loss).
 
 ``pip install`` compiles ``libfit3d_ffi_cpu.so`` into ``fit3d_jax/_lib``. The CUDA library is
 built on the GPU machine, against that machine's own jaxlib, with::
@@ -31,7 +31,7 @@ import jaxlib
 PLATFORMS = {"cpu": "cpu", "cuda": "CUDA"}  # library suffix -> XLA platform name
 TARGETS = (
     "project_forward", "project_backward", "rasterize_forward", "rasterize_backward",
-    "attention_forward", "attention_backward",
+    "attention_forward", "attention_backward", "cross_entropy",
 )
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "ffi_kernels"
 

@@ -1,14 +1,17 @@
-// XLA FFI signatures of the rasterizer stages, shared by the CPU and CUDA handlers so that the
+// XLA FFI signatures of the rasterizer stages, the fused attention and the fused segmentation
+// loss, shared by the CPU and CUDA handlers so that the
 // two libraries expose identical custom calls (fit3d_jax/render/ffi.py calls them by name).
 //
 // Each binding lists operands, then results, then attributes; a handler's parameters follow the
 // same order after its platform context.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <utility>
 
 #include "fit3d/attention.h"
+#include "fit3d/cross_entropy.h"
 #include "fit3d/raster_args.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -87,6 +90,16 @@ auto attention_backward(B b) {
       .template Arg<F32>().template Arg<F32>().template Arg<F32>()
       .template Ret<F32>().template Ret<F32>().template Ret<F32>()
       .template Attr<float>("scale");
+}
+
+// logits (..., w, C), labels (..., W), tap_index, tap_weight (W, 2), segments (w + 1,)
+// -> nll (...), grad (..., w, C)
+template <typename B>
+auto cross_entropy(B b) {
+  return std::move(b).template Arg<F32>().template Arg<S32>().template Arg<S32>().template Arg<F32>()
+      .template Arg<S32>()
+      .template Ret<F32>().template Ret<F32>()
+      .template Attr<int32_t>("ignore_index");
 }
 
 // jax.vmap over the rasterizer calls (vmap_method="expand_dims") prepends batch dimensions to
@@ -200,6 +213,39 @@ inline ffi::Error attention_shape(F32 q, F32 k, F32 v, float scale, AttentionSha
                                          " must have q's shape (self-attention)");
   }
   *s = {dims[0], dims[1], dims[2], dims[3], scale};
+  return ffi::Error::Success();
+}
+
+template <typename Buf>
+bool has_dims(const Buf& b, std::initializer_list<int64_t> want) {
+  const auto dims = b.dimensions();
+  if (dims.size() != want.size()) return false;
+  size_t i = 0;
+  for (int64_t d : want) if (dims[i++] != d) return false;
+  return true;
+}
+
+// The fused loss's shape and pointers, or an error naming the operand that does not fit.
+inline ffi::Error cross_entropy_args(F32 logits, S32 labels, S32 tap_index, F32 tap_weight,
+                                     S32 segments, F32Out nll, F32Out grad, int32_t ignore_index,
+                                     CrossEntropyShape* s, CrossEntropyArgs* a) {
+  const auto fail = [](const std::string& m) {
+    return ffi::Error::InvalidArgument("fit3d_jax cross_entropy: " + m);
+  };
+  if (logits.dimensions().size() < 2) return fail("logits must be (..., in_width, classes)");
+  const int64_t rows = leading_elements(logits, 2), w = dim_from_end(logits, 2);
+  const int64_t classes = dim_from_end(logits, 1), width = dim_from_end(labels, 1);
+  if (labels.dimensions().size() != logits.dimensions().size() - 1 ||
+      leading_elements(labels, 1) != rows)
+    return fail("labels must be (..., out_width) over the rows of logits (..., in_width, classes)");
+  if (!has_dims(tap_index, {width, 2}) || !has_dims(tap_weight, {width, 2}))
+    return fail("tap_index and tap_weight must be (out_width, 2) = (" + std::to_string(width) + ", 2)");
+  if (!has_dims(segments, {w + 1}))
+    return fail("segments must be (in_width + 1,) = (" + std::to_string(w + 1) + ",)");
+  if (width > 0 && w == 0) return fail("logits have no columns to interpolate");
+  *s = {rows, w, width, classes, ignore_index};
+  *a = {logits.typed_data(), labels.typed_data(), tap_index.typed_data(), tap_weight.typed_data(),
+        segments.typed_data(), nll->typed_data(), grad->typed_data()};
   return ffi::Error::Success();
 }
 

@@ -161,6 +161,40 @@ ffi::Error AttentionBackward(F32 q, F32 k, F32 v, F32 dout, F32 lse, F32 delta, 
   return ffi::Error::Success();
 }
 
+// The taps and segments the CUDA build indexes shared memory with: here, where they are
+// readable, they are checked to be what fit3d/cross_entropy.h describes.
+std::string segment_error(const CrossEntropyShape& s, const CrossEntropyArgs& a) {
+  const int32_t* seg = a.segments;
+  if (seg[0] != 0 || seg[s.in_width] != s.out_width)
+    return "segments must start at 0 and end at out_width";
+  for (int64_t j = 0; j < s.in_width; ++j) {
+    if (seg[j + 1] < seg[j]) return "segments must ascend (column " + std::to_string(j) + ")";
+    for (int32_t x = seg[j]; x < seg[j + 1]; ++x) {
+      const int32_t high = a.tap_index[2 * x + 1];
+      if (a.tap_index[2 * x] != j || high != a.tap_index[2 * seg[j] + 1] ||
+          (high != j + 1 && high != j) || high >= s.in_width)
+        return "tap_index row " + std::to_string(x) + " does not continue column " +
+               std::to_string(j) + "'s segment (low tap " + std::to_string(j) +
+               ", one high tap: the column or the next)";
+    }
+  }
+  return "";
+}
+
+ffi::Error CrossEntropy(F32 logits, S32 labels, S32 tap_index, F32 tap_weight, S32 segments,
+                        F32Out nll, F32Out grad, int32_t ignore_index) {
+  CrossEntropyShape s;
+  CrossEntropyArgs a;
+  if (ffi::Error e = cross_entropy_args(logits, labels, tap_index, tap_weight, segments, nll, grad,
+                                        ignore_index, &s, &a);
+      e.failure())
+    return e;
+  if (const std::string err = segment_error(s, a); !err.empty())
+    return ffi::Error::InvalidArgument("fit3d_jax cross_entropy: " + err);
+  cpu::cross_entropy(s, a);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace fit3d
 
@@ -177,5 +211,8 @@ FIT3D_HANDLER(fit3d_attention_forward_cpu, fit3d::AttentionForward,
               fit3d::bind::attention_forward(xla::ffi::Ffi::Bind()));
 FIT3D_HANDLER(fit3d_attention_backward_cpu, fit3d::AttentionBackward,
               fit3d::bind::attention_backward(xla::ffi::Ffi::Bind()));
+
+FIT3D_HANDLER(fit3d_cross_entropy_cpu, fit3d::CrossEntropy,
+              fit3d::bind::cross_entropy(xla::ffi::Ffi::Bind()));
 
 FIT3D_DEFINE_ABI_QUERY("cpu")

@@ -1,7 +1,7 @@
 // XLA FFI handlers of the CUDA build. Work is launched on XLA's stream; temporary memory comes
 // from XLA's scratch allocator. The rasterizer synchronises once per call (for all the views of
 // a vmap batch) to read the number of tile intersections, so its handlers are not declared
-// CUDA-graph compatible; attention's are.
+// CUDA-graph compatible; attention's and the loss's are.
 #include "cuda/kernels.cuh"
 #include "ffi_bindings.h"
 
@@ -163,6 +163,17 @@ ffi::Error AttentionBackward(cudaStream_t stream, F32 q, F32 k, F32 v, F32 dout,
                                          dq->typed_data(), dk->typed_data(), dv->typed_data()));
 }
 
+ffi::Error CrossEntropy(cudaStream_t stream, F32 logits, S32 labels, S32 tap_index, F32 tap_weight,
+                        S32 segments, F32Out nll, F32Out grad, int32_t ignore_index) {
+  CrossEntropyShape s;
+  CrossEntropyArgs a;
+  if (ffi::Error e = cross_entropy_args(logits, labels, tap_index, tap_weight, segments, nll, grad,
+                                        ignore_index, &s, &a);
+      e.failure())
+    return e;
+  return status(cuda::cross_entropy(stream, s, a));
+}
+
 }  // namespace
 }  // namespace fit3d
 
@@ -184,6 +195,10 @@ FIT3D_HANDLER(fit3d_attention_forward_cuda, fit3d::AttentionForward,
               {xla::ffi::Traits::kCmdBufferCompatible});
 FIT3D_HANDLER(fit3d_attention_backward_cuda, fit3d::AttentionBackward,
               fit3d::bind::attention_backward(xla::ffi::Ffi::Bind().Ctx<fit3d::Stream>()),
+              {xla::ffi::Traits::kCmdBufferCompatible});
+
+FIT3D_HANDLER(fit3d_cross_entropy_cuda, fit3d::CrossEntropy,
+              fit3d::bind::cross_entropy(xla::ffi::Ffi::Bind().Ctx<fit3d::Stream>()),
               {xla::ffi::Traits::kCmdBufferCompatible});
 
 FIT3D_DEFINE_ABI_QUERY("cuda")

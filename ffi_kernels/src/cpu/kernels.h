@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fit3d/attention.h"
+#include "fit3d/cross_entropy.h"
 #include "fit3d/common.h"
 #include "fit3d/raster_args.h"
 
@@ -64,5 +65,8 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
 void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v,
                         const float* dout, const float* lse, const float* delta, float* dq,
                         float* dk, float* dv);
+
+// The fused segmentation loss (fit3d/cross_entropy.h); tap indices already checked in range.
+void cross_entropy(const CrossEntropyShape& s, const CrossEntropyArgs& a);
 
 }  // namespace fit3d::cpu

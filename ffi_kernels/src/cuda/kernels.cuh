@@ -7,6 +7,7 @@
 #include <string>
 
 #include "fit3d/attention.h"
+#include "fit3d/cross_entropy.h"
 #include "fit3d/common.h"
 #include "fit3d/raster_args.h"
 
@@ -74,5 +75,8 @@ std::string attention_forward(cudaStream_t stream, const AttentionShape& s, cons
 std::string attention_backward(cudaStream_t stream, const AttentionShape& s, const float* q,
                                const float* k, const float* v, const float* dout, const float* lse,
                                const float* delta, float* dq, float* dk, float* dv);
+
+// The fused segmentation loss (fit3d/cross_entropy.h); returns an error or "".
+std::string cross_entropy(cudaStream_t stream, const CrossEntropyShape& s, const CrossEntropyArgs& a);
 
 }  // namespace fit3d::cuda
