@@ -41,6 +41,7 @@ def _probe(task: str, data: dict) -> ml_collections.ConfigDict:
     c.cache_features = False  # True: embed the training set once, unaugmented (fast, not the protocol)
     c.decoded_cache_gb = -1.0  # host memory for decoded training examples (each file read once); 0 = none, -1 = a quarter of RAM, at most 16
     c.device_dataset_gb = 4.0  # the training set, padded once, stays on each device if it fits (GB); 0 = send images every step
+    c.fused_loss = True  # segmentation: resize + cross-entropy in one FFI kernel (CPU; GPU once built); False = XLA's
     # Several heads in one run, on the same batches and one backbone pass: every combination of these
     # comma-separated lists ('' = just config.assembly / schedule.learning_rate / seed). The data order
     # follows config.seed; each head's seed initialises it. Outputs: <output_dir>/heads/<name>/.

@@ -43,6 +43,7 @@ def settings_from(config: ml_collections.ConfigDict) -> ProbeSettings:
         cache_features=config.cache_features,
         decoded_cache_gb=config.decoded_cache_gb,
         device_dataset_gb=config.device_dataset_gb,
+        fused_loss=config.fused_loss,
     )
     s = settings.schedule
     if not (settings.decoded_cache_gb >= 0 or settings.decoded_cache_gb == -1):

@@ -70,19 +70,20 @@ class Fusion(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """BatchNorm + 1x1 conv (weights ~ N(0, 0.01)) -> logits (B, H, W, num_classes) at input size."""
+    """BatchNorm + 1x1 conv (weights ~ N(0, 0.01)) -> logits (B, H, W, num_classes) at input size,
+    or with ``resized=False`` on the token grid (B, h, w, num_classes), for a loss that resizes."""
 
     num_classes: int
     fusion_features: int | None = None
     resize: str = "stretch"
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, cls: jax.Array, placement: Placement, train: bool) -> jax.Array:
+    def __call__(self, tokens: jax.Array, cls: jax.Array, placement: Placement, train: bool, resized: bool = True) -> jax.Array:
         del cls  # the segmentation head uses patch tokens only
         x = Fusion(self.fusion_features)(tokens) if self.fusion_features else tokens
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(x)
         logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), name="conv_seg")(x)
-        return to_input_size(logits, placement, self.resize)
+        return to_input_size(logits, placement, self.resize) if resized else logits
 
 
 class DepthHead(nn.Module):

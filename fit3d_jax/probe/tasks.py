@@ -6,24 +6,36 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from fit3d_jax.probe import losses, metrics
+from fit3d_jax.probe import fused_loss, losses, metrics
 from fit3d_jax.probe.assembly import Backbones
 from fit3d_jax.probe.datasets import DEPTH, SEGMENTATION, Dataset
-from fit3d_jax.probe.heads import DepthHead, SegmentationHead
+from fit3d_jax.probe.heads import DepthHead, Placement, SegmentationHead
 from fit3d_jax.probe.protocol import Protocol
+
+
+def _apply_training(head, variables: dict, tokens, cls, placement: Placement, **kwargs):
+    """The head in training mode -> (output, updated batch statistics)."""
+    out, mutated = head.apply(variables, tokens, cls, placement, train=True, mutable=["batch_stats"], **kwargs)
+    return out, mutated.get("batch_stats", {})
 
 
 class SegmentationTask:
     name = SEGMENTATION
 
-    def __init__(self, dataset: Dataset, backbones: Backbones, protocol: Protocol):
-        self.dataset, self.protocol = dataset, protocol
+    def __init__(self, dataset: Dataset, backbones: Backbones, protocol: Protocol, fused_mesh: Mesh | None = None):
+        self.dataset, self.protocol, self.fused_mesh = dataset, protocol, fused_mesh
         self.head = SegmentationHead(dataset.num_classes, backbones.fusion_features, resize=protocol.output_resize)
 
-    def loss(self, out, target, step):
+    def training_loss(self, variables: dict, tokens, cls, placement: Placement, target, step):
+        """(loss, batch statistics): through the fused kernel when the task has its mesh."""
         del step
-        return losses.segmentation_cross_entropy(out, target, all_pixels=self.protocol.seg_loss_average == "all_pixels")
+        logits, batch_stats = _apply_training(self.head, variables, tokens, cls, placement, resized=False)
+        args = (logits, target, placement, self.protocol.output_resize, self.protocol.seg_loss_average == "all_pixels")
+        if self.fused_mesh is None:
+            return fused_loss.reference_cross_entropy(*args), batch_stats
+        return fused_loss.resized_cross_entropy(*args, mesh=self.fused_mesh), batch_stats
 
     def empty_sums(self):
         n = self.dataset.num_classes
@@ -48,6 +60,10 @@ class DepthTask:
         self.dataset, self.protocol, self.warmup_calls = dataset, protocol, protocol.sigloss_warmup
         self.head = DepthHead(dataset.min_depth, dataset.max_depth, fusion_features=backbones.fusion_features,
                               fuse_cls=not backbones.raw_tokens, resize=protocol.output_resize)
+
+    def training_loss(self, variables: dict, tokens, cls, placement: Placement, target, step):
+        out, batch_stats = _apply_training(self.head, variables, tokens, cls, placement)
+        return self.loss(out, target, step), batch_stats
 
     def loss(self, out, target, step):
         depth, scores = out
@@ -74,7 +90,10 @@ class DepthTask:
         return 0.0
 
 
-def make_task(dataset: Dataset, backbones: Backbones, protocol: Protocol | None = None):
+def make_task(dataset: Dataset, backbones: Backbones, protocol: Protocol | None = None, fused_mesh: Mesh | None = None):
+    """``fused_mesh``: the mesh a segmentation loss runs the fused kernel over (None: XLA's loss)."""
     protocol = protocol or Protocol()
     protocol.check()
-    return (SegmentationTask if dataset.task == SEGMENTATION else DepthTask)(dataset, backbones, protocol)
+    if dataset.task == SEGMENTATION:
+        return SegmentationTask(dataset, backbones, protocol, fused_mesh)
+    return DepthTask(dataset, backbones, protocol)

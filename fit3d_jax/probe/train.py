@@ -45,7 +45,7 @@ from fit3d_jax.harness.loop import TrainLoop
 from fit3d_jax.images import normalize
 from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS
 from fit3d_jax.prefetch import Prefetcher
-from fit3d_jax.probe import augment, device_augment, inference
+from fit3d_jax.probe import augment, device_augment, fused_loss, inference
 from fit3d_jax.probe.assembly import Backbones, models_for
 from fit3d_jax.probe.datasets import SEGMENTATION, Dataset
 from fit3d_jax.probe.heads import Placement
@@ -96,6 +96,9 @@ class ProbeSettings:
     # With the device augmentation: the training set, padded once, stays on every device when it
     # takes at most this much (GB per device); steps then send only the draws. 0 = never.
     device_dataset_gb: float = 0.0
+    # The segmentation loss resizes and takes the softmax in one FFI kernel (probe/fused_loss.py),
+    # on CPUs and on GPUs with the CUDA library; XLA's loss elsewhere or when False.
+    fused_loss: bool = True
 
 
 class TrainState(train_state.TrainState):
@@ -388,8 +391,7 @@ def make_train_step(heads: list[Head], tasks: list, backbones: list[Backbones], 
 
         def loss_fn(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
-            out, mutated = task.head.apply(variables, tokens, cls, placement, train=True, mutable=["batch_stats"])
-            return task.loss(out, targets, state.step), mutated.get("batch_stats", {})
+            return task.training_loss(variables, tokens, cls, placement, targets, state.step)
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
@@ -428,7 +430,11 @@ def train_heads(dataset: Dataset, heads: list[tuple[Head, Backbones]], backbone_
     specs, assemblies = [h for h, _ in heads], [b for _, b in heads]
     if len({h.name for h in specs}) != len(specs):
         raise ValueError(f"head names repeat: {[h.name for h in specs]}")
-    tasks = [make_task(dataset, b, settings.protocol) for b in assemblies]
+    fused = settings.fused_loss and dataset.task == SEGMENTATION
+    if fused and not fused_loss.available():
+        print(f"probe: no fused-loss kernel for {jax.default_backend()} (GPUs: python -m fit3d_jax.kernels build --cuda); using XLA's loss")
+        fused = False
+    tasks = [make_task(dataset, b, settings.protocol, mesh if fused else None) for b in assemblies]
     models = models_for([b.assembly for b in assemblies])
     patch = assemblies[0].model.config.patch_size
     output_dir = Path(output_dir)
