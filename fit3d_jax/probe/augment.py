@@ -103,7 +103,8 @@ def segmentation_draws(shape: tuple[int, int], rng: np.random.Generator, a: Augm
         size = keep_ratio_size(*shape, scale)
     else:  # scale (0, 0): no resizing, as at test time
         size = tuple(shape)
-    origins = np.array([_crop_origin(rng, size, a.crop) for _ in range(CROP_TRIES + 1)], np.int32)
+    # every candidate's (top, left) in one draw: per-candidate calls cost the host more than the rest
+    origins = rng.integers(0, np.maximum(np.subtract(size, a.crop), 0) + 1, (CROP_TRIES + 1, 2)).astype(np.int32)
     flip = bool(rng.random() < a.flip_prob)
     p = np.array([rng.random() < 0.5, rng.uniform(-32, 32), rng.integers(2), rng.random() < 0.5, rng.uniform(0.5, 1.5),
                   rng.random() < 0.5, rng.uniform(0.5, 1.5), rng.random() < 0.5, rng.integers(-18, 18)], np.float32)

@@ -60,16 +60,22 @@ def linear_tables(in_sizes: np.ndarray, out_sizes: np.ndarray, length: int, *, c
     size = np.asarray(in_sizes, np.int64)[:, None]
     out = np.asarray(out_sizes, np.int64)[:, None]
     f = ((np.arange(length) + 0.5) * (size / out) - 0.5).astype(np.float32)
-    s = np.floor(f).astype(np.int64)
-    f = (f - s.astype(np.float32)).astype(np.float32)
+    s = np.floor(f)  # float32 holds these integers exactly: f - s is cv2's float32 fraction
+    f -= s
+    s = s.astype(np.int32)
+    last = (size - 1).astype(np.int32)
     if clamp:
-        low, high = s < 0, s >= size - 1
-        f = np.where(low | high, np.float32(0), f)
-        s = np.where(high, size - 1, np.where(low, 0, s))
-    one = np.float32(1 << COEF_BITS)
-    taps = np.stack([np.clip(s, 0, size - 1), np.clip(s + 1, 0, size - 1)], 1)
-    weights = np.stack([np.rint((np.float32(1) - f) * one), np.rint(f * one)], 1).astype(np.int64)
-    return np.where((np.arange(length) < out)[:, None], np.concatenate([taps, weights], 1), 0).astype(np.int32)
+        low, high = s < 0, s >= last
+        f[low | high] = 0
+        s = np.where(high, last, np.where(low, 0, s))
+    # int32 throughout, written in place: the batch's (B, 4, length) tables are megabytes
+    one, valid = np.float32(1 << COEF_BITS), np.arange(length) < out
+    tables = np.zeros((len(size), 4, length), np.int32)
+    np.copyto(tables[:, 0], np.clip(s, 0, last), where=valid)
+    np.copyto(tables[:, 1], np.clip(s + 1, 0, last), where=valid)
+    np.copyto(tables[:, 2], np.rint((np.float32(1) - f) * one), where=valid, casting="unsafe")
+    np.copyto(tables[:, 3], np.rint(f * one), where=valid, casting="unsafe")
+    return tables
 
 
 def nearest_tables(in_sizes: np.ndarray, out_sizes: np.ndarray, length: int) -> np.ndarray:
