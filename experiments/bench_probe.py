@@ -2,13 +2,14 @@
 frozen backbones in the step) for each cell of --cells, with the loop's time split (waiting for
 host batches, checkpoints) and, in the same run, the bound the ViT forward sets: forward images/s
 at the crop's padded size / (batch x frozen models per step). A cell is
-task:dtype:assemblies[:pipeline]; several comma-separated assemblies are one multi-head run (one
-backbone pass per model and step for all heads); pipeline ``resident`` (default: device_augment on
-the accelerator, the training set kept on the device, steps send draws), ``device`` (device_augment,
-images sent with each batch) or ``host`` (the numpy/OpenCV reference on the host, the loop before
-both). Random-weight DINOv2 of --arch, random rooms-like images
-(876x584, blocky labels of --classes classes, smooth depth) held in memory; FiT3D's segmentation and depth settings
-(crop 512x512 / 480x640 (NYU), batch 16).
+task:dtype:assemblies[:pipeline[:loss]]; several comma-separated assemblies are one multi-head run
+(one backbone pass per model and step for all heads); pipeline ``resident`` (default: device_augment
+on the accelerator, the training set kept on the device, steps send draws), ``device``
+(device_augment, images sent with each batch) or ``host`` (the numpy/OpenCV reference on the host,
+the loop before both); loss ``fused`` (default: the segmentation loss's FFI kernel) or ``xla``.
+Random-weight DINOv2 of --arch, random rooms-like images (876x584, blocky labels of --classes
+classes, smooth depth) held in memory; FiT3D's segmentation and depth settings (crop 512x512 /
+480x640 (NYU), batch 16).
 
 Per cell, also: the breakdown (``--breakdown``, default on): the host's time to prepare one batch,
 alone, and the loop's rate when one batch is repeated (no host preparation); with ``--trace``, the
@@ -83,13 +84,13 @@ def dataset(task: str, count: int, test: int, classes: int = 150, seed: int = 0)
     return Dataset("bench", task, split("train", 0, count), split("test", count, test), names, max_depth=10.0)
 
 
-def settings_for(task: str, steps: int, batch: int, pipeline: str) -> ProbeSettings:
+def settings_for(task: str, steps: int, batch: int, pipeline: str, loss: str = "fused") -> ProbeSettings:
     on_device, resident_gb = pipeline != "host", 4.0 if pipeline == "resident" else 0.0
     if task == "segmentation":
         return ProbeSettings(schedule=Schedule(iterations=2 * steps, warmup_iterations=steps, batch_size=batch),
                              augment=augment.Augment(crop=(512, 512), scale=(2048, 512), on_device=on_device),
                              evaluation=Evaluation(mode="slide", crop=(512, 512), stride=(341, 341), num_visualize=0),
-                             device_dataset_gb=resident_gb)
+                             device_dataset_gb=resident_gb, fused_loss=loss == "fused")
     return ProbeSettings(schedule=Schedule(learning_rate=1e-4, weight_decay=0.01, iterations=2 * steps, warmup_iterations=steps,
                                            policy="cosine", min_lr_ratio=1e-8, momentum="onecycle", clip_norm=35.0, batch_size=batch),
                          augment=augment.Augment(crop=(480, 640), scale=(0, 0), on_device=on_device),
@@ -105,13 +106,14 @@ def forward_bound(model: DinoV2, params, crop: tuple[int, int], batch: int) -> f
 
 
 def run_cell(cell: str, args, params: dict) -> dict:
-    task, dtype, assemblies, pipeline = (cell + ":resident").split(":")[:4]
+    task, dtype, assemblies, *rest = cell.split(":")
+    pipeline, loss = (rest + ["resident", "fused"][len(rest):])[:2]
     names = assemblies.split(",")
     model = DinoV2(vit_config(args.arch), dtype=jnp.dtype(dtype))
     data = dataset(task, args.images, args.eval_images, args.classes)
-    if pipeline not in ("resident", "device", "host"):
-        raise SystemExit(f"cell {cell}: pipeline {pipeline!r} is not 'resident', 'device' or 'host'")
-    settings = settings_for(task, args.steps, args.batch, pipeline)
+    if pipeline not in ("resident", "device", "host") or loss not in ("fused", "xla"):
+        raise SystemExit(f"cell {cell}: pipeline {pipeline!r} is not 'resident', 'device' or 'host', or loss {loss!r} not 'fused' or 'xla'")
+    settings = settings_for(task, args.steps, args.batch, pipeline, loss)
     heads = [(Head(a, a, settings.schedule.learning_rate, 0), Backbones(model, a, task)) for a in names]
 
     def loop(out: Path, window: tuple[int, int] | None = None) -> tuple[dict, float]:
@@ -174,7 +176,8 @@ def run_cell(cell: str, args, params: dict) -> dict:
             breakdown["device_ms_per_step"] = device_busy(out / "traced" / "trace", window[1] - window[0])
     models = len(models_for(names))
     bound_images = forward_bound(model, params["original"], settings.augment.crop, args.batch)
-    return dict(cell=cell, task=task, dtype=dtype, heads=names, pipeline=pipeline, frozen_models=models, batch=args.batch, crop=settings.augment.crop,
+    return dict(cell=cell, task=task, dtype=dtype, heads=names, pipeline=pipeline, loss=loss, frozen_models=models, batch=args.batch,
+                crop=settings.augment.crop,
                 steps_per_second=steps_per_s, bound_steps_per_second=bound_images / (args.batch * models),
                 fraction_of_bound=steps_per_s * args.batch * models / bound_images, forward_images_per_second=bound_images,
                 time_split_seconds=summary["time_split_seconds"], wall_seconds=wall, breakdown=breakdown,
