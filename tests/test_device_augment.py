@@ -14,12 +14,14 @@ from fit3d_jax.probe.metrics import IGNORE_INDEX
 def _segmentation_inputs(image, labels, draws, a, canvas):
     """A batch of one image under several draws, as Batches builds it."""
     arrays = da.segmentation_arrays(image, labels, canvas)
-    return {k: np.stack([v] * len(draws)) for k, v in arrays.items()} | da.segmentation_draw_inputs([image.shape[:2]] * len(draws), draws, a)
+    count = len(draws.flip)
+    return {k: np.stack([v] * count) for k, v in arrays.items()} | da.segmentation_draw_inputs([image.shape[:2]] * count, draws, a)
 
 
 def _depth_inputs(image, depth, draws, canvas):
     arrays = da.depth_arrays(image, depth, canvas)
-    return {k: np.stack([v] * len(draws)) for k, v in arrays.items()} | da.depth_draw_inputs([depth.shape] * len(draws), draws)
+    count = len(draws.flip)
+    return {k: np.stack([v] * count) for k, v in arrays.items()} | da.depth_draw_inputs([depth.shape] * count, draws)
 
 
 def _primitives(jaxpr) -> set[str]:
@@ -100,9 +102,10 @@ def _segmentation_case(seed, shape=(60, 90), classes=5, block=10):
     return image, labels
 
 
-def _device_segmentation(image, labels, seeds, a, classes, canvas=(128, 128)):
-    draws = [augment.segmentation_draws(image.shape[:2], np.random.default_rng(s), a) for s in seeds]
-    return jax.jit(lambda b: da.segmentation_batch(b, a, classes))(_segmentation_inputs(image, labels, draws, a, canvas))
+def _device_segmentation(image, labels, count, a, classes, canvas=(128, 128), seed=0):
+    """``count`` draws for one image and the device's crops under them."""
+    draws = augment.segmentation_draws([image.shape[:2]] * count, np.random.default_rng(seed), a)
+    return draws, jax.jit(lambda b: da.segmentation_batch(b, a, classes))(_segmentation_inputs(image, labels, draws, a, canvas))
 
 
 def test_segmentation_pipeline_matches_the_reference():
@@ -111,10 +114,10 @@ def test_segmentation_pipeline_matches_the_reference():
     there after the later steps."""
     image, labels = _segmentation_case(0)
     a = augment.Augment(crop=(48, 64), scale=(160, 64), ratio_range=(0.5, 2.0))
-    seeds = range(16)
-    images, sizes, targets = (np.asarray(x) for x in _device_segmentation(image, labels, seeds, a, 5))
-    for k, seed in enumerate(seeds):
-        want_image, want_labels = augment.segmentation_crop(image, labels, np.random.default_rng(seed), a)
+    draws, out = _device_segmentation(image, labels, 16, a, 5, seed=1)
+    images, sizes, targets = (np.asarray(x) for x in out)
+    for k in range(16):
+        want_image, want_labels = augment.segmentation_crop(image, labels, draws.row(k), a)
         h, w = want_labels.shape
         assert tuple(sizes[k]) == (h, w)
         np.testing.assert_array_equal(targets[k, :h, :w], want_labels)
@@ -136,12 +139,11 @@ def test_cat_max_ratio_picks_the_references_candidate(ratio):
     labels[:3, :3] = 2
     image = rng.integers(0, 256, (60, 80, 3)).astype(np.uint8)
     a = augment.Augment(crop=(20, 20), scale=(80, 60), ratio_range=(1.0, 1.0), photometric=False, cat_max_ratio=ratio)
-    seeds = range(24)
-    draws = [augment.segmentation_draws(image.shape[:2], np.random.default_rng(s), a) for s in seeds]
+    draws = augment.segmentation_draws([image.shape[:2]] * 24, np.random.default_rng(0), a)
     batch = _segmentation_inputs(image, labels, draws, a, (64, 128))
     window = np.minimum(batch["size"], 20)
     chosen = np.asarray(jax.jit(lambda b: da.choose_crops(b, window, a, 3))(batch))
-    want = [augment.chosen_crop(labels, augment.segmentation_draws(image.shape[:2], np.random.default_rng(s), a), a) for s in seeds]
+    want = [augment.chosen_crop(labels, draws.row(k), a) for k in range(24)]
     np.testing.assert_array_equal(chosen, want)
     # at 0.4 this map fails every candidate; the hard windows below test that path's decisions
     assert (len(set(want)) > 2 and augment.CROP_TRIES in want and 0 in want) if ratio == 0.75 else set(want) == {augment.CROP_TRIES}, want
@@ -179,10 +181,10 @@ def test_the_augmentation_has_no_data_dependent_control_flow(task):
     image, labels = _segmentation_case(2)
     a = augment.Augment(crop=(48, 64), scale=(160, 64))
     if task == "segmentation":
-        draws = [augment.segmentation_draws(image.shape[:2], np.random.default_rng(s), a) for s in range(2)]
+        draws = augment.segmentation_draws([image.shape[:2]] * 2, np.random.default_rng(0), a)
         jaxpr = jax.make_jaxpr(lambda b: da.segmentation_batch(b, a, 5))(_segmentation_inputs(image, labels, draws, a, (128, 128)))
     else:
-        draws = [augment.depth_draws(image.shape[:2], np.random.default_rng(s), a) for s in range(2)]
+        draws = augment.depth_draws([image.shape[:2]] * 2, np.random.default_rng(0), a)
         depth = labels.astype(np.float32) + 1
         jaxpr = jax.make_jaxpr(lambda b: da.depth_batch(b, a))(_depth_inputs(image, depth, draws, (128, 128)))
     primitives = _primitives(jaxpr.jaxpr)
@@ -196,29 +198,27 @@ def test_depth_pipeline_matches_the_reference():
     image = rng.integers(0, 256, (48, 64, 3)).astype(np.uint8)
     depth = rng.uniform(0.5, 5, (48, 64)).astype(np.float32)
     a = augment.Augment(crop=(40, 56), scale=(0, 0), rotate_prob=0.6)
-    seeds = range(12)
-    draws = [augment.depth_draws(depth.shape, np.random.default_rng(s), a) for s in seeds]
+    draws = augment.depth_draws([depth.shape] * 12, np.random.default_rng(0), a)
     batch = _depth_inputs(image, depth, draws, (64, 128))
     images, sizes, colour, depths = (np.asarray(x) for x in jax.jit(lambda b: da.depth_batch(b, a))(batch))
-    for k, seed in enumerate(seeds):
-        want_image, want_depth, want_colour = augment.depth_crop(image, depth, np.random.default_rng(seed), a)
+    for k in range(12):
+        want_image, want_depth = augment.depth_crop(image, depth, draws.row(k), a)
         np.testing.assert_array_equal(depths[k], want_depth)
-        np.testing.assert_array_equal(colour[k], want_colour.astype(np.float32))
+        np.testing.assert_array_equal(colour[k], draws.colour[k].astype(np.float32))
         diff = np.abs(images[k].astype(int) - want_image)
-        assert diff.max() <= (1 if draws[k].angle is not None else 0)
+        assert diff.max() <= (1 if draws.rotate[k] else 0)
         assert diff.mean() < 1e-2
-    rotated = sum(d.angle is not None for d in draws)
-    assert 0 < rotated < len(seeds) and any(d.flip for d in draws) and not all(d.flip for d in draws)
+    assert 0 < draws.rotate.sum() < 12 and 0 < draws.flip.sum() < 12 and 0 < draws.colour[:, 0].sum() < 12
 
 
 def test_depth_smaller_than_the_crop_pads_with_zeros():
     rng = np.random.default_rng(8)
     image, depth = rng.integers(0, 256, (20, 30, 3)).astype(np.uint8), rng.uniform(0.5, 5, (20, 30)).astype(np.float32)
     a = augment.Augment(crop=(32, 40), scale=(0, 0), rotate_prob=0.0)
-    d = augment.depth_draws(depth.shape, np.random.default_rng(0), a)
-    images, sizes, _, depths = jax.jit(lambda b: da.depth_batch(b, a))(_depth_inputs(image, depth, [d], (128, 128)))
+    d = augment.depth_draws([depth.shape], np.random.default_rng(0), a)
+    images, sizes, _, depths = jax.jit(lambda b: da.depth_batch(b, a))(_depth_inputs(image, depth, d, (128, 128)))
     assert tuple(sizes[0]) == (20, 30) and not np.asarray(depths)[0, 20:].any() and not np.asarray(images)[0, :, 30:].any()
-    want_image, want_depth, _ = augment.depth_crop(image, depth, np.random.default_rng(0), a)
+    want_image, want_depth = augment.depth_crop(image, depth, d.row(0), a)
     np.testing.assert_array_equal(np.asarray(images)[0, :20, :30], want_image)
 
 

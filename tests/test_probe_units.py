@@ -927,6 +927,35 @@ def test_segmentation_train_ratio_scale_is_truncated_as_mmseg():
     assert (rows.max() + 1, cols.max() + 1) == (7, 9)
 
 
+
+@pytest.mark.parametrize("task", ["segmentation", "depth"])
+def test_a_rows_draws_depend_on_its_row_only(task):
+    """Row r's draws are the same whatever the other rows' shapes, and when a process draws only
+    rows skip.. (the stream is the global batch's)."""
+    draw = augment.segmentation_draws if task == "segmentation" else augment.depth_draws
+    a = augment.Augment(crop=(32, 40), scale=(80, 40) if task == "segmentation" else (0, 0), rotate_prob=0.5, color_prob=0.5)
+    shapes = np.array([(60, 90), (50, 70), (64, 48), (45, 45), (70, 100)])
+    full = draw(shapes, np.random.default_rng(3), a)
+    other = draw(np.concatenate([[(300, 20)], shapes[1:]]), np.random.default_rng(3), a)
+    tail = draw(shapes[2:], np.random.default_rng(3), a, skip=2)
+    for k in range(1, len(shapes)):
+        for ours, theirs in zip(full.row(k), other.row(k)):
+            np.testing.assert_array_equal(ours, theirs)
+        for ours, theirs in zip(full.row(k), tail.row(k - 2) if k >= 2 else full.row(k)):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_segmentation_draws_cover_their_ranges():
+    """Over many rows: every crop origin in [0, size - crop] (both ends reached), hue deltas in
+    [-18, 17], contrast before and after, each flip and distortion applied about half the time."""
+    a = augment.Augment(crop=(40, 40), scale=(42, 42), ratio_range=(1.0, 1.0))
+    d = augment.segmentation_draws([(42, 42)] * 2000, np.random.default_rng(4), a)
+    assert (d.size == 42).all() and set(np.unique(d.origins)) == {0, 1, 2}
+    p = d.photometric
+    assert set(np.unique(p[:, 8])) == set(range(-18, 18)) and set(np.unique(p[:, 2])) == {0, 1}
+    assert -32 <= p[:, 1].min() < -31 and 31 < p[:, 1].max() < 32 and 0.5 <= p[:, 4].min() and p[:, 4].max() < 1.5
+    for share in (d.flip.mean(), *p[:, [0, 3, 5, 7]].mean(0)):
+        assert 0.45 < share < 0.55
 PALETTE = np.random.default_rng(99).permutation(np.arange(30, 250, 10))[:12]
 
 
@@ -1051,11 +1080,14 @@ def test_depth_colour_augmentation(mode):
 
 
 def _device_batch(crop_fn, image, target, seeds, a, fill, statistics="imagenet"):
-    """The host part for each seed, padded and stacked, finished by device_augment.finish_batch."""
-    rows = []
+    """The host part of one sample's draws from each seed, padded and stacked, finished by
+    device_augment.finish_batch."""
+    segmentation, rows = crop_fn is augment.segmentation_crop, []
     for seed in seeds:
-        out = crop_fn(image, target, np.random.default_rng(seed), a)
-        crop, target_crop, colour = (*out, augment.NO_COLOUR) if len(out) == 2 else out
+        draw = augment.segmentation_draws if segmentation else augment.depth_draws
+        draws = draw([target.shape], np.random.default_rng(seed), a).row(0)
+        crop, target_crop = crop_fn(image, target, draws, a)
+        colour = augment.NO_COLOUR if segmentation else draws.colour
         rows.append((*augment.pad(crop, target_crop, a.crop, fill), np.array(crop.shape[:2], np.int32), colour.astype(np.float32)))
     crops, targets, sizes, colours = (np.stack(c) for c in zip(*rows))
     return np.asarray(jax.jit(device_augment.finish_batch, static_argnums=(3, 4))(crops, sizes, colours, a, statistics)), targets
@@ -1093,7 +1125,7 @@ def test_the_device_finish_equals_the_host_depth_pipeline(mode):
         want_image, want_depth = augment.depth_train(image, depth, np.random.default_rng(seed), a)
         np.testing.assert_array_equal(targets[k], want_depth)
         np.testing.assert_allclose(images[k], want_image, rtol=0, atol=1e-5)
-        coloured += bool(augment.depth_crop(image, depth, np.random.default_rng(seed), a)[2][0])
+        coloured += bool(augment.depth_draws([depth.shape], np.random.default_rng(seed), a).colour[0, 0])
     assert 0 < coloured < len(seeds)
     assert not images[:, 20:].any() and not images[:, :, 28:].any()
 

@@ -56,10 +56,13 @@ def linear_tables(in_sizes: np.ndarray, out_sizes: np.ndarray, length: int, *, c
     """(B, 4, length) int32: OpenCV's bilinear taps (s0, s1) and fixed-point weights (w0, w1) per
     output index of each sample's resize from in_sizes[b] to out_sizes[b] (zeros past it), as
     cv2.resize computes them (``clamp``: the horizontal rule, which moves out-of-range taps to the
-    border with weight 0; rows clamp only their taps). One numpy pass for the whole batch."""
+    border with weight 0; rows clamp only their taps). One numpy pass for the whole batch, over the
+    batch's longest output only (the rest stays zero)."""
     size = np.asarray(in_sizes, np.int64)[:, None]
     out = np.asarray(out_sizes, np.int64)[:, None]
-    f = ((np.arange(length) + 0.5) * (size / out) - 0.5).astype(np.float32)
+    tables = np.zeros((len(size), 4, length), np.int32)
+    n = int(min(length, out.max(initial=0)))
+    f = ((np.arange(n) + 0.5) * (size / out) - 0.5).astype(np.float32)
     s = np.floor(f)  # float32 holds these integers exactly: f - s is cv2's float32 fraction
     f -= s
     s = s.astype(np.int32)
@@ -69,12 +72,11 @@ def linear_tables(in_sizes: np.ndarray, out_sizes: np.ndarray, length: int, *, c
         f[low | high] = 0
         s = np.where(high, last, np.where(low, 0, s))
     # int32 throughout, written in place: the batch's (B, 4, length) tables are megabytes
-    one, valid = np.float32(1 << COEF_BITS), np.arange(length) < out
-    tables = np.zeros((len(size), 4, length), np.int32)
-    np.copyto(tables[:, 0], np.clip(s, 0, last), where=valid)
-    np.copyto(tables[:, 1], np.clip(s + 1, 0, last), where=valid)
-    np.copyto(tables[:, 2], np.rint((np.float32(1) - f) * one), where=valid, casting="unsafe")
-    np.copyto(tables[:, 3], np.rint(f * one), where=valid, casting="unsafe")
+    one, valid, window = np.float32(1 << COEF_BITS), np.arange(n) < out, tables[..., :n]
+    np.copyto(window[:, 0], np.clip(s, 0, last), where=valid)
+    np.copyto(window[:, 1], np.clip(s + 1, 0, last), where=valid)
+    np.copyto(window[:, 2], np.rint((np.float32(1) - f) * one), where=valid, casting="unsafe")
+    np.copyto(window[:, 3], np.rint(f * one), where=valid, casting="unsafe")
     return tables
 
 
@@ -82,9 +84,11 @@ def nearest_tables(in_sizes: np.ndarray, out_sizes: np.ndarray, length: int) -> 
     """(B, length) int32: cv2's INTER_NEAREST source index floor(x * (1 / (out / in))) (zeros past out)."""
     size = np.asarray(in_sizes, np.int64)[:, None]
     out = np.asarray(out_sizes, np.int64)[:, None]
-    k = np.arange(length)
+    tables = np.zeros((len(size), length), np.int32)
+    k = np.arange(int(min(length, out.max(initial=0))))
     source = np.minimum(np.floor(k * (1.0 / (out / size))), size - 1)
-    return np.where(k < out, source, 0).astype(np.int32)
+    np.copyto(tables[:, : len(k)], source, where=k < out, casting="unsafe")
+    return tables
 
 
 def _check_pair(image: np.ndarray, target: np.ndarray, what: str) -> None:
@@ -116,36 +120,37 @@ def depth_arrays(image: np.ndarray, depth: np.ndarray, canvas: tuple[int, int], 
     return {"source": _padded(image, canvas, 0, what), "depth": _padded(depth.astype(np.float32), canvas, 0.0, what)}
 
 
-def segmentation_draw_inputs(shapes: np.ndarray, draws: Sequence[augment.SegmentationDraws], a: augment.Augment) -> dict:
-    """The draws of a batch whose images are (H, W) = ``shapes`` (B, 2) as device inputs (B, ...):
-    the resizes' OpenCV tables, the crop candidates, the flips and the photometric draws."""
-    shapes, length = np.asarray(shapes, np.int64).reshape(-1, 2), table_length(a)
-    sizes = np.array([d.size for d in draws], np.int64).reshape(-1, 2)
+def segmentation_draw_inputs(shapes: np.ndarray, draws: augment.SegmentationDraws, a: augment.Augment) -> dict:
+    """A batch's draws for images of (H, W) = ``shapes`` (B, 2) as device inputs (B, ...): the
+    resizes' OpenCV tables, the crop candidates, the flips and the photometric draws."""
+    shapes, length, sizes = np.asarray(shapes, np.int64).reshape(-1, 2), table_length(a), np.asarray(draws.size).reshape(-1, 2)
     return {
         "rows": linear_tables(shapes[:, 0], sizes[:, 0], length, clamp=False),
         "cols": linear_tables(shapes[:, 1], sizes[:, 1], length, clamp=True),
         "nearest_rows": nearest_tables(shapes[:, 0], sizes[:, 0], length),
         "nearest_cols": nearest_tables(shapes[:, 1], sizes[:, 1], length),
         "size": sizes.astype(np.int32),
-        "origins": np.stack([d.origins for d in draws]).astype(np.int32),
-        "flip": np.array([d.flip for d in draws], np.int32),
-        "photometric": np.stack([d.photometric for d in draws]).astype(np.float32),
+        "origins": np.asarray(draws.origins, np.int32),
+        "flip": np.asarray(draws.flip, np.int32),
+        "photometric": np.asarray(draws.photometric, np.float32),
     }
 
 
-def depth_draw_inputs(shapes: np.ndarray, draws: Sequence[augment.DepthDraws]) -> dict:
-    """The draws of a batch of depth maps (H, W) = ``shapes`` (B, 2) as device inputs (B, ...):
+def depth_draw_inputs(shapes: np.ndarray, draws: augment.DepthDraws) -> dict:
+    """A batch's draws for depth maps of (H, W) = ``shapes`` (B, 2) as device inputs (B, ...):
     warpAffine's inverse maps (dst -> src) as float32, the flips, the crop origins and the colour
     draws."""
-    inverse = lambda shape, d: np.zeros((2, 3)) if d.angle is None else \
-        cv2.invertAffineTransform(augment.rotation_matrix(tuple(shape), d.angle))
+    shapes = np.asarray(shapes, np.int64).reshape(-1, 2)
+    inverse = np.zeros((len(shapes), 2, 3))
+    for k in np.flatnonzero(draws.rotate):  # only the rotated rows: OpenCV's float64 matrices, as the reference
+        inverse[k] = cv2.invertAffineTransform(augment.rotation_matrix(tuple(shapes[k]), float(draws.angle[k])))
     return {
-        "shape": np.asarray(shapes, np.int32).reshape(-1, 2),
-        "rotate": np.array([d.angle is not None for d in draws], np.int32),
-        "inverse": np.stack([inverse(shape, d) for shape, d in zip(shapes, draws)]).astype(np.float32),
-        "flip": np.array([d.flip for d in draws], np.int32),
-        "origin": np.array([d.origin for d in draws], np.int32).reshape(-1, 2),
-        "colour": np.stack([d.colour for d in draws]).astype(np.float32),
+        "shape": shapes.astype(np.int32),
+        "rotate": np.asarray(draws.rotate, np.int32),
+        "inverse": inverse.astype(np.float32),
+        "flip": np.asarray(draws.flip, np.int32),
+        "origin": np.asarray(draws.origin, np.int32),
+        "colour": np.asarray(draws.colour, np.float32),
     }
 
 

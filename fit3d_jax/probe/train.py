@@ -290,26 +290,26 @@ class Batches:
                     self.decoded[index], self.decoded_bytes = example, self.decoded_bytes + size
         return example
 
-    def _rng(self, step: int, row: int) -> np.random.Generator:
-        """The draws' Generator of row ``row`` of this process's rows: its stream is the global row's."""
-        return np.random.default_rng([self.seed, step, self.first + row, 1])
+    def _draws(self, step: int, shapes: np.ndarray):
+        """The draws of this process's rows, of (H, W) = ``shapes`` (B, 2): rows first .. of the
+        step's global stream, so they do not depend on how many processes share the batch."""
+        rng, a = np.random.default_rng([self.seed, step, 1]), self.settings.augment
+        draw = augment.segmentation_draws if self.task == SEGMENTATION else augment.depth_draws
+        return draw(shapes, rng, a, skip=self.first)
 
     def _draw_inputs(self, step: int, shapes: np.ndarray) -> dict:
         """The device augmentation's draws for rows of (H, W) = ``shapes`` (B, 2), made as one batch."""
+        if self.task == SEGMENTATION:
+            return device_augment.segmentation_draw_inputs(shapes, self._draws(step, shapes), self.settings.augment)
+        return device_augment.depth_draw_inputs(shapes, self._draws(step, shapes))
+
+    def _reference_crop(self, draws, example):
+        """The numpy reference's crop of one row with its draws, padded, with its size and colour draws."""
         a = self.settings.augment
         if self.task == SEGMENTATION:
-            draws = [augment.segmentation_draws(tuple(shape), self._rng(step, row), a) for row, shape in enumerate(shapes)]
-            return device_augment.segmentation_draw_inputs(shapes, draws, a)
-        draws = [augment.depth_draws(tuple(shape), self._rng(step, row), a) for row, shape in enumerate(shapes)]
-        return device_augment.depth_draw_inputs(shapes, draws)
-
-    def _reference_crop(self, step: int, row: int, example):
-        """The numpy reference's crop of one row, padded, with its size and colour draws."""
-        rng, a = self._rng(step, row), self.settings.augment
-        if self.task == SEGMENTATION:
-            (crop, target), colour, fill = augment.segmentation_crop(example.image, example.target, rng, a), augment.NO_COLOUR, IGNORE_INDEX
+            (crop, target), colour, fill = augment.segmentation_crop(example.image, example.target, draws, a), augment.NO_COLOUR, IGNORE_INDEX
         else:
-            (crop, target, colour), fill = augment.depth_crop(example.image, example.target, rng, a), 0.0
+            (crop, target), colour, fill = augment.depth_crop(example.image, example.target, draws, a), draws.colour, 0.0
         size = np.array(crop.shape[:2], np.int32)
         return (*augment.pad(crop, target, a.crop, fill), size, colour.astype(np.float32))
 
@@ -328,7 +328,8 @@ class Batches:
             arrays = device_augment.segmentation_arrays if self.task == SEGMENTATION else device_augment.depth_arrays
             rows = list(self.pool.map(lambda e: arrays(e.image, e.target, canvas, e.name), examples))
             return {k: np.stack([r[k] for r in rows]) for k in rows[0]} | self._draw_inputs(step, shapes), None
-        rows = list(self.pool.map(lambda a: self._reference_crop(step, *a), enumerate(examples)))
+        draws = self._draws(step, np.array([e.image.shape[:2] for e in examples]))
+        rows = list(self.pool.map(lambda k: self._reference_crop(draws.row(k), examples[k]), range(len(examples))))
         crops, targets, sizes, colours = (np.stack(column) for column in zip(*rows))
         return (crops, sizes, colours), targets
 
