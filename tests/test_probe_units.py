@@ -1079,15 +1079,17 @@ def test_depth_colour_augmentation(mode):
     np.testing.assert_allclose(out, (want / 255 - IMAGENET_MEAN) / IMAGENET_STD, atol=1e-5)
 
 
-def _device_batch(crop_fn, image, target, seeds, a, fill, statistics="imagenet"):
+def _device_batch(task, image, target, seeds, a, fill, statistics="imagenet"):
     """The host part of one sample's draws from each seed, padded and stacked, finished by
     device_augment.finish_batch."""
-    segmentation, rows = crop_fn is augment.segmentation_crop, []
+    rows = []
     for seed in seeds:
-        draw = augment.segmentation_draws if segmentation else augment.depth_draws
-        draws = draw([target.shape], np.random.default_rng(seed), a).row(0)
-        crop, target_crop = crop_fn(image, target, draws, a)
-        colour = augment.NO_COLOUR if segmentation else draws.colour
+        if task == "segmentation":
+            draws = augment.segmentation_draws([target.shape], np.random.default_rng(seed), a).row(0)
+            (crop, target_crop), colour = augment.segmentation_crop(image, target, draws, a), augment.NO_COLOUR
+        else:
+            draws = augment.depth_draws([target.shape], np.random.default_rng(seed), a).row(0)
+            (crop, target_crop), colour = augment.depth_crop(image, target, draws, a), draws.colour
         rows.append((*augment.pad(crop, target_crop, a.crop, fill), np.array(crop.shape[:2], np.int32), colour.astype(np.float32)))
     crops, targets, sizes, colours = (np.stack(c) for c in zip(*rows))
     return np.asarray(jax.jit(device_augment.finish_batch, static_argnums=(3, 4))(crops, sizes, colours, a, statistics)), targets
@@ -1102,7 +1104,7 @@ def test_the_device_finish_equals_the_host_segmentation_pipeline(statistics):
     labels = np.kron(rng.integers(0, 5, (3, 4)), np.ones((10, 11), np.int64)).astype(np.int32)
     a = augment.Augment(crop=(24, 32), scale=(44, 30), ratio_range=(0.5, 2.0))
     seeds = range(8)
-    images, targets = _device_batch(augment.segmentation_crop, image, labels, seeds, a, IGNORE, statistics)
+    images, targets = _device_batch("segmentation", image, labels, seeds, a, IGNORE, statistics)
     for k, seed in enumerate(seeds):
         want_image, want_labels = augment.segmentation_train(image, labels, np.random.default_rng(seed), a, statistics)
         np.testing.assert_array_equal(targets[k], want_labels)
@@ -1119,7 +1121,7 @@ def test_the_device_finish_equals_the_host_depth_pipeline(mode):
     depth = rng.uniform(0.5, 5.0, (20, 30)).astype(np.float32)
     a = augment.Augment(crop=(24, 28), scale=(0, 0), color_prob=0.5, color_gamma=mode)
     seeds = range(10)
-    images, targets = _device_batch(augment.depth_crop, image, depth, seeds, a, 0.0)
+    images, targets = _device_batch("depth", image, depth, seeds, a, 0.0)
     coloured = 0
     for k, seed in enumerate(seeds):
         want_image, want_depth = augment.depth_train(image, depth, np.random.default_rng(seed), a)
