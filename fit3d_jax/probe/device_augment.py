@@ -21,7 +21,6 @@ no host synchronisation (no data-dependent loops). Agreement with the numpy refe
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import cv2
 import jax
