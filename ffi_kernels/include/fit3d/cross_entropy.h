@@ -7,7 +7,8 @@
 // [0, classes) picks no score, as a one-hot of it would). The taps ascend along the width, so
 // the pixels whose low tap is column j form one segment, [segments[j], segments[j + 1]); their
 // high tap is one column, j + 1 (or j itself at the last column). Both builds take the softmax
-// once per pixel and sum the gradient of each column segment by segment, in pixel order.
+// once per pixel and sum the gradient of each column segment by segment, in pixel order (the
+// CUDA build adds a segment's one-hot terms after its softmax terms).
 //
 // Results: nll[r], the sum over row r's labelled pixels of logsumexp(scores) - scores[label];
 // grad = d(sum of nll) / d logits. The loss exists only to be minimised, so the one pass that

@@ -1,10 +1,12 @@
 // The fused segmentation loss on the GPU (fit3d/cross_entropy.h), forward and gradient in one
 // pass. A CTA owns one row; a warp owns the segment of a column j (the pixels whose low tap is
-// j), lanes over classes, with the segment's two columns of logits in registers. Per pixel: the
-// interpolated scores, their max and the sum of their exponentials by shuffles, then softmax -
-// one-hot, weighted into the two columns' partial gradients (registers). The partials meet in
-// shared memory, a column's gradient being the sum of its own segment's and the previous one's.
-// One exponential per pixel and class; each lane adds its own loss terms, summed once at the end.
+// j), lanes over classes, with the segment's two columns of logits in registers, scaled by
+// log2(e) so each score's exponential is one ex2. Per pixel: the interpolated scores, their max
+// and the sum of their exponentials by shuffles, then the softmax weighted into the two columns'
+// partial gradients (registers). The label's terms (its score in the loss, the one-hot in the
+// gradient) touch one class per pixel, so they are added apart, after the softmax's: a lane per
+// pixel, shared-memory atomics. The partials meet in shared memory, a column's gradient being
+// the sum of its own segment's and the previous one's.
 #include <algorithm>
 #include <cmath>
 
@@ -16,6 +18,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxPerLane = kMaxCrossEntropyClasses / 32;
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -25,6 +28,12 @@ __device__ __forceinline__ float warp_max(float v) {
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
+}
+
+__device__ __forceinline__ float exp2_approx(float x) {  // MUFU.EX2: 2^-inf = 0, NaN stays NaN
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // kPerLane classes per lane: lane l holds classes l, l + 32, ...
@@ -42,7 +51,7 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float* logits = a.logits + r * w * C;
   const int32_t* labels = a.labels + r * width;
-  float nll = 0.f;  // this lane's terms of the pixels this warp counts
+  float nll = 0.f, lse2 = 0.f;  // this lane's terms: -scores[label] (natural units), log2-sum-exp2
   for (int j = warp; j < w; j += kWarps) {
     const int begin = a.segments[j], end = a.segments[j + 1];
     const int j1 = begin < end ? a.tap_index[2 * begin + 1] : j;
@@ -50,37 +59,35 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int q = 0; q < kPerLane; ++q) {
       const int c = lane + 32 * q;
-      l0[q] = c < C ? logits[j * C + c] : 0.f;
-      l1[q] = c < C ? logits[j1 * C + c] : 0.f;
+      l0[q] = c < C ? kLog2e * logits[j * C + c] : 0.f;
+      l1[q] = c < C ? kLog2e * logits[j1 * C + c] : 0.f;
       acc0[q] = acc1[q] = 0.f;
     }
     for (int x = begin; x < end; ++x) {
-      const int32_t label = labels[x];
-      if (label == s.ignore_index) continue;  // the same on every lane
+      if (labels[x] == s.ignore_index) continue;  // the same on every lane
       const float w0 = a.tap_weight[2 * x], w1 = a.tap_weight[2 * x + 1];
       float z[kPerLane], m = -INFINITY, sum = 0.f;
 #pragma unroll
       for (int q = 0; q < kPerLane; ++q) {
-        const int c = lane + 32 * q;
-        z[q] = c < C ? w0 * l0[q] + w1 * l1[q] : -INFINITY;
+        z[q] = fmaf(w1, l1[q], w0 * l0[q]);
+        // only the last register can hold padding classes (kPerLane is the least that fits C)
+        if (q == kPerLane - 1 && lane + 32 * q >= C) z[q] = -INFINITY;
         m = fmaxf(m, z[q]);  // fmaxf skips NaN: a NaN score still poisons the sum below
-        if (c == label && c < C) nll -= z[q];
       }
       m = warp_max(m);
 #pragma unroll
       for (int q = 0; q < kPerLane; ++q) {
-        z[q] = __expf(z[q] - m);  // 0 for the padding lanes
+        z[q] = exp2_approx(z[q] - m);  // 0 for the padding classes
         sum += z[q];
       }
       sum = warp_sum(sum);
-      const float inv = 1.f / sum;
+      const float inv = 1.f / sum, v0 = w0 * inv, v1 = w1 * inv;
 #pragma unroll
       for (int q = 0; q < kPerLane; ++q) {
-        const float g = z[q] * inv - float(lane + 32 * q == label);
-        acc0[q] += w0 * g;
-        acc1[q] += w1 * g;
+        acc0[q] = fmaf(v0, z[q], acc0[q]);
+        acc1[q] = fmaf(v1, z[q], acc1[q]);
       }
-      if (lane == 0) nll += m + logf(sum);
+      if (lane == 0) lse2 += m + log2f(sum);
     }
 #pragma unroll
     for (int q = 0; q < kPerLane; ++q) {
@@ -93,11 +100,21 @@ __global__ void __launch_bounds__(kThreads)
         high[j1 * C + c] = acc1[q];
       }
     }
+    __syncwarp();
+    float* column1 = (j1 == j ? low : high) + j1 * C;
+    for (int x = begin + lane; x < end; x += 32) {  // the labels' terms, a pixel per lane
+      const int32_t label = labels[x];
+      if (label == s.ignore_index || label < 0 || label >= C) continue;  // no class: no one-hot, no score
+      const float w0 = a.tap_weight[2 * x], w1 = a.tap_weight[2 * x + 1];
+      atomicAdd(low + j * C + label, -w0);
+      atomicAdd(column1 + label, -w1);
+      nll -= fmaf(w1, logits[j1 * C + label], w0 * logits[j * C + label]);
+    }
   }
   __syncthreads();
   float* grad = a.grad + r * w * C;
   for (int i = threadIdx.x; i < w * C; i += kThreads) grad[i] = high[i] + low[i];
-  nll = warp_sum(nll);
+  nll = warp_sum(nll + kLn2 * lse2);
   if (lane == 0) warp_nll[warp] = nll;
   __syncthreads();
   if (threadIdx.x == 0) {
