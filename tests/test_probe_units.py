@@ -17,9 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fit3d_jax import resize
 from fit3d_jax.images import IMAGENET_MEAN, IMAGENET_STD, STATISTICS, normalize
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
-from fit3d_jax.probe import augment, device_augment, inference, losses, metrics, resize
+from fit3d_jax.probe import augment, device_augment, inference, losses, metrics
 from fit3d_jax.probe.assembly import ASSEMBLIES, Backbones
 from fit3d_jax.probe.datasets.types import DEPTH, Dataset, Split
 from fit3d_jax.probe.heads import DepthHead, Placement, SegmentationHead

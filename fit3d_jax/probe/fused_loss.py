@@ -24,7 +24,7 @@ from fit3d_jax import kernels
 from fit3d_jax.probe import losses
 from fit3d_jax.probe.heads import Placement, to_input_size
 from fit3d_jax.probe.metrics import IGNORE_INDEX
-from fit3d_jax.probe.resize import bilinear_taps, resize_axis
+from fit3d_jax.resize import bilinear_taps, resize_axis
 
 PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}  # JAX backend -> kernel library
 MAX_CLASSES = 256  # the CUDA kernel holds a pixel's scores in registers; beyond, the plain loss

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fit3d_jax.probe.resize import resize_bilinear
+from fit3d_jax.resize import resize_bilinear
 
 
 @dataclasses.dataclass(frozen=True)

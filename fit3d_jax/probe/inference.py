@@ -20,7 +20,7 @@ from fit3d_jax.images import normalize
 from fit3d_jax.models.dinov2 import FORWARD_COMPILER_OPTIONS
 from fit3d_jax.probe.assembly import models_for
 from fit3d_jax.probe.heads import Placement
-from fit3d_jax.probe.resize import apply_weights, bilinear_weights
+from fit3d_jax.resize import apply_weights, bilinear_weights
 
 BUCKET = 64
 

@@ -1,10 +1,11 @@
 """Bilinear resizing exactly as PyTorch's ``F.interpolate(mode='bilinear', align_corners=False)``
-(what mmseg and the DINOv2 heads use). Along each axis an output sample is two taps of the input
-(``bilinear_taps``). The heads resize with static shapes as gathers of those taps, with the
-transposed taps as the backward pass (no matrices: a 37 -> 512 axis would multiply mostly zeros,
-and the training loss resizes 150 class maps per pixel). Sliding-window inference builds the
-same taps as host matrices (``bilinear_weights``) for each image's true size inside zero-padded,
-bucketed shapes, so one compiled function serves many image sizes."""
+(what mmseg and the DINOv2 heads use, and FiT3D's upsampling of its stage I targets). Along each
+axis an output sample is two taps of the input (``bilinear_taps``). Static shapes resize as
+gathers of those taps, with the transposed taps as the backward pass (no matrices: a 37 -> 512
+axis would multiply mostly zeros, the probe's training loss resizes 150 class maps per pixel,
+and stage I's loss reads its upsampled targets inside one fusion). Sliding-window inference
+builds the same taps as host matrices (``bilinear_weights``) for each image's true size inside
+zero-padded, bucketed shapes, so one compiled function serves many image sizes."""
 
 from __future__ import annotations
 
