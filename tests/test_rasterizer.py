@@ -425,12 +425,47 @@ def test_isect_capacity_overflow_rebins_in_backward(seed):
             assert rel_err(a, b) < 1e-5, name
 
 
-@pytest.mark.parametrize("channels", [0, 129])
-def test_unsupported_channel_count_is_an_error(channels):
-    scene, camera = small_scene(0, n=10, channels=max(channels, 1))
-    feats = np.zeros((10, channels), np.float32)
-    with pytest.raises(ValueError, match="channels"):
-        render(scene._replace(features=feats), camera, "ffi")
+@pytest.mark.parametrize("backend,feature_geometry", [("ffi", False), ("ffi", True), ("jax", False)])
+def test_channels_beyond_one_call_render_in_chunks(seed, backend, feature_geometry):
+    """More channels than one kernel call takes (130 = 128 + 2), and a 17-channel scene in chunks
+    of 9: the images equal the one-chunk render, and so do the gradients. The CPU kernels blend
+    each channel on its own, so there the equality is exact, and the geometry's gradients are
+    exact where the chunks' features do not reach them; the chunked JAX backend blends channels
+    as matrix products, equal within rounding."""
+    exact = backend == "ffi" and jax.default_backend() == "cpu"
+    for channels, chunk in ((17, 9), (130, 128)) if backend == "ffi" else ((17, 9),):
+        scene, camera = small_scene(seed, n=60, channels=channels)
+        weights = random_weights(np.random.default_rng(seed), scene, camera)
+        whole = render(scene, camera, backend, channel_chunk=channels) if channels <= 128 else render(scene, camera, "reference")
+        split = render(scene, camera, backend, channel_chunk=chunk)
+        if channels <= 128:
+            for name, a, b in image_outputs(split, whole):
+                if exact:
+                    np.testing.assert_array_equal(a, b, err_msg=name)
+                else:
+                    assert rel_err(a, b) < 1e-6, name
+        else:
+            assert_outputs_match(split, whole, skip=threshold_flips(split, whole))
+        if channels > 128:
+            continue
+        grads = [jax.grad(image_loss_fn(camera, backend, weights, channel_chunk=c, feature_geometry=feature_geometry),
+                          tuple(range(6)))(*scene) for c in (channels, chunk)]
+        for name, a, b in zip(PARAMS, *grads):
+            if feature_geometry and name != "features" or not exact:
+                assert rel_err(a, b) < 1e-5, f"{channels} channels in chunks of {chunk}: d/d{name}"
+            else:  # the extra chunks add zeros to the geometry, and each channel is its own sum
+                np.testing.assert_array_equal(a, b, err_msg=f"{channels} channels in chunks of {chunk}: d/d{name}")
+
+
+@pytest.mark.parametrize("field,value", [("features", 0), ("channel_chunk", 0), ("channel_chunk", 129)])
+def test_unsupported_channel_counts_are_errors(field, value):
+    scene, camera = small_scene(0, n=10)
+    if field == "features":
+        with pytest.raises(ValueError, match="at least one channel"):
+            render(scene._replace(features=np.zeros((10, value), np.float32)), camera, "ffi")
+    else:
+        with pytest.raises(ValueError, match="channel_chunk"):
+            render(scene, camera, "ffi", channel_chunk=value)
 
 
 def test_bad_shapes_and_dtypes_are_errors():

@@ -13,7 +13,7 @@ from fit3d_jax import kernels
 from fit3d_jax.render import chunked, ffi, reference
 from fit3d_jax.render.camera import Camera
 
-MAX_CHANNELS = 128  # kMaxChannels in ffi_kernels/include/fit3d/common.h
+MAX_CHANNELS = 128  # kMaxChannels in ffi_kernels/include/fit3d/common.h: channels per kernel call
 BACKENDS = ("auto", "ffi", "jax", "reference")
 
 
@@ -62,7 +62,7 @@ def resolve_backend(backend: str) -> str:
     return "jax"
 
 
-def _check_inputs(means, scales, quats, opacities, sh, features, background):
+def _check_inputs(means, scales, quats, opacities, sh, features, background, channel_chunk):
     n = means.shape[0]
     chex.assert_shape(means, (n, 3))
     chex.assert_shape(scales, (n, 3))
@@ -75,9 +75,10 @@ def _check_inputs(means, scales, quats, opacities, sh, features, background):
     chex.assert_shape(background, (3,))
     if sh.shape[1] not in (1, 4, 9, 16):
         raise ValueError(f"sh must have 1, 4, 9 or 16 coefficients per Gaussian (degree 0..3), got {sh.shape[1]}")
-    c = features.shape[1]
-    if not 1 <= c <= MAX_CHANNELS:
-        raise ValueError(f"features must have 1..{MAX_CHANNELS} channels, got {c}")
+    if features.shape[1] < 1:
+        raise ValueError("features must have at least one channel")
+    if not 1 <= channel_chunk <= MAX_CHANNELS:
+        raise ValueError(f"channel_chunk must be in 1..{MAX_CHANNELS}, got {channel_chunk}")
     if n == 0:
         raise ValueError("rasterize needs at least one Gaussian")
     for name, x in dict(means=means, scales=scales, quats=quats, opacities=opacities, sh=sh, features=features).items():
@@ -101,6 +102,7 @@ def rasterize(
     backend: str = "auto",
     isect_capacity: int | None = None,
     tile_batches: int = 1,
+    channel_chunk: int = MAX_CHANNELS,
 ) -> RenderOutput:
     """Renders Gaussians into RGB, C feature channels, alpha and expected depth.
 
@@ -109,7 +111,8 @@ def rasterize(
         (w, x, y, z; normalised inside), (N,) opacities in [0, 1]. Activations (exp, sigmoid) are
         the caller's business.
       sh: (N, K, 3) SH coefficients, K = (degree + 1)^2 for degree 0..3.
-      features: (N, C) per-Gaussian features, 1 <= C <= 128.
+      features: (N, C) per-Gaussian features, any C >= 1: rendered ``channel_chunk`` channels
+        per rasterizer call (the kernels take at most 128), each chunk sharing the projection.
       camera: a :class:`Camera`; ``jax.vmap`` over a batched camera renders several views.
       background: (3,) RGB behind the Gaussians (default black). Features have no background.
       sh_degree: active SH degree (a traced int is fine: no retrace as it grows); default all.
@@ -126,6 +129,10 @@ def rasterize(
         :func:`default_isect_capacity`; ``out.n_isect`` tells what a scene needs.
       tile_batches: JAX backend only: tiles, sorted by list length, are blended in this many
         groups one after the other, each stopping at its own longest list (1: all in lock-step).
+      channel_chunk: feature channels per rasterizer call (1..128). RGB, alpha and depth come
+        from the first call; the others add only their features (and, with
+        ``feature_geometry``, their share of the geometry gradients), so splitting never changes
+        the result.
 
     Non-finite means, scales, rotations, opacities or SH coefficients of any Gaussian raise an
     error from the kernels; a non-finite feature value propagates (as NaN/Inf) into the pixels
@@ -136,7 +143,7 @@ def rasterize(
     if background is None:
         background = jnp.zeros(3, jnp.float32)
     background = jnp.asarray(background, jnp.float32)
-    _check_inputs(means, scales, quats, opacities, sh, features, background)
+    _check_inputs(means, scales, quats, opacities, sh, features, background, channel_chunk)
     # The kernels compute in float32; gradients flow back to the callers' dtypes.
     means, scales, quats, opacities, sh, features = (
         x.astype(jnp.float32) for x in (means, scales, quats, opacities, sh, features)
@@ -152,15 +159,20 @@ def rasterize(
     else:
         proj = reference.project(means, scales, quats, opacities, sh, sh_degree, camera)
     means2d = proj.means2d if screen_offset is None else proj.means2d + screen_offset
-    args = (means2d, proj.conics, opacities, proj.colors, proj.depths, features, proj.extents, width, height)
-    if backend == "ffi":
-        raster, n_isect = ffi.rasterize(*args, isect_capacity, bool(feature_geometry))
-    elif backend == "jax":
-        raster, n_isect = chunked.rasterize(*args, bool(feature_geometry), isect_capacity, int(tile_batches))
-    else:
-        raster = reference.rasterize_dense(*args, bool(feature_geometry))
-        n_isect = jnp.asarray(-1, jnp.int32)  # the dense reference does not bin
-    return compose_output(raster, proj.radii, background, n_isect)
+
+    def raster(chunk):
+        args = (means2d, proj.conics, opacities, proj.colors, proj.depths, chunk, proj.extents, width, height)
+        if backend == "ffi":
+            return ffi.rasterize(*args, isect_capacity, bool(feature_geometry))
+        if backend == "jax":
+            return chunked.rasterize(*args, bool(feature_geometry), isect_capacity, int(tile_batches))
+        return reference.rasterize_dense(*args, bool(feature_geometry)), jnp.asarray(-1, jnp.int32)  # the dense reference does not bin
+
+    parts = [raster(features[:, i:i + channel_chunk]) for i in range(0, features.shape[1], channel_chunk)]
+    first, n_isect = parts[0]
+    if len(parts) > 1:
+        first = first._replace(features=jnp.concatenate([p[0].features for p in parts], axis=-1))
+    return compose_output(first, proj.radii, background, n_isect)
 
 
 def compose_output(raster: reference.Raster, radii: jnp.ndarray, background: jnp.ndarray, n_isect: jnp.ndarray) -> RenderOutput:
