@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from fit3d_jax.errors import ConfigError
-from fit3d_jax.models.dinov2 import ARCHS, FIT3D_HUB_NAMES, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS
+from fit3d_jax.models.dinov2 import ARCHS, FIT3D_NAMES, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS
 from fit3d_jax.weights import FORMATS, LoadedWeights, WeightsError, load_weights
 
 
@@ -18,18 +18,25 @@ def _choice(config: ml_collections.ConfigDict, field: str, allowed) -> str | Non
     return value or None
 
 
-def load_configured_weights(config: ml_collections.ConfigDict) -> LoadedWeights:
-    """``load_weights`` driven by the config; bad values raise ConfigError naming the field."""
+ARCH_NAMES = frozenset({*ARCHS, *NAMED_MODELS, *FIT3D_NAMES})  # what ``arch`` takes
+
+
+def load_configured_weights(config: ml_collections.ConfigDict, source: str | None = None, arch: str | None = None,
+                            field: str = "config.weights") -> LoadedWeights:
+    """``load_weights`` driven by the config; bad values raise ConfigError naming the field.
+    ``source`` and ``arch`` replace ``config.weights`` and ``config.arch`` (each backbone of a
+    lift: ``field`` names where the source came from)."""
     kwargs = dict(
         format=_choice(config, "weights_format", FORMATS),
-        arch=_choice(config, "arch", {*ARCHS, *NAMED_MODELS, *FIT3D_HUB_NAMES}),
+        arch=arch or _choice(config, "arch", ARCH_NAMES),
         interpolation=_choice(config, "interpolation", INTERPOLATIONS),
         input_statistics=_choice(config, "input_statistics", {*INPUT_STATISTICS, "model"}),
     )
+    source = config.weights if source is None else source
     try:
-        return load_weights(config.weights, **kwargs)
+        return load_weights(source, **kwargs)
     except WeightsError as e:
-        raise ConfigError(f"config.weights={config.weights!r}: {e}") from None
+        raise ConfigError(f"{field}={source!r}: {e}") from None
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -190,6 +190,10 @@ FIT3D_HUB_NAMES = {
     "mae_base_fine": "vit_base_patch16_224",
     "deit3_base_fine": "deit3_base_patch16_224",
 }
+# FiT3D's --model_name values (its hubconf's finetuned_checkpoints keys, stage I's gen_commands.py):
+# the same models, the names a multi-backbone lift's backbones take.
+FIT3D_MODEL_NAMES = {hub.removesuffix("_fine"): timm for hub, timm in FIT3D_HUB_NAMES.items()}
+FIT3D_NAMES = {**FIT3D_HUB_NAMES, **FIT3D_MODEL_NAMES}
 
 
 def timm_config(name: str, depth: int = 12) -> ViTConfig:

