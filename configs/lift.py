@@ -35,6 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
         dict(output_dir="outputs/rooms", seed=0, width=160, height=108, num_train=20, num_test=4)
     )
     common.weights(c)  # the 2D model whose features are lifted
+    # Several 2D models lifted on one geometry (one pass per scene instead of one per model): comma-separated
+    # name=weights, each weights as config.weights takes them; a model name (FiT3D's dinov2_small, dinov2_base,
+    # dinov2_reg_small, clip_base, mae_base, deit3_base; timm's; dinov3_vits16 ...) checks its weights.
+    # Outputs per name: <output_dir>/store/<name>/ (stage II's store), <output_dir>/<scene>/<name>/. '' = config.weights alone.
+    c.backbones = ""
     # The authors' recipe (3DGS with a feature head): 30k iterations, Adam per parameter group.
     c.recipe = ml_collections.ConfigDict(dict(
         iterations=30_000, feature_dim=64,
@@ -42,6 +47,9 @@ def get_config() -> ml_collections.ConfigDict:
         lr_scales=5e-3, lr_quats=1e-3, lr_opacity=0.05, lr_sh_dc=2.5e-3, lr_sh_rest=1.25e-4, lr_features=6.25e-5,
         lr_decoder=6.25e-5, lambda_dssim=0.2, lambda_feature=1.0,
         sh_every=1000,  # one more SH degree every this many iterations (up to 3)
+        # bfloat16: the decoder's convolutions on tensor cores (float32 accumulation) and the targets' forward in bfloat16
+        # (float32 residual stream); float32 for either as the authors (TF32 convolutions on GPUs)
+        decoder_dtype="bfloat16", target_dtype="bfloat16",
     ))
     # Densification (lift.strategy): 'default' is 3DGS's adaptive density control with the authors' thresholds.
     c.strategy = ml_collections.ConfigDict(dict(

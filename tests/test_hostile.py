@@ -23,7 +23,7 @@ from fit3d_jax.lift.gaussians import init_from_points
 from fit3d_jax.models.dinov2 import ViTConfig, init_params
 from fit3d_jax.scenes import SceneError, load_scene, nerfstudio, verify_pixels
 from fit3d_jax.scenes.synthetic import generate_room
-from fit3d_jax.weights import save_params, write_state_dict
+from fit3d_jax.weights import load_weights, save_params, write_state_dict
 from fit3d_jax.weights.state_dicts import flax_to_official
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,8 +107,9 @@ def test_lift_that_goes_nan_stops_and_writes_no_results(room, tiny_vit, sandbox,
     unchanged()
 
 
-def nan_store(store: Path, dim: int = 32, count: int = 300, poison: bool = True) -> None:
-    """A store entry of random Gaussians in front of the camera (one NaN feature row if ``poison``)."""
+def nan_store(store: Path, dim: int = 32, count: int = 300, poison: bool = True, weights: Path | None = None) -> None:
+    """A store entry of random Gaussians in front of the camera (one NaN feature row if ``poison``),
+    recorded as lifted from ``weights``."""
     rng = np.random.default_rng(0)
     points = rng.uniform(-1, 1, (count, 3)) + [0, 0, 3]
     g, active = init_from_points(points, rng.integers(0, 256, (count, 3)), 8, count)
@@ -120,7 +121,11 @@ def nan_store(store: Path, dim: int = 32, count: int = 300, poison: bool = True)
     cv2.imwrite(str(image), rng.integers(0, 256, (28, 42, 3), dtype=np.uint8))
     views = [dict(image=str(image), mask=None, width=42, height=28, fx=30.0, fy=30.0, cx=21.0, cy=14.0,
                   world_to_camera=np.eye(4).tolist())] * 2
-    export.write_store_entry(store, "diverged", g, active, decoder, views, [])
+    record = {"fingerprint": "0" * 24, "description": "none"}
+    if weights is not None:
+        loaded = load_weights(str(weights), announce=False)
+        record = {"fingerprint": loaded.fingerprint, "description": loaded.description}
+    export.write_store_entry(store, "diverged", g, active, decoder, views, [], record)
 
 
 def test_finetune_refuses_a_store_with_non_finite_values(tmp_path, sandbox):
@@ -136,7 +141,7 @@ def test_finetune_refuses_a_store_with_non_finite_values(tmp_path, sandbox):
 
 def test_finetune_that_goes_nan_stops_without_a_checkpoint(tiny_vit, tmp_path, sandbox):
     out, start, unchanged = sandbox
-    nan_store(tmp_path / "store", poison=False)
+    nan_store(tmp_path / "store", poison=False, weights=tiny_vit)
     start()
     failed(main("--config=configs/finetune.py", f"--config.store={tmp_path / 'store'}", f"--config.output_dir={out}",
                 f"--config.weights={tiny_vit}", "--config.recipe.learning_rate=1e30", "--config.recipe.clip_norm=1e30",
@@ -198,7 +203,6 @@ def test_resuming_against_another_scene_or_recipe_names_what_differs(room, tiny_
 
 def test_target_cache_follows_the_images_content(room, tiny_vit, tmp_path):
     from fit3d_jax.lift.targets import cached_targets
-    from fit3d_jax.weights import load_weights
 
     scene_dir = copy_room(room, tmp_path / "scene")
     weights = load_weights(str(tiny_vit), announce=False)

@@ -38,6 +38,7 @@ class StoredScene:
     decoder: np.ndarray  # (3, 3, F, D) convolution kernel
     views: tuple[StoredView, ...]  # training views: the samples of stage II
     test_views: tuple[StoredView, ...] = ()  # held out: for visualisations
+    weights: dict | None = None  # the lifted weights' fingerprint and description (None: not recorded)
 
     @property
     def num_gaussians(self) -> int:
@@ -93,19 +94,45 @@ def load_store(store_dir: str | Path) -> list[StoredScene]:
             entry = json.loads(json_path.read_text())
             views = tuple(_view(e, f"{json_path} views[{i}]") for i, e in enumerate(entry["views"]))
             test_views = tuple(_view(e, f"{json_path} test_views[{i}]") for i, e in enumerate(entry.get("test_views", [])))
+            weights = entry.get("weights")
+            if weights is not None and not (isinstance(weights, dict) and isinstance(weights.get("fingerprint"), str)):
+                raise TypeError(f"'weights' is {weights!r}, not a record with a 'fingerprint'")
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise SceneError(f"{json_path}: malformed ({e!r})") from None
         if not views:
             raise SceneError(f"{json_path}: no training views")
         if arrays["decoder"].shape[2] != arrays["features"].shape[1]:
             raise SceneError(f"{npz_path}: decoder input {arrays['decoder'].shape[2]} != feature dim {arrays['features'].shape[1]}")
-        scenes.append(StoredScene(name=npz_path.stem, views=views, test_views=test_views, **arrays))
+        scenes.append(StoredScene(name=npz_path.stem, views=views, test_views=test_views, weights=weights, **arrays))
     if not scenes:
+        per_backbone = sorted(d.name for d in store_dir.iterdir() if d.is_dir() and any(d.glob("*.npz")))
+        if per_backbone:
+            raise SceneError(f"{store_dir} holds the stores of a multi-backbone lift ({', '.join(per_backbone)}): pass one of "
+                             f"them, e.g. {store_dir / per_backbone[0]}, with the weights of that backbone")
         raise SceneError(f"{store_dir}: no scenes in the store")
     dims = {s.target_dim for s in scenes}
     if len(dims) > 1:
         raise SceneError(f"{store_dir}: scenes decode to different feature dimensions {sorted(dims)}")
+    lifted = {(s.weights or {}).get("fingerprint") for s in scenes}
+    if len(lifted) > 1:
+        by = {f: [s.name for s in scenes if (s.weights or {}).get("fingerprint") == f] for f in lifted}
+        raise SceneError(f"{store_dir}: scenes were lifted from different weights ("
+                         + "; ".join(f"{f or 'not recorded'}: {', '.join(names[:3])}" for f, names in by.items())
+                         + "); a store holds one backbone's scenes (a multi-backbone lift writes store/<name>/)")
     return scenes
+
+
+def check_weights(scenes: list[StoredScene], fingerprint: str, description: str) -> None:
+    """Raises SceneError unless the store's scenes were lifted from the weights with
+    ``fingerprint``: stage II trains the model to reproduce those features, not another's."""
+    lifted = scenes[0].weights
+    if lifted is None:
+        raise SceneError(f"scene {scenes[0].name!r} has no record of the weights it was lifted from (a store written before "
+                         "that record existed); lift the scenes again")
+    if lifted["fingerprint"] != fingerprint:
+        raise SceneError(f"the store was lifted from other weights: {lifted.get('description', '?')} (fingerprint "
+                         f"{lifted['fingerprint']}), not {description} (fingerprint {fingerprint}); pass the weights it was "
+                         "lifted from, or the store of these weights (a multi-backbone lift writes one per backbone, store/<name>/)")
 
 
 def store_fingerprint(store_dir: str | Path) -> str:

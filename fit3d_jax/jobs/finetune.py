@@ -10,7 +10,7 @@ import ml_collections
 
 from fit3d_jax import images, viz
 from fit3d_jax.errors import ConfigError
-from fit3d_jax.finetune.store import load_store, store_fingerprint
+from fit3d_jax.finetune.store import check_weights, load_store, store_fingerprint
 from fit3d_jax.finetune.train import Recipe, finetune
 from fit3d_jax.harness import outputs
 from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
@@ -58,6 +58,10 @@ def run(config: ml_collections.ConfigDict) -> None:
     except SceneError as e:
         raise ConfigError(f"config.store: {e}") from None
     weights = load_configured_weights(config)
+    try:
+        check_weights(scenes, weights.fingerprint, weights.description)
+    except SceneError as e:
+        raise ConfigError(f"config.store={config.store!r} and config.weights={config.weights!r}: {e}") from None
     print(f"finetune: {len(scenes)} scene(s), {sum(len(s.views) for s in scenes)} training views, "
           f"{jax.device_count()} device(s), global batch {recipe.batch_size}")
     state, summary = finetune(

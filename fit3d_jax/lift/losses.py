@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fit3d_jax.render.decode import decode, decode_input_grad, decode_kernel_grad
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
@@ -64,3 +68,34 @@ def cosine_similarity(pred: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray)
     norms = jnp.linalg.norm(pred, axis=-1) * jnp.linalg.norm(target, axis=-1)
     cos = dot / jnp.maximum(norms, 1e-8)
     return jnp.sum(cos * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def decoded_l1(features: jnp.ndarray, kernel: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray, dtype=jnp.float32) -> jnp.ndarray:
+    """``l1(decode(features, kernel), target, mask)``: the feature loss of stage I, differentiable
+    in the features and the decoder kernel (the target and mask are data).
+
+    The decoder's three convolutions (forward and the two of the backward) take ``dtype``
+    operands and accumulate in float32. The backward's cotangent is sign(decoded - target) x mask,
+    exact in bfloat16 for 0/1 masks, with the mean's scale applied after, so bfloat16 rounds only
+    the features and the kernel."""
+    return _decoded_l1_forward(features, kernel, target, mask, dtype)[0]
+
+
+def _decoded_l1_forward(features, kernel, target, mask, dtype):
+    decoded = decode(features, kernel, dtype)
+    diff = decoded - target
+    count = jnp.maximum(jnp.sum(mask) * decoded.shape[-1], 1.0)
+    signs = (jnp.sign(diff) * mask[..., None]).astype(dtype)
+    loss = jnp.sum(jnp.abs(diff) * mask[..., None]) / count
+    return loss, (features, kernel, signs, count)
+
+
+def _decoded_l1_backward(dtype, residuals, cotangent):
+    features, kernel, signs, count = residuals
+    scale = cotangent / count
+    return ((decode_input_grad(signs, kernel.astype(dtype)) * scale).astype(features.dtype),
+            (decode_kernel_grad(features.astype(dtype), signs) * scale).astype(kernel.dtype), None, None)
+
+
+decoded_l1.defvjp(_decoded_l1_forward, _decoded_l1_backward)

@@ -1,5 +1,5 @@
 """The state of a lift and its buffer surgery: Gaussians in fixed-capacity slots with an active
-mask, their optimiser state and densification statistics, the decoder, the iteration; growing
+mask, their optimiser state and densification statistics, the decoders, the iteration; growing
 the slots (a re-trace) and compacting them once the Gaussians are final."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class LiftState:
     active: jnp.ndarray
     stats: Any  # the densification strategy's statistics (per slot)
     opt_state: Any
-    decoder: Any
+    decoders: tuple  # per backbone, the decoder's parameters
     decoder_opt_state: Any
     iteration: jnp.ndarray  # iterations done
     nonfinite: guard.NonFinite  # the first iteration whose loss or gradients were not finite

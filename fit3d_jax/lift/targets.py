@@ -1,9 +1,11 @@
-"""DINOv2 feature targets of a scene's views, computed once and cached per scene.
+"""A backbone's feature targets of a scene's views, computed once and cached per scene.
 
-As the authors do: the image is resized *down* to a multiple of the patch size on each side, the ViT's
-final-norm patch tokens (h, w, D) are the target, and the training step upsamples them
-bilinearly to the full image resolution. The low-resolution tokens are what is cached (float16),
-so a scene of hundreds of views costs megabytes rather than hundreds of gigabytes.
+As the authors do: the image is resized *down* to a multiple of the backbone's patch size on each
+side, the ViT's final-norm patch tokens (h, w, D) are the target, and the training step upsamples
+them bilinearly to the full image resolution. The low-resolution tokens are what is cached
+(float16), so a scene of hundreds of views costs megabytes rather than hundreds of gigabytes.
+The forward runs in batches, on bfloat16 tensor cores by default (``dtype``; float32 residual
+stream, as under torch.autocast).
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from fit3d_jax.prefetch import Prefetcher
 from fit3d_jax.scenes import View, read_image
 from fit3d_jax.weights import LoadedWeights
 
-BATCH = 8
+BATCH = 16
 
 
-def _cache_key(weights: LoadedWeights, fingerprint: str) -> str:
-    """Weights and the scene's content (``scenes.verify_pixels``): images replaced in place change it."""
-    return hashlib.sha256(json.dumps([weights.description, fingerprint]).encode()).hexdigest()[:16]
+def _cache_key(weights: LoadedWeights, fingerprint: str, dtype) -> str:
+    """The weights' content, the compute dtype and the scene's content (``scenes.verify_pixels``):
+    images replaced in place change it."""
+    return hashlib.sha256(json.dumps([weights.fingerprint, fingerprint, np.dtype(dtype).name]).encode()).hexdigest()[:16]
 
 
-def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32) -> np.ndarray:
+def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.bfloat16) -> np.ndarray:
     """(V, h, w, D) float16 patch tokens of the views (all views of a scene share one size).
 
     Images are read and resized by background threads while the device runs, and the last batch
@@ -53,10 +56,10 @@ def compute_targets(views: list[View], weights: LoadedWeights, dtype=jnp.float32
     return np.concatenate([np.asarray(tokens) for tokens in out])
 
 
-def cached_targets(cache_dir: Path, views: list[View], weights: LoadedWeights, fingerprint: str) -> np.ndarray:
-    """Targets for ``views`` from ``cache_dir`` when present for these weights and this scene
+def cached_targets(cache_dir: Path, views: list[View], weights: LoadedWeights, fingerprint: str, dtype=jnp.bfloat16) -> np.ndarray:
+    """Targets for ``views`` from ``cache_dir`` when present for these weights, dtype and scene
     content, else computed and written there. A damaged cache file is derived data: recomputed."""
-    path = Path(cache_dir) / f"dinov2_targets_{_cache_key(weights, fingerprint)}.npy"
+    path = Path(cache_dir) / f"targets_{_cache_key(weights, fingerprint, dtype)}.npy"
     if path.exists():
         try:
             cached = np.load(path)
@@ -64,7 +67,7 @@ def cached_targets(cache_dir: Path, views: list[View], weights: LoadedWeights, f
                 return cached
         except (OSError, ValueError, EOFError) as e:
             print(f"note: {path} is damaged ({e}); computing the targets again")
-    targets = compute_targets(views, weights)
+    targets = compute_targets(views, weights, dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, targets)

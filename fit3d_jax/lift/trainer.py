@@ -1,4 +1,5 @@
-"""Stage I: fit feature Gaussians and a scene decoder to one scene's images and DINOv2 features.
+"""Stage I: fit feature Gaussians and scene decoders to one scene's images and the 2D models'
+features.
 
 The authors' recipe (../shared/REFERENCE.md, 3DGS defaults): one random training view per
 iteration, black background, SH degree +1 every 1000 iterations, loss
@@ -7,12 +8,18 @@ gradients to the features and decoder only (the rasterizer routes them), Adam (e
 per-group learning rates and the means' exponential decay. The densification strategy
 (``lift.strategy``) collects its statistics inside the step and acts between steps, on the same
 fixed-capacity buffers; the step is jitted once per capacity.
+
+With K backbones (``lift.backbones``) each Gaussian holds K slices of ``feature_dim`` channels,
+rendered in the same rasterizer calls as the colour; backbone k's slice, decoder and targets make
+its feature loss term, and the K terms add to the colour loss. No term reaches another's
+parameters or the geometry, so each backbone trains as it would alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,12 +28,17 @@ import optax
 from flax import struct
 
 from fit3d_jax.harness import guard
+from fit3d_jax.lift.backbones import Backbone
 from fit3d_jax.lift.gaussians import Gaussians, activated
-from fit3d_jax.lift.losses import cosine_similarity, l1, psnr, ssim
+from fit3d_jax.lift.losses import cosine_similarity, decoded_l1, l1, psnr, ssim
 from fit3d_jax.lift.state import LiftState
 from fit3d_jax.lift.strategy import Strategy
-from fit3d_jax.render import Camera
-from fit3d_jax.render.decode import render_and_decode
+from fit3d_jax.render import Camera, RenderOutput, rasterize
+from fit3d_jax.render.decode import decode
+from fit3d_jax.resize import resize_bilinear
+
+# Compute types of the targets' forward and of the decoder's convolutions (float32 accumulation either way).
+DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +60,15 @@ class Recipe:
     lambda_dssim: float = 0.2
     lambda_feature: float = 1.0
     sh_every: int = 1000  # one more SH degree every this many iterations (up to 3)
+    # The decoder's convolutions in training: bfloat16 operands on tensor cores (the backward's
+    # cotangent, sign x mask, is exact there); float32 as the authors (TF32 on GPUs).
+    decoder_dtype: str = "bfloat16"
+    target_dtype: str = "bfloat16"  # the 2D models' forward for the targets (float32 residual stream)
+
+    def __post_init__(self):
+        for field in ("decoder_dtype", "target_dtype"):
+            if getattr(self, field) not in DTYPES:
+                raise ValueError(f"{field}={getattr(self, field)!r} is not one of {sorted(DTYPES)}")
 
 
 class Decoder(nn.Module):
@@ -67,7 +88,7 @@ class SceneArrays:
 
     images: jnp.ndarray  # (V, H, W, 3) uint8
     masks: jnp.ndarray  # (V, H, W) float32, 1 = pixel counts
-    targets: jnp.ndarray  # (V, h, w, D) float16 DINOv2 tokens
+    targets: tuple[jnp.ndarray, ...]  # per backbone (V, h, w, D) float16 patch tokens
     viewmats: jnp.ndarray  # (V, 4, 4) world-to-camera
     intrinsics: jnp.ndarray  # (V, 4) fx fy cx cy
     width: int = struct.field(pytree_node=False)
@@ -105,38 +126,57 @@ def decoder_optimizer(recipe: Recipe) -> optax.GradientTransformation:
     return optax.adam(recipe.lr_decoder, eps=1e-15)
 
 
-def init_state(gaussians: Gaussians, active, recipe: Recipe, strategy: Strategy, extent: float, target_dim: int, key) -> LiftState:
-    decoder = Decoder(target_dim).init(key, jnp.zeros((1, 8, 8, recipe.feature_dim)))["params"]
+def init_state(gaussians: Gaussians, active, recipe: Recipe, strategy: Strategy, extent: float, target_dims: tuple[int, ...],
+               key) -> LiftState:
+    """``gaussians`` hold ``recipe.feature_dim`` channels per decoder of ``target_dims``. Each
+    decoder starts from ``key``, as it would in a lift of its backbone alone."""
+    chex.assert_shape(gaussians.features, (None, recipe.feature_dim * len(target_dims)))
+    decoders = tuple(Decoder(dim).init(key, jnp.zeros((1, 8, 8, recipe.feature_dim)))["params"] for dim in target_dims)
     return LiftState(
         gaussians=gaussians,
         active=jnp.asarray(active),
         stats=strategy.init(gaussians.capacity),
         opt_state=gaussian_optimizer(recipe, extent).init(gaussians),
-        decoder=decoder,
-        decoder_opt_state=decoder_optimizer(recipe).init(decoder),
+        decoders=decoders,
+        decoder_opt_state=decoder_optimizer(recipe).init(decoders),
         iteration=jnp.int32(0),
         nonfinite=guard.NonFinite.none(),
     )
 
 
-def render(state: LiftState, data: SceneArrays, index, sh_degree, screen_offset=None):
-    """Renders view ``index``: (RenderOutput, decoded features (H, W, D))."""
+def render(state: LiftState, data: SceneArrays, index, sh_degree, screen_offset=None) -> RenderOutput:
+    """Renders view ``index``: colour and every backbone's feature channels."""
     means, scales, quats, opacities, sh, feats = activated(state.gaussians, state.active)
-    return render_and_decode(means, scales, quats, opacities, sh, feats, state.decoder["Conv_0"]["kernel"], data.camera(index),
-                             jnp.zeros(3), sh_degree=sh_degree, screen_offset=screen_offset)
+    return rasterize(means, scales, quats, opacities, sh, feats, data.camera(index), jnp.zeros(3), sh_degree=sh_degree,
+                     screen_offset=screen_offset)
 
 
-def upsampled_target(data: SceneArrays, index) -> jnp.ndarray:
-    """The view's DINOv2 tokens upsampled bilinearly to the image resolution (H, W, D)."""
-    tokens = data.targets[index].astype(jnp.float32)
-    return jax.image.resize(tokens, (data.height, data.width, tokens.shape[-1]), "bilinear", antialias=False)
+def backbone_features(features: jnp.ndarray, k: int, feature_dim: int) -> jnp.ndarray:
+    """Backbone ``k``'s channels of a rendered (H, W, K F) feature image."""
+    return features[..., k * feature_dim:(k + 1) * feature_dim]
 
 
-GUARDED = ("loss", "l1", "ssim", "feature_l1", "gradients")  # what the step watches for non-finite values
+def kernel(decoder) -> jnp.ndarray:
+    """A decoder's (3, 3, F, D) convolution kernel."""
+    return decoder["Conv_0"]["kernel"]
 
 
-def make_train_step(recipe: Recipe, strategy: Strategy, extent: float):
+def upsampled_target(data: SceneArrays, k: int, index) -> jnp.ndarray:
+    """Backbone ``k``'s tokens of the view upsampled bilinearly (as torch) to the image (H, W, D):
+    two taps per axis, which XLA reads inside the loss's fusion."""
+    tokens = data.targets[k][index].astype(jnp.float32)
+    return resize_bilinear(tokens[None], (data.height, data.width))[0]
+
+
+def guarded(backbones: tuple[Backbone, ...]) -> tuple[str, ...]:
+    """What the step watches for non-finite values."""
+    return ("loss", "l1", "ssim", *(b.key("feature_l1") for b in backbones), "gradients")
+
+
+def make_train_step(recipe: Recipe, strategy: Strategy, extent: float, backbones: tuple[Backbone, ...]):
     gopt, dopt = gaussian_optimizer(recipe, extent), decoder_optimizer(recipe)
+    dtype = DTYPES[recipe.decoder_dtype]
+    names = guarded(backbones)
 
     def step(state: LiftState, data: SceneArrays, index):
         iteration = state.iteration + 1  # 1-based, as the authors count
@@ -144,29 +184,34 @@ def make_train_step(recipe: Recipe, strategy: Strategy, extent: float):
         image = data.images[index].astype(jnp.float32) / 255.0
         mask = data.masks[index]
 
-        def loss_fn(gaussians, decoder, offset):
-            out, decoded = render(state.replace(gaussians=gaussians, decoder=decoder), data, index, sh_degree, offset)
+        def loss_fn(gaussians, decoders, offset):
+            out = render(state.replace(gaussians=gaussians), data, index, sh_degree, offset)
             rgb_l1 = l1(out.rgb, image, mask)
             rgb_ssim = ssim(out.rgb, image, mask)
-            feature_l1 = l1(decoded, upsampled_target(data, index), mask)
-            loss = (1 - recipe.lambda_dssim) * rgb_l1 + recipe.lambda_dssim * (1 - rgb_ssim) + recipe.lambda_feature * feature_l1
-            return loss, dict(loss=loss, l1=rgb_l1, ssim=rgb_ssim, feature_l1=feature_l1, radii=out.radii, n_isect=out.n_isect)
+            loss = (1 - recipe.lambda_dssim) * rgb_l1 + recipe.lambda_dssim * (1 - rgb_ssim)
+            aux = dict(l1=rgb_l1, ssim=rgb_ssim, radii=out.radii, n_isect=out.n_isect)
+            for k, (backbone, decoder) in enumerate(zip(backbones, decoders)):
+                features = backbone_features(out.features, k, recipe.feature_dim)
+                feature_l1 = decoded_l1(features, kernel(decoder), upsampled_target(data, k, index), mask, dtype)
+                loss = loss + recipe.lambda_feature * feature_l1
+                aux[backbone.key("feature_l1")] = feature_l1
+            return loss, aux | {"loss": loss}
 
         offset = jnp.zeros((state.capacity, 2), jnp.float32)
-        grads, aux = jax.grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(state.gaussians, state.decoder, offset)
+        grads, aux = jax.grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(state.gaussians, state.decoders, offset)
         g_gauss, g_dec, g_offset = grads
         watched = {**aux, "gradients": guard.all_finite((g_gauss, g_dec))}
         updates, opt_state = gopt.update(g_gauss, state.opt_state, state.gaussians)
-        d_updates, decoder_opt_state = dopt.update(g_dec, state.decoder_opt_state, state.decoder)
+        d_updates, decoder_opt_state = dopt.update(g_dec, state.decoder_opt_state, state.decoders)
         stats = strategy.accumulate(state.stats, iteration, g_offset, aux.pop("radii"), data.width, data.height)
         new_state = state.replace(
             gaussians=optax.apply_updates(state.gaussians, updates),
             opt_state=opt_state,
-            decoder=optax.apply_updates(state.decoder, d_updates),
+            decoders=optax.apply_updates(state.decoders, d_updates),
             decoder_opt_state=decoder_opt_state,
             stats=stats,
             iteration=iteration,
-            nonfinite=state.nonfinite.record(iteration, watched, GUARDED),
+            nonfinite=state.nonfinite.record(iteration, watched, names),
         )
         return new_state, aux
 
@@ -180,19 +225,23 @@ def view_for_iteration(iteration: int, num_views: int, seed: int) -> int:
     return int(np.random.default_rng([seed, epoch]).permutation(num_views)[position])
 
 
-def make_eval():
+def make_eval(recipe: Recipe, backbones: tuple[Backbone, ...]):
+    """A jitted evaluation of one view: (metrics, render, per backbone (decoded, upsampled target)).
+    Decoding is float32, as stage II renders its targets."""
+
     @jax.jit
     def evaluate(state: LiftState, data: SceneArrays, index):
-        out, decoded = render(state, data, index, jnp.int32(3))
+        out = render(state, data, index, jnp.int32(3))
         image = data.images[index].astype(jnp.float32) / 255.0
         mask = data.masks[index]
-        target = upsampled_target(data, index)
-        metrics = dict(
-            psnr=psnr(out.rgb, image, mask),
-            ssim=ssim(out.rgb, image, mask),
-            feature_l1=l1(decoded, target, mask),
-            feature_cosine=cosine_similarity(decoded, target, mask),
-        )
-        return metrics, out, decoded, target
+        metrics = dict(psnr=psnr(out.rgb, image, mask), ssim=ssim(out.rgb, image, mask))
+        pairs = []
+        for k, (backbone, decoder) in enumerate(zip(backbones, state.decoders)):
+            decoded = decode(backbone_features(out.features, k, recipe.feature_dim), kernel(decoder))
+            target = upsampled_target(data, k, index)
+            metrics[backbone.key("feature_l1")] = l1(decoded, target, mask)
+            metrics[backbone.key("feature_cosine")] = cosine_similarity(decoded, target, mask)
+            pairs.append((decoded, target))
+        return metrics, out, pairs
 
     return evaluate
