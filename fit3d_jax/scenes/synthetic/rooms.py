@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import os
@@ -119,21 +120,26 @@ def _write_room(folder: Path, params: dict) -> None:
     for sub in ("images", "depth", "labels"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     held_out = test_indices(count, params["num_test"])
-    train, test, train_renders = [], [], []
+    views = []
     for k, pose in enumerate(poses):
         name = f"frame_{k:05d}.png"
-        view = View(name=Path(name).stem, image_path=folder / "images" / name, width=width, height=height, fx=focal, fy=focal,
-                    cx=width / 2, cy=height / 2, world_to_camera=pose, depth_path=folder / "depth" / name,
-                    label_path=folder / "labels" / name)
+        views.append(View(name=Path(name).stem, image_path=folder / "images" / name, width=width, height=height, fx=focal, fy=focal,
+                          cx=width / 2, cy=height / 2, world_to_camera=pose, depth_path=folder / "depth" / name,
+                          label_path=folder / "labels" / name))
+
+    def render(view: View) -> tuple[np.ndarray, np.ndarray]:
         image, depth, labels = renderer.render(view)
         write_png(view.image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         write_png(view.depth_path, depth_millimetres(depth))
         write_png(view.label_path, labels)
-        if k in held_out:
-            test.append(view)
-        else:
-            train.append(view)
-            train_renders.append((image, depth))
+        return image, depth
+
+    # Views render independently (the ray casting and PNG encoding release the GIL): one per core.
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        renders = list(pool.map(render, views))
+    train = [v for k, v in enumerate(views) if k not in held_out]
+    test = [v for k, v in enumerate(views) if k in held_out]
+    train_renders = [r for k, r in enumerate(renders) if k not in held_out]
     points, colours = sparse_points(np.random.default_rng([seed, 2]), train, train_renders, [pinhole_rays(v) for v in train],
                                     params["num_points"], params["point_noise"])
     nerfstudio.write_scene(SceneData(name=folder.name, root=folder, train=tuple(train), test=tuple(test), points=points,
