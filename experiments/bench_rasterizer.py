@@ -9,6 +9,9 @@ coefficients normal(0, 0.3); C=64 features normal(0, 1) (fit3d_jax.render.random
 Figures per N: `forward` renders RGB and the 64 features; `step` is the FiT3D step, value and
 gradients (all parameters) of mean|rgb| + mean|features| with feature gradients reaching the
 features only (gsplat: an RGB call with gradients plus a 64-channel call on detached geometry).
+gsplat runs with its default `channel_chunk=32` (impl `gsplat`: the 64 channels in two passes)
+and with `channel_chunk=64` (impl `gsplat64`: one pass); each result records gsplat's version, so
+another gsplat (its main branch, built from source) runs by putting it first on PYTHONPATH.
 Median of 20 timed runs after warm-up, and the process's peak device memory, both as allocated
 (JAX peak_bytes_in_use / torch max_memory_allocated) and as reserved by the allocator (JAX
 peak_pool_bytes / torch max_memory_reserved); each measurement runs in its own process so peaks
@@ -81,7 +84,8 @@ def worker_fit3d(n: int, figure: str, backend: str = "ffi", **options) -> dict:
     return result
 
 
-def worker_gsplat(n: int, figure: str) -> dict:
+def worker_gsplat(n: int, figure: str, channel_chunk: int = 32) -> dict:
+    import gsplat
     import torch
     from gsplat import rasterization
 
@@ -95,7 +99,8 @@ def worker_gsplat(n: int, figure: str) -> dict:
     def call(colors, sh_degree, detach):
         g = (lambda t: t.detach()) if detach else (lambda t: t)
         out, _, _ = rasterization(
-            g(p["means"]), g(p["quats"]), g(p["scales"]), g(p["opacities"]), colors, viewmats, ks, WIDTH, HEIGHT, sh_degree=sh_degree
+            g(p["means"]), g(p["quats"]), g(p["scales"]), g(p["opacities"]), colors, viewmats, ks, WIDTH, HEIGHT, sh_degree=sh_degree,
+            channel_chunk=channel_chunk,
         )
         return out
 
@@ -116,7 +121,9 @@ def worker_gsplat(n: int, figure: str) -> dict:
     times = timings_ms(forward if figure == "forward" else step, lambda _: torch.cuda.synchronize(), warmup=3)
     med = statistics.median(times)
     return {
-        "impl": "gsplat",
+        "impl": "gsplat" if channel_chunk == 32 else f"gsplat{channel_chunk}",
+        "version": gsplat.__version__,
+        "channel_chunk": channel_chunk,
         "n": n,
         "figure": figure,
         "device": torch.cuda.get_device_name(),
@@ -128,8 +135,9 @@ def worker_gsplat(n: int, figure: str) -> dict:
     }
 
 
-WORKERS = {"fit3d": worker_fit3d, "gsplat": worker_gsplat, "jax": lambda n, figure: worker_fit3d(n, figure, backend="jax")}
-IMPL_NAMES = {"fit3d": "fit3d_jax", "gsplat": "gsplat", "jax": "fit3d_jax_jax"}
+WORKERS = {"fit3d": worker_fit3d, "gsplat": worker_gsplat, "gsplat64": lambda n, figure: worker_gsplat(n, figure, 64),
+           "jax": lambda n, figure: worker_fit3d(n, figure, backend="jax")}
+IMPL_NAMES = {"fit3d": "fit3d_jax", "gsplat": "gsplat", "gsplat64": "gsplat64", "jax": "fit3d_jax_jax"}
 
 
 def run_worker(impl: str, n: int, figure: str) -> dict:
@@ -166,8 +174,18 @@ def table(results: list[dict]) -> str:
     impls = {r["impl"] for r in results}
     by = {(r["impl"], r["n"], r["figure"]): r for r in results}
     parts = []
-    if "gsplat" in impls:
-        parts += ratio_table(results, "fit3d_jax", "gsplat", "fit3d / gsplat") + [""]
+    for gsplat in sorted(i for i in impls if i.startswith("gsplat")):
+        parts += ratio_table(results, "fit3d_jax", gsplat, f"fit3d / {gsplat}") + [""]
+    best = []
+    for n in sorted({r["n"] for r in results}):
+        peers = [r for r in results if r["n"] == n and r["figure"] == "step" and r["impl"].startswith("gsplat") and "median_ms" in r]
+        ours = by.get(("fit3d_jax", n, "step"), {})
+        if peers and "median_ms" in ours:
+            top = min(peers, key=lambda r: r["median_ms"])
+            best.append(f"N={n:,}: fit3d {ours['median_ms']:.2f} ms = {ours['median_ms'] / top['median_ms']:.2f}x the best gsplat step "
+                        f"({top['impl']} {top.get('version', '?')}, {top['median_ms']:.2f} ms)")
+    if best:
+        parts += ["FiT3D step against the best gsplat setting: " + "; ".join(best), ""]
     if "fit3d_jax_jax" in impls:
         parts += ratio_table(results, "fit3d_jax_jax", "fit3d_jax", "jax / CUDA") + [""]
     extra = ["fit3d_jax step breakdown (ms): " + "; ".join(
@@ -185,7 +203,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=sorted(WORKERS))
     parser.add_argument("--n", type=int, nargs="+", default=[250_000, 1_000_000, 3_000_000])
     parser.add_argument("--figure", default="step")
-    parser.add_argument("--impls", nargs="+", default=["fit3d", "gsplat"])
+    parser.add_argument("--impls", nargs="+", default=["fit3d", "gsplat", "gsplat64"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.worker:

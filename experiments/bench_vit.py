@@ -27,7 +27,6 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU
 import argparse
 import dataclasses
 import datetime
-import gzip
 import json
 import platform
 import sys
@@ -44,7 +43,7 @@ import torch
 
 from fit3d_jax.models.dinov2 import DINOV3_MODELS, FORWARD_COMPILER_OPTIONS, NAMED_MODELS, DinoV2
 from fit3d_jax.weights import load_weights
-from timing import median_ms
+from timing import median_ms, summarise_kernels, trace_jax
 
 TARGET_SPEEDUP = 1.1
 
@@ -180,29 +179,6 @@ def kernel_class(name: str) -> str:
     return "other (norms, activations, copies)"
 
 
-def summarise_kernels(durations_us: dict[str, float], calls: int) -> dict:
-    """GPU milliseconds per call, by class and for the ten longest kernels."""
-    classes: dict[str, float] = {}
-    for name, us in durations_us.items():
-        classes[kernel_class(name)] = classes.get(kernel_class(name), 0.0) + us / calls / 1e3
-    top = sorted(durations_us.items(), key=lambda item: -item[1])[:10]
-    return dict(total_ms=sum(classes.values()), classes_ms=classes, top_ms={name[:120]: us / calls / 1e3 for name, us in top})
-
-
-def trace_jax(fn: Callable[[], object], folder: Path, calls: int = 5) -> dict:
-    jax.block_until_ready(fn())
-    with jax.profiler.trace(str(folder), create_perfetto_trace=True):
-        for _ in range(calls):
-            jax.block_until_ready(fn())
-    events = json.load(gzip.open(max(folder.rglob("perfetto_trace.json.gz"), key=os.path.getmtime)))["traceEvents"]
-    gpus = {e["pid"] for e in events if e.get("ph") == "M" and e["name"] == "process_name" and "GPU" in e["args"]["name"]}
-    durations: dict[str, float] = {}
-    for e in events:
-        if e.get("ph") == "X" and e["pid"] in gpus:
-            durations[e["name"]] = durations.get(e["name"], 0.0) + e["dur"]
-    return summarise_kernels(durations, calls)
-
-
 def trace_torch(fn: Callable[[], object], calls: int = 5) -> dict:
     fn()
     torch.cuda.synchronize()
@@ -214,7 +190,7 @@ def trace_torch(fn: Callable[[], object], calls: int = 5) -> dict:
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             durations[event.name] = durations.get(event.name, 0.0) + event.time_range.elapsed_us()
-    return summarise_kernels(durations, calls)
+    return summarise_kernels(durations, calls, kernel_class)
 
 
 def relative_error(got: np.ndarray, reference: np.ndarray) -> float:
@@ -270,7 +246,7 @@ def main() -> None:
             call, compile_s = jax_step(jax_vit, params, images, backward)
             t_jax = median_ms(call, jax.block_until_ready, warmup=args.warmup, runs=args.runs) / 1e3
             if args.trace and not args.trace_torch:
-                kernels["jax"] = trace_jax(call, args.trace / f"{args.model}_{dtype}_{mode}")
+                kernels["jax"] = trace_jax(call, args.trace / f"{args.model}_{dtype}_{mode}", kernel_class)
             results.append(dict(
                 dtype=dtype, mode=mode, batch=batch,
                 torch_ms=1e3 * t_torch, torch_images_per_s=batch / t_torch,
