@@ -74,7 +74,7 @@ MUTATIONS = [
 
 
 def run_tests(tests: list[str]) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--runslow", *tests], cwd=ROOT,
                           capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     return done.returncode, lines[-1] if lines else done.stderr[-200:]

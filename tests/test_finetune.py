@@ -97,6 +97,7 @@ def store_like(views):
     return [store.StoredScene(f"s{i}", *(np.zeros(1) for _ in range(6)), views=(fake_view,) * n) for i, n in enumerate(views)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ffi", "jax"])
 def test_batched_targets_equal_single_view_renders(backend):
     """A device's rows render in one program per padded scene size (here 4096 and 8192 slots, a
@@ -163,6 +164,7 @@ def test_killed_run_resumes_to_the_same_parameters(lifted, vit, tmp_path, monkey
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_finetune_leaves_the_callers_parameters_intact(lifted, vit, tmp_path):
     params, config = load_params(vit)
     params = jax.device_put(params)  # device arrays, which a donating step could otherwise consume
@@ -173,6 +175,7 @@ def test_finetune_leaves_the_callers_parameters_intact(lifted, vit, tmp_path):
         np.testing.assert_array_equal(a, np.asarray(b))
 
 
+@pytest.mark.slow
 def test_exported_pth_loads_strictly_and_matches(lifted, vit, tmp_path):
     _finetune(lifted, vit, tmp_path, max_steps=3)
     params, config = load_params(tmp_path / "checkpoints")  # the latest fine-tuning step
@@ -200,6 +203,7 @@ def test_bad_stores_name_the_file(lifted, tmp_path):
         store.load_store(broken)
 
 
+@pytest.mark.slow
 def test_finetune_job_from_the_command_line(lifted, vit, tmp_path):
     cmd = [
         sys.executable, "-m", "fit3d_jax.main", "--config=configs/finetune.py", f"--config.store={lifted}",
@@ -243,6 +247,7 @@ np.savez(sys.argv[1], **{f"{run}|{k}": np.asarray(v) for run, d in out.items() f
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_step_matches_one_device(tmp_path):
     """Over a 2-device mesh (CPU devices) the explicit gradient sum gives the loss, gradient norm
     and Adam moments one device gives for the same global batch; summing in bfloat16 stays within
@@ -264,6 +269,7 @@ def test_data_parallel_step_matches_one_device(tmp_path):
             assert not np.array_equal(two_bf16, two), k
 
 
+@pytest.mark.slow
 def test_finetune_writes_tensorboard_events_and_jsonl(lifted, vit, tmp_path):
     from test_harness import read_events
 

@@ -141,6 +141,7 @@ def test_loop_stops_before_logging_or_saving_a_non_finite_step(tmp_path):
     assert saved == [] and not (tmp_path / JSONL).read_text()
 
 
+@pytest.mark.slow
 def test_a_short_lift_is_quiet_and_writes_tensorboard_and_jsonl(tiny_vit, tmp_path):
     from fit3d_jax.scenes.synthetic import generate_room
 

@@ -26,6 +26,8 @@ from fit3d_jax.scenes.synthetic import generate_room
 from fit3d_jax.weights import load_weights, save_params, write_state_dict
 from fit3d_jax.weights.state_dicts import flax_to_official
 
+pytestmark = pytest.mark.slow  # subprocess runs of whole jobs: the slow tier
+
 REPO = Path(__file__).resolve().parents[1]
 ROOM = dict(width=48, height=32, num_train=4, num_test=1, num_points=400)
 

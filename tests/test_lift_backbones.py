@@ -63,6 +63,7 @@ def _entry(folder, scene):
         return {k: data[k] for k in data.files}
 
 
+@pytest.mark.slow
 def test_two_backbones_lift_as_each_alone(room, lifts, models):
     for name in models:
         alone, together = _entry(lifts[name] / "store", room.name), _entry(lifts["both"] / "store" / name, room.name)
@@ -83,6 +84,7 @@ def test_two_backbones_lift_as_each_alone(room, lifts, models):
     assert targets == {(3, 5, 32), (3, 4, 48)}, targets  # 50x70 resized down to 42x70 (patch 14) and 48x64 (patch 16)
 
 
+@pytest.mark.slow
 def test_each_backbone_has_its_own_outputs_in_the_single_format(room, lifts, models):
     scene = lifts["both"] / room.name
     for name, (_, weights) in models.items():
@@ -106,6 +108,7 @@ def _finetune_config(store_dir, weights_dir, out):
                                       max_steps=2, progress=False, dtype="float32", compare_views=1)
 
 
+@pytest.mark.slow
 def test_stage_two_takes_each_store_with_its_weights_only(lifts, models, tmp_path):
     for name, (path, _) in models.items():
         finetune_job.run(_finetune_config(lifts["both"] / "store" / name, path, tmp_path / name))
@@ -115,6 +118,7 @@ def test_stage_two_takes_each_store_with_its_weights_only(lifts, models, tmp_pat
     assert not (tmp_path / "mismatch" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_two_backbone_lift_resumes_to_the_same_result(room, lifts, models, tmp_path, monkeypatch):
     backbones = [Backbone(n, w) for n, (_, w) in models.items()]
     real = trainer.view_for_iteration

@@ -48,6 +48,7 @@ def models(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_config_learns_on_its_layout(case, models, tmp_path):
     file_name, argument, write, data_dir = CASES[case]

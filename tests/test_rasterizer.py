@@ -109,6 +109,7 @@ def test_forward_matches_reference(seed, channels, sh_coeffs):
     assert_outputs_match(out, ref, what=f"seed {seed}: ", skip=threshold_flips(out, ref, f"seed {seed}: "))
 
 
+@pytest.mark.slow
 def test_expected_depth_and_background(seed):
     scene, camera = small_scene(seed, n=40)
     out = render(scene, camera, "ffi")
@@ -153,6 +154,7 @@ def test_gradients_match_reference_autodiff(seed, channels):
         assert err < GRAD_TOL, f"seed {seed}: d/d{name} relative error {err:.2e}"
 
 
+@pytest.mark.slow
 def test_gradients_match_finite_differences(seed):
     """Kernel and chunked-JAX gradients (float32) and reference autodiff (float64) against central differences of
     the float64 reference, along random directions per parameter group. Finite differences see
@@ -356,6 +358,7 @@ def test_one_gaussian(seed):
     assert bool(out.visible[0]) and float(out.alpha.max()) > 0.1
 
 
+@pytest.mark.slow
 def test_gaussians_across_tile_and_image_borders(seed):
     width, height = 53, 35  # not multiples of 16: partial tiles on the right and bottom
     camera = front_camera(width, height, focal=40.0)
@@ -369,6 +372,7 @@ def test_gaussians_across_tile_and_image_borders(seed):
     _check_against_reference(scene, camera, seed, "borders")
 
 
+@pytest.mark.slow
 def test_zero_and_huge_scales(seed):
     scene, camera = small_scene(seed, n=60)
     scales = scene.scales.copy()
@@ -379,6 +383,7 @@ def test_zero_and_huge_scales(seed):
     assert np.asarray(out.visible)[:20].any()
 
 
+@pytest.mark.slow
 def test_gaussian_covering_whole_image(seed):
     scene, camera = small_scene(seed, n=3)
     scene = _moved(scene, [[0.0, 0.0, 2.0], [0.2, 0.1, 3.0], [-0.3, 0.0, 4.0]])._replace(
@@ -425,7 +430,8 @@ def test_isect_capacity_overflow_rebins_in_backward(seed):
             assert rel_err(a, b) < 1e-5, name
 
 
-@pytest.mark.parametrize("backend,feature_geometry", [("ffi", False), ("ffi", True), ("jax", False)])
+@pytest.mark.parametrize("backend,feature_geometry", [pytest.param("ffi", False, marks=pytest.mark.slow), ("ffi", True),
+                                                    pytest.param("jax", False, marks=pytest.mark.slow)])
 def test_channels_beyond_one_call_render_in_chunks(seed, backend, feature_geometry):
     """More channels than one kernel call takes (130 = 128 + 2), and a 17-channel scene in chunks
     of 9: the images equal the one-chunk render, and so do the gradients. The CPU kernels blend

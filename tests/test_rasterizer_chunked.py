@@ -66,6 +66,7 @@ def compare(params, camera, weights, what, **kw):
     return out, grads
 
 
+@pytest.mark.slow
 def test_lists_over_several_chunks_saturating_early(seed):
     """Geometry gradients of the feature image too (feature_geometry=True); the default routing
     is checked on the chunk-boundary scene below and in test_rasterizer.py."""
@@ -86,6 +87,7 @@ def test_lists_over_several_chunks_saturating_early(seed):
         assert rel_err(a, b) < 1e-6, name
 
 
+@pytest.mark.slow
 def test_list_ends_on_chunk_boundaries_and_depth_ties(seed):
     """One 16x16 tile whose list holds CHUNK - 1, CHUNK, CHUNK + 1 and 2 CHUNK Gaussians (the
     others are behind the camera), in groups of equal depth overlapping each other: the order
@@ -126,6 +128,7 @@ def test_capacity_overflow_raises_and_poisons(seed, monkeypatch):
     assert np.isnan(np.asarray(g)).all()
 
 
+@pytest.mark.slow
 def test_vmap_over_cameras_is_batched_and_equals_the_loop(seed):
     scene, camera = saturating_scene(seed)
     angles = np.random.default_rng(seed).uniform(-0.15, 0.15, 3)

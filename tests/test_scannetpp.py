@@ -80,6 +80,7 @@ def test_fisheye_rays_invert_opencvs_fisheye_projection():
     np.testing.assert_allclose(projected.reshape(40, 64, 2), np.stack([j, i], -1), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_release_is_written_as_the_download_and_toolkit_leave_it(release):
     assert scannetpp.is_root(release)
     assert (release / "splits" / "nvs_sem_train.txt").read_text() == f"{TRAIN_ID}\n"
@@ -150,6 +151,7 @@ def toolkit_reference(dslr: Path, work: Path) -> tuple[dict, Path, Path]:
     return intrinsics, out_images, out_masks
 
 
+@pytest.mark.slow
 def test_undistortion_matches_the_toolkit_exactly(release, prepared, tmp_path):
     intrinsics, images, masks = toolkit_reference(release / "data" / TRAIN_ID / "dslr", tmp_path)
     scene = prepared / "scenes" / TRAIN_ID
@@ -170,6 +172,7 @@ def test_undistortion_matches_the_toolkit_exactly(release, prepared, tmp_path):
     assert (scene / "points3D.txt").read_bytes() == (release / "data" / TRAIN_ID / "dslr" / "colmap" / "points3D.txt").read_bytes()
 
 
+@pytest.mark.slow
 def test_prepared_scene_is_in_the_colmap_frame_with_its_splits(release, prepared):
     scene = load_scene(prepared / "scenes" / TRAIN_ID)
     raw = json.loads((release / "data" / TRAIN_ID / "dslr" / scannetpp.RAW_JSON).read_text())
@@ -187,6 +190,7 @@ def test_prepared_scene_is_in_the_colmap_frame_with_its_splits(release, prepared
     assert [p.name for p in find_scenes(str(prepared))] == sorted([TRAIN_ID, VAL_ID])
 
 
+@pytest.mark.slow
 def test_probe_truth_matches_the_rooms_exact_depth_and_labels(prepared, tmp_path):
     for scene_id_, seed, subset in ((TRAIN_ID, 3, "training"), (VAL_ID, 4, "validation")):
         twin = plain_twin(prepared / "scenes" / scene_id_, seed, tmp_path / scene_id_)
@@ -211,6 +215,7 @@ def test_probe_truth_matches_the_rooms_exact_depth_and_labels(prepared, tmp_path
     assert image.startswith("images/training/") and depth.startswith("depth/training/")
 
 
+@pytest.mark.slow
 def test_probe_config_reads_the_evaluation_layout(prepared):
     seg = configs_loader.load("probe_scannetpp.py")
     seg.data.data_dir = str(prepared / "eval")
@@ -228,6 +233,7 @@ def test_probe_config_reads_the_evaluation_layout(prepared):
     np.testing.assert_allclose(example.target, raw / 1000.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_prepare_resumes_and_never_replaces_what_it_did_not_write(release, tmp_path, capsys):
     out = tmp_path / "out"
     prepare(release, out, splits="nvs_sem_val")
@@ -267,6 +273,7 @@ def undistorted_release(release, prepared, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_undistorted_dslr_folders_and_release_splits_load(undistorted_release, prepared):
     scene = load_scene(undistorted_release / "data" / TRAIN_ID)
     assert scene.name == TRAIN_ID and scene.train[0].image_path.parent.name == "resized_undistorted_images"
@@ -278,6 +285,7 @@ def test_undistorted_dslr_folders_and_release_splits_load(undistorted_release, p
     assert found == [undistorted_release / "data" / TRAIN_ID / "dslr", undistorted_release / "data" / VAL_ID / "dslr"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["fisheye", "missing scene", "no split", "split without root", "size"])
 def test_bad_release_input_names_file_and_field(release, undistorted_release, tmp_path, case):
     if case == "fisheye":  # the raw download given to the lift: refused, with the command that prepares it
@@ -308,6 +316,7 @@ def test_bad_release_input_names_file_and_field(release, undistorted_release, tm
         assert not (tmp_path / "out" / "scenes").exists()  # checked before anything was written
 
 
+@pytest.mark.slow
 def test_mesh_without_segments_is_an_error_naming_the_file(release, tmp_path):
     scans = Path(shutil.copytree(release / "data" / TRAIN_ID / "scans", tmp_path / "scans"))
     (scans / "segments.json").unlink()
@@ -322,6 +331,7 @@ def test_mesh_without_segments_is_an_error_naming_the_file(release, tmp_path):
         prepare(root, tmp_path / "out", probe_data=True)
 
 
+@pytest.mark.slow
 def test_points_seen_check_fires_on_a_scene_in_the_wrong_convention(prepared, tmp_path):
     scene = Path(shutil.copytree(prepared / "scenes" / TRAIN_ID, tmp_path / "scene"))
     meta = json.loads((scene / nerfstudio.TRANSFORMS).read_text())
@@ -337,6 +347,7 @@ def test_points_seen_check_fires_on_a_scene_in_the_wrong_convention(prepared, tm
 # Lifting a prepared scene
 
 
+@pytest.mark.slow
 def test_prepared_scene_lifts_as_well_as_its_plain_twin(prepared, tiny_vit, tmp_path):
     """Held-out PSNR within 1 dB of the plain pinhole room (undistortion resamples the images, the
     JPGs lose a little, one training frame is is_bad). 500 iterations: at 300 the two differed by
@@ -354,6 +365,7 @@ def test_prepared_scene_lifts_as_well_as_its_plain_twin(prepared, tiny_vit, tmp_
     assert (tmp_path / "ours" / TRAIN_ID / "point_cloud.ply").is_file()
 
 
+@pytest.mark.slow
 def test_lift_job_reads_a_prepared_root_by_split(prepared, tiny_vit, tmp_path):
     cmd = [sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py", f"--config.scenes={prepared}",
            "--config.split=nvs_sem_val", f"--config.output_dir={tmp_path / 'out'}", "--config.budget=quick",

@@ -144,6 +144,7 @@ def test_input_statistics_default_to_imagenet_follow_the_model_on_request_and_ar
                                                       output=str(tmp_path / "x")))
 
 
+@pytest.mark.slow
 def test_a_patch_16_model_runs_every_stage(tmp_path):
     """A two-block DINOv3-shaped model (patch 16, RoPE, 4 registers, the masked key bias): stage I
     targets at multiples of 16, stage II, and a concat probe of the original and fine-tuned."""
@@ -173,6 +174,7 @@ def test_a_patch_16_model_runs_every_stage(tmp_path):
     assert head.params["conv_seg"]["kernel"].shape == (128, dataset.num_classes)
 
 
+@pytest.mark.slow
 def test_convert_torch_writes_a_clip_model_in_timms_layout(tmp_path, capsys):
     """import_weights -> Orbax -> convert_torch: a non-DINOv2 model's .pth is timm's state dict,
     which loads strictly into timm's network; the arch field checks the model."""
