@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.store = "outputs/lift/store"  # written by the lift job
     common.weights(c)  # the model to fine-tune (the original)
     # The authors' recipe: AdamW, lr 1e-5, weight decay 1e-4, gradient norm clipped at 0.1, global batch 2,
-    # one epoch over every training view, random horizontal flips (image and target together).
+    # one epoch over every training view, random horizontal flips (image and target together). clip_norm 0 = no clipping.
     c.recipe = ml_collections.ConfigDict(dict(learning_rate=1e-5, weight_decay=1e-4, clip_norm=0.1, batch_size=2, epochs=1.0,
                                               flip_probability=0.5))
     c.max_steps = 0  # 0 = the recipe's epochs

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fit3d_jax.errors import FitError
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 # (mean, std) per name in models.dinov2.INPUT_STATISTICS; OpenAI's CLIP values as timm writes them.
@@ -26,7 +28,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEMO_IMAGES = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
 
 
-class ImageError(ValueError):
+class ImageError(FitError, ValueError):
     """An image file or folder cannot be used; the message names it."""
 
 

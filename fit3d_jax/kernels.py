@@ -23,10 +23,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
 import jaxlib
+
+from fit3d_jax.errors import FitError
 
 PLATFORMS = {"cpu": "cpu", "cuda": "CUDA"}  # library suffix -> XLA platform name
 TARGETS = (
@@ -36,7 +39,7 @@ TARGETS = (
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "ffi_kernels"
 
 
-class KernelLibraryError(RuntimeError):
+class KernelLibraryError(FitError, RuntimeError):
     """No usable kernel library for a platform; the message says how to build one."""
 
 
@@ -88,8 +91,12 @@ def load(suffix: str) -> Path:
     want = runtime_ffi_version()
     rejected = []
     for path in candidate_paths(suffix):
-        lib = ctypes.CDLL(str(path))
-        lib.fit3d_ffi_api_version.restype = ctypes.c_int
+        try:
+            lib = ctypes.CDLL(str(path))
+            lib.fit3d_ffi_api_version.restype = ctypes.c_int
+        except (OSError, AttributeError) as e:  # not a shared library, or not ours
+            rejected.append(f"{path} (not a fit3d_jax kernel library: {e})")
+            continue
         have = lib.fit3d_ffi_api_version()
         if have != want:
             rejected.append(f"{path} (built for FFI {have // 1000}.{have % 1000})")
@@ -97,6 +104,8 @@ def load(suffix: str) -> Path:
         for target in TARGETS:
             fn = getattr(lib, f"fit3d_{target}_{suffix}")
             jax.ffi.register_ffi_target(f"fit3d_{target}", jax.ffi.pycapsule(fn), platform=PLATFORMS[suffix])
+        if rejected:
+            warnings.warn(f"fit3d_jax: using {path}; passed over {', '.join(rejected)}", stacklevel=2)
         return path
     why = f"rejected: {', '.join(rejected)}; " if rejected else ""
     flag = " --cuda" if suffix == "cuda" else ""

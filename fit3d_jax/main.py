@@ -8,15 +8,15 @@ list of fields it does have (ml_collections alone reports only ``AttributeError`
 
 from __future__ import annotations
 
-import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from fit3d_jax import jobs
-from fit3d_jax.errors import ConfigError, RunError
+from fit3d_jax.errors import FitError
 from fit3d_jax.jobs import JOBS
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -70,11 +70,16 @@ def main(argv: Sequence[str]) -> None:
     if job not in JOBS:
         raise app.UsageError(f"config.job={job!r} is not one of {sorted(JOBS)}")
     jobs.set_overridden(config_flags.get_override_values(flags.FLAGS["config"]))
-    module = importlib.import_module(JOBS[job])
     try:
-        module.run(config)
-    except (ConfigError, RunError) as e:
+        jobs.run(config)
+    except FitError as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # the system refused something (disk full, permissions): it names the file
+        raise SystemExit(f"error: {e}") from None
+    except Exception:
+        traceback.print_exc()
+        raise SystemExit(f"error: this is a bug in fit3d_jax, not in your settings or data: the traceback above says where. "
+                         f"Please report it with the command line (job {job!r}).") from None
 
 
 def cli() -> None:

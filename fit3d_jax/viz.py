@@ -110,12 +110,16 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
 
 
 def feature_panels(image: np.ndarray, feature_maps: Sequence[jax.Array], num_clusters: int, key: jax.Array) -> np.ndarray:
-    """image | PCA of each (h, w, D) feature map | cosine K-means of each, side by side."""
+    """image | PCA of each (h, w, D) feature map | cosine K-means of each, side by side. The maps
+    (one image's, e.g. the original and the fine-tuned model's) share one PCA basis, so equal
+    features get equal colours and a colour change is a feature change."""
+    w = feature_maps[0].shape[1]
+    shared = np.asarray(pca_rgb(jnp.concatenate([jnp.asarray(f) for f in feature_maps], axis=1)))
     pca, clusters = [], []
-    for features in feature_maps:
-        h, w, dim = features.shape
+    for k, features in enumerate(feature_maps):
+        h, _, dim = features.shape
         flat = features.reshape(-1, dim)
         labels, _ = kmeans(flat / jnp.linalg.norm(flat, axis=-1, keepdims=True), num_clusters, key)
-        pca.append(upsample_nearest(to_uint8(pca_rgb(features)), image.shape[:2]))
+        pca.append(upsample_nearest(to_uint8(shared[:, k * w:(k + 1) * w]), image.shape[:2]))
         clusters.append(upsample_nearest(palette(num_clusters)[np.asarray(labels).reshape(h, w)], image.shape[:2]))
     return side_by_side([image, *pca, *clusters])

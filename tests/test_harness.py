@@ -148,7 +148,8 @@ def test_a_short_lift_is_quiet_and_writes_tensorboard_and_jsonl(tiny_vit, tmp_pa
     room = generate_room(tmp_path / "room", seed=5, width=48, height=32, num_train=4, num_test=1, num_points=300)
     cmd = [sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py", f"--config.scenes={room}",
            f"--config.output_dir={tmp_path / 'out'}", "--config.budget=quick", "--config.quick.recipe.iterations=60",
-           "--config.quick.strategy.densify_until=40", "--config.log_every=20", "--config.checkpoint_every=30", f"--config.weights={tiny_vit}",
+           "--config.quick.strategy.densify_from=40", "--config.quick.strategy.densify_until=40", "--config.log_every=20",
+           "--config.checkpoint_every=30", f"--config.weights={tiny_vit}",
            "--config.progress=False", "--config.recipe.feature_dim=4"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,11 +1,14 @@
 """Bad inputs and hostile situations, as a new user meets them: each test asserts the error (or the
 safe outcome), the exit status, and that nothing outside the output folder changed. The jobs run
-as users run them, from the command line."""
+as users run them, from the command line, or in process through ``jobs.run`` (what ``main``
+calls) where the exit status is not the point."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,14 +17,25 @@ import time
 from pathlib import Path
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
+import configs_loader
+from conftest import short_fit
+from fit3d_jax import jobs, viz
+from fit3d_jax.errors import ConfigError
+from fit3d_jax.finetune import train as finetune_train
 from fit3d_jax.finetune.store import load_store
+from fit3d_jax.harness import guard
+from fit3d_jax.harness.loop import TrainLoop
+from fit3d_jax.jobs import finetune as finetune_job
+from fit3d_jax.jobs import ranges
 from fit3d_jax.lift import export
 from fit3d_jax.lift.gaussians import init_from_points
 from fit3d_jax.models.dinov2 import ViTConfig, init_params
 from fit3d_jax.scenes import SceneError, load_scene, nerfstudio, verify_pixels
+from fit3d_jax.scenes.pixels import file_digest
 from fit3d_jax.scenes.synthetic import generate_room
 from fit3d_jax.weights import load_weights, save_params, write_state_dict
 from fit3d_jax.weights.state_dicts import flax_to_official
@@ -40,7 +54,8 @@ def main(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def lift(scenes, out: Path, vit: Path, *extra: str) -> subprocess.CompletedProcess:
     return main("--config=configs/lift.py", f"--config.scenes={scenes}", f"--config.output_dir={out}", "--config.budget=quick",
-                "--config.quick.recipe.iterations=12", "--config.quick.strategy.densify_until=8", f"--config.weights={vit}",
+                "--config.quick.recipe.iterations=12", "--config.quick.strategy.densify_from=8", "--config.quick.strategy.densify_until=8",
+                f"--config.weights={vit}",
                 "--config.progress=False", "--config.recipe.feature_dim=4", *extra)
 
 
@@ -122,7 +137,7 @@ def nan_store(store: Path, dim: int = 32, count: int = 300, poison: bool = True,
     image = store.parent / "view.png"
     cv2.imwrite(str(image), rng.integers(0, 256, (28, 42, 3), dtype=np.uint8))
     views = [dict(image=str(image), mask=None, width=42, height=28, fx=30.0, fy=30.0, cx=21.0, cy=14.0,
-                  world_to_camera=np.eye(4).tolist())] * 2
+                  world_to_camera=np.eye(4).tolist(), image_digest=file_digest(image))] * 2
     record = {"fingerprint": "0" * 24, "description": "none"}
     if weights is not None:
         loaded = load_weights(str(weights), announce=False)
@@ -396,7 +411,8 @@ def test_an_explicit_override_wins_over_the_cpu_preset(room, tiny_vit, sandbox, 
     out, start, unchanged = sandbox
     start()
     proc = main("--config=configs/lift.py", f"--config.scenes={room}", f"--config.output_dir={out}", "--config.budget=auto",
-                "--config.recipe.iterations=9", "--config.quick.strategy.densify_until=6", f"--config.weights={tiny_vit}",
+                "--config.recipe.iterations=9", "--config.quick.strategy.densify_from=6", "--config.quick.strategy.densify_until=6",
+                f"--config.weights={tiny_vit}",
                 "--config.progress=False", "--config.recipe.feature_dim=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "keeping recipe.iterations=9 as given (the preset has iterations=500)" in proc.stdout
@@ -468,11 +484,14 @@ def test_a_truncated_store_entry_is_an_error_naming_it(tmp_path, sandbox):
 def test_sigkill_during_checkpoint_writes_resumes_to_the_same_result(room, tiny_vit, tmp_path):
     """A run killed at arbitrary moments (checkpointing every step) resumes to the uninterrupted
     run's store, bit for bit."""
-    args = ["--config.checkpoint_every=1", "--config.quick.recipe.iterations=40", "--config.quick.strategy.densify_until=30"]
+    args = ["--config.checkpoint_every=1", "--config.quick.recipe.iterations=40", "--config.quick.strategy.densify_from=30",
+            "--config.quick.strategy.densify_until=30"]
     assert lift(room, tmp_path / "straight", tiny_vit, *args).returncode == 0
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "fit3d_jax.main", "--config=configs/lift.py", f"--config.scenes={room}",
-           f"--config.output_dir={killed}", "--config.budget=quick", "--config.quick.strategy.densify_until=30", f"--config.weights={tiny_vit}",
+           f"--config.output_dir={killed}", "--config.budget=quick", "--config.quick.strategy.densify_from=30",
+           "--config.quick.strategy.densify_until=30",
+           f"--config.weights={tiny_vit}",
            "--config.progress=False", "--config.recipe.feature_dim=4", *args]
     for delay in (12.0, 3.0):
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -500,3 +519,245 @@ def test_malicious_pickles_are_refused(tmp_path):
     with pytest.raises(WeightsError):
         load_weights(tmp_path / "evil.pth", announce=False)
     assert not (tmp_path / "pwned").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Issue #33: every job as careful as the lift (in process where the exit status is not the point)
+
+
+def _config(name: str, **fields):
+    config = configs_loader.load(name)
+    for dotted, value in fields.items():
+        *parents, leaf = dotted.split(".")
+        section = config
+        for part in parents:
+            section = section[part]
+        section[leaf] = value
+    return config
+
+
+def _photo(path: Path, seed: int) -> Path:
+    cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 255, (60, 90, 3)).astype(np.uint8))
+    return path
+
+
+def test_no_job_writes_into_its_inputs_over_other_outputs_or_below_a_file(tmp_path, tiny_vit):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, name in enumerate(("cat.jpg", "cat.png", "dog.png")):
+        _photo(photos / name, i)
+    before = snapshot(photos, tmp_path / "none")
+    features = dict(image_dir=str(photos), weights=str(tiny_vit), short_side=28, num_clusters=2)
+    for output in (photos, photos / "panels"):
+        with pytest.raises(ConfigError, match="a job never writes into what it reads"):
+            jobs.run(_config("features.py", output_dir=str(output), **features))
+    assert snapshot(photos, tmp_path / "none") == before  # the user's photos, untouched
+    jobs.run(_config("features.py", output_dir=str(tmp_path / "panels"), **features))
+    assert sorted(p.name for p in (tmp_path / "panels").iterdir() if not p.name.startswith(".")) == [
+        "cat.jpg.png", "cat.png.png", "dog.png"]  # same stems, distinct panels
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    (tmp_path / "release" / "data").mkdir(parents=True)
+    (tmp_path / "release" / "splits").mkdir()
+    jobs_below_a_file = {
+        "features.py": dict(output_dir=str(blocker / "out"), **features),
+        "generate_rooms.py": dict(output_dir=str(blocker / "out"), num_rooms=1),
+        "import_weights.py": dict(weights=str(tiny_vit), output=str(blocker / "ckpt")),
+        "convert_torch.py": dict(checkpoint=str(tiny_vit), output=str(blocker / "model.pth")),
+        "prepare_scannetpp.py": dict(data_root=str(tmp_path / "release"), output_dir=str(blocker / "out")),
+    }
+    for name, fields in jobs_below_a_file.items():
+        with pytest.raises(ConfigError, match="cannot be written|is a file, not a folder"):
+            jobs.run(_config(name, **fields))
+    assert blocker.read_text() == "x"
+
+
+def test_settings_that_would_break_a_run_are_refused_or_noted(tiny_vit, capsys):
+    refused = [
+        ("finetune.py", {"recipe.clip_norm": -1.0}, "config.recipe.clip_norm=-1.0 must be >= 0"),
+        ("finetune.py", {"recipe.weight_decay": -1e-4}, "config.recipe.weight_decay=-0.0001 must be >= 0"),
+        ("finetune.py", {"recipe.flip_probability": 1.5}, "config.recipe.flip_probability=1.5 must be in [0, 1]"),
+        ("probe_ade20k.py", {"augment.flip_prob": 2.0}, "config.augment.flip_prob=2.0 must be in [0, 1]"),
+        ("probe_ade20k.py", {"augment.ratio_range": (2.0, 0.5)}, "config.augment.ratio_range=(2.0, 0.5) must be a pair"),
+        ("lift.py", {"strategy.densify_until": 100}, "config.strategy.densify_until=100 is below config.strategy.densify_from=500"),
+        ("lift.py", {"seed": -1}, "config.seed=-1 must be >= 0"),
+        ("lift.py", {"quick.recipe.iterations": 0}, "config.quick.recipe.iterations=0 must be >= 1"),
+        ("features.py", {"dtype": "float16"}, "config.dtype='float16' must be one of"),
+    ]
+    for name, fields, message in refused:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            jobs.run(_config(name, **fields))
+    # clip_norm 0 means no clipping in stage II as in the probes (it used to freeze the model)
+    params = {"w": np.ones(3, np.float32)}
+    updates, _ = finetune_train.optimizer(finetune_train.Recipe(clip_norm=0.0)).update(
+        {"w": np.full(3, 5.0, np.float32)}, finetune_train.optimizer(finetune_train.Recipe(clip_norm=0.0)).init(params), params)
+    assert np.all(np.asarray(updates["w"]) < 0)
+    notes = ranges.notes(_config("probe_ade20k.py", **{"schedule.iterations": 20}))
+    assert any("warmup_iterations=1500 >= iterations=20" in n for n in notes) and any("log_every=50 > the run's 20 steps" in n for n in notes)
+
+
+def _lifted_store(room: Path, vit: Path, out: Path) -> Path:
+    short_fit(load_scene(room), load_weights(str(vit), announce=False), out, 6)
+    return out / "store"
+
+
+def test_stage_two_checks_its_store_before_the_first_step(room, tiny_vit, tmp_path):
+    scene = copy_room(room, tmp_path / "scene")
+    store = _lifted_store(scene, tiny_vit, tmp_path / "lift")
+    entry = store / "scene.json"
+    original = json.loads(entry.read_text())
+
+    def refused(message: str, weights: Path = tiny_vit):
+        out = tmp_path / "finetune"
+        with pytest.raises(ConfigError, match=message):
+            jobs.run(_config("finetune.py", store=str(store), weights=str(weights), output_dir=str(out), max_steps=1, progress=False))
+        assert not (out / "checkpoints").exists()
+
+    other = ViTConfig(embed_dim=32, depth=2, num_heads=2)  # the same width as tiny_vit, other weights
+    refused("lifted from other weights", save_params(tmp_path / "other_vit", init_params(other, seed=9), other))
+    for field, value, message in (("world_to_camera", [[float("nan")] * 4] * 3 + [[0, 0, 0, 1]], "world_to_camera: pose has non-finite values"),
+                                  ("fx", -40.0, "field of view"), ("width", 24, "pixels, but w=24")):
+        broken = json.loads(json.dumps(original))
+        broken["views"][1][field] = value
+        entry.write_text(json.dumps(broken))
+        refused(message)
+    entry.write_text(json.dumps(original))
+    image = Path(original["views"][0]["image"])
+    cv2.imwrite(str(image), 255 - cv2.imread(str(image)))  # the scene's image changed after the lift
+    refused(f"{image}: changed since the lift")
+
+
+def _rewritten(room: Path, target: Path, change) -> Path:
+    """A copy of ``room`` whose views ``change(list of views)`` rewrote (the readers check it)."""
+    copy_room(room, target)
+    scene = load_scene(target)
+    views = change(list(scene.train + scene.test), target)
+    nerfstudio.write_scene(dataclasses.replace(scene, train=tuple(views[: len(scene.train)]), test=tuple(views[len(scene.train):])))
+    return target
+
+
+def test_masks_and_poses_that_would_make_results_meaningless_are_errors(room, tmp_path):
+    def masked(values):
+        def change(views, root):
+            (root / "masks").mkdir(exist_ok=True)
+            out = []
+            for v in views:
+                path = root / "masks" / f"{v.name}.png"
+                cv2.imwrite(str(path), np.full((v.height, v.width, *values.shape), values, np.uint8))
+                out.append(dataclasses.replace(v, mask_path=path))
+            return out
+        return change
+
+    def posed(pose_of):
+        def change(views, root):
+            return [views[0], dataclasses.replace(views[1], world_to_camera=pose_of(views[1].world_to_camera, root)), *views[2:]]
+        return change
+
+    def translated(pose, root):  # the issue's case: one training view moved by 1e4
+        return pose + np.pad(np.array([[1e4], [0.0], [0.0]]), ((0, 1), (3, 0)))
+
+    def outside_looking_out(pose, root):  # near the room (3 radii out), looking away from it
+        points = load_scene(root).points
+        centre = np.median(points, axis=0)
+        out = np.array([1.0, 0.0, 0.0])
+        position = centre + 3 * np.percentile(np.linalg.norm(points - centre, axis=1), 90) * out
+        rotation = np.stack([np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]), out])  # camera x, y, z in the world
+        return np.block([[rotation, -(rotation @ position)[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]])
+
+    cases = [
+        (masked(np.array(0)), "the mask keeps 0.00%"),
+        (masked(np.array([255, 255, 255, 128])), "the mask has transparent pixels"),
+        (posed(translated), "farther from the sparse points"),
+        (posed(outside_looking_out), "see fewer than 3 of the sparse points"),
+    ]
+    for i, (change, message) in enumerate(cases):
+        folder = _rewritten(room, tmp_path / f"case{i}", change)
+        with pytest.raises(SceneError, match=message):
+            verify_pixels(load_scene(folder))
+    ok = _rewritten(room, tmp_path / "ok", masked(np.array(255)))
+    verify_pixels(load_scene(ok))  # a mask that keeps every pixel is fine
+
+
+def test_probe_labels_and_depths_are_checked_before_training(tmp_path, tiny_vit):
+    rooms = tmp_path / "rooms"
+    for split, seed in (("train", 1), ("test", 2)):
+        generate_room(rooms / split / f"room_{seed}", seed=seed, **ROOM)
+
+    def probe(task: str, message: str):
+        config = configs_loader.load("probe_synthetic.py", task)
+        config.data.update(train=str(rooms / "train"), test=str(rooms / "test"))
+        config.update(weights=str(tiny_vit), output_dir=str(tmp_path / "probe"), progress=False)
+        config.schedule.iterations = 2
+        with pytest.raises(ConfigError, match=message):
+            jobs.run(config)
+        assert not (tmp_path / "probe" / "checkpoints").exists()
+
+    labels = next((rooms / "train" / "room_1" / "labels").glob("*.png"))
+    original = labels.read_bytes()
+    classes = json.loads((rooms / "train" / "room_1" / nerfstudio.CLASSES_FILE).read_text())
+    for value, dtype in ((len(classes), np.uint8), (300, np.uint16)):  # one past the classes; beyond a byte
+        cv2.imwrite(str(labels), np.full(cv2.imread(str(labels), cv2.IMREAD_UNCHANGED).shape, value, dtype))
+        probe("segmentation", f"label values \\[{value}\\] are beyond the {len(classes)} classes")
+        labels.write_bytes(original)
+    depth = next((rooms / "test" / "room_2" / "depth").glob("*.png"))
+    cv2.imwrite(str(depth), np.zeros(cv2.imread(str(depth), cv2.IMREAD_UNCHANGED).shape, np.uint16))
+    probe("depth", "no pixel has a depth")
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path, tiny_vit):
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", f"from fit3d_jax.harness import outputs; outputs.lock({str(folder)!r}, 'x'); "
+                               "print('locked', flush=True); import time; time.sleep(120)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        _photo(photos / "a.png", 0)
+        config = _config("features.py", image_dir=str(photos), output_dir=str(folder), weights=str(tiny_vit), short_side=28)
+        with pytest.raises(ConfigError, match=f"is in use by another run \\(pid {holder.pid} on .*, started "):
+            jobs.run(config)
+    finally:
+        holder.kill()
+        holder.wait()
+    jobs.run(config)  # the lock went with its process
+
+
+def test_conditions_a_user_can_cause_end_in_one_line_and_a_bug_says_so(room, tiny_vit, tmp_path):
+    store = _lifted_store(copy_room(room, tmp_path / "scene"), tiny_vit, tmp_path / "lift")
+    failed(main("--config=configs/finetune.py", f"--config.store={store}", f"--config.weights={tiny_vit}",
+                f"--config.output_dir={tmp_path / 'f'}", "--config.recipe.batch_size=99"),
+           "config.recipe.batch_size=99 is more than the store's 4 training views")
+    failed(main("--config=configs/lift.py", "--config.seed=-1"), "config.seed=-1 must be >= 0")
+    failed(main("--config=configs/convert_torch.py", f"--config.checkpoint={tiny_vit}", f"--config.output={tmp_path / 'c' / 'm.pth'}",
+                f"--config.timm_output={tmp_path / 'c' / 't.pth'}"), "heads of 16 channels", "nothing was written")
+    assert not [p for p in (tmp_path / "c").iterdir() if p.suffix == ".pth"]
+    garbage = tmp_path / "kernels"
+    garbage.mkdir()
+    (garbage / "libfit3d_ffi_cpu.so").write_text("not a library")
+    info = subprocess.run([sys.executable, "-m", "fit3d_jax.kernels", "info"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "FIT3D_KERNELS_DIR": str(garbage)})
+    assert info.returncode == 0 and "Traceback" not in info.stderr and f"passed over {garbage}" in info.stderr
+    bug = subprocess.run([sys.executable, "-c", "import sys, fit3d_jax.jobs as j; j.run = lambda c: 1 / 0; "
+                          "from fit3d_jax.main import cli; sys.argv = ['main', '--config=configs/features.py']; cli()"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bug.returncode == 1 and "ZeroDivisionError" in bug.stderr and "this is a bug in fit3d_jax" in bug.stderr
+
+
+def test_what_a_newcomer_reads_is_what_happened(tmp_path, capsys):
+    assert finetune_job.loss_summary({"logged_steps": [3, 3], "first_logged_loss": 0.6, "last_logged_loss": 0.6}) == \
+        "loss 0.6000 at step 3 (the one logged step this run)"
+    assert finetune_job.loss_summary({"logged_steps": [50, 100], "first_logged_loss": 0.6, "last_logged_loss": 0.5}) == \
+        "loss 0.6000 (step 50) -> 0.5000 (step 100)"
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(6, 8, 16)).astype(np.float32)
+    after = before.copy()
+    after[:2] += 3 * rng.normal(size=(2, 8, 16)).astype(np.float32)  # the fine-tuning moved two rows of patches
+    panel = viz.feature_panels(np.zeros((6, 8, 3), np.uint8), [before, after], 2, jax.random.key(0))
+    first, second = panel[:, 8 + 8: 16 + 8], panel[:, 16 + 16: 24 + 16]  # image | PCA | PCA | K-means | K-means, 8 px gaps
+    np.testing.assert_array_equal(first[2:], second[2:])  # one basis: unchanged patches keep their colours
+    with TrainLoop("job", tmp_path, total=4, start=0, log_every=2, checkpoint_every=99, progress=False, guarded=()) as loop:
+        for step in range(1, 5):
+            loop.step_done(step, guard.NonFinite.none(), {"loss": 0.5})
+    assert "job: step 2/4, loss 0.5" in capsys.readouterr().out and [r["step"] for r in loop.logged] == [2, 4]

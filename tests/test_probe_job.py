@@ -17,6 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import configs_loader
+from fit3d_jax import jobs
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.harness.guard import NonFiniteError
 from fit3d_jax.jobs import probe as probe_job
@@ -137,7 +138,7 @@ def test_concat_assembly_needs_finetuned_and_runs_with_it(rooms, vits, tmp_path)
 ])
 def test_configuration_errors(rooms, vits, tmp_path, field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        probe_job.run(_config("segmentation", rooms, vits, tmp_path, **{field: value}))
+        jobs.run(_config("segmentation", rooms, vits, tmp_path, **{field: value}))
 
 
 def _ade20k_tfds(data_dir):
@@ -364,7 +365,7 @@ def test_decoded_examples_are_read_once_and_give_the_same_batches(rooms, vits, t
     assert 0 < automatic.budget <= 16 * 2**30
     automatic.close()
     with pytest.raises(ConfigError, match="decoded_cache_gb=-2"):
-        probe_job.run(_config("segmentation", rooms, vits, tmp_path, decoded_cache_gb=-2.0))
+        jobs.run(_config("segmentation", rooms, vits, tmp_path, decoded_cache_gb=-2.0))
 
 
 def test_sweep_fields_are_checked(rooms, vits, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 import configs_loader
 from conftest import draw_seed
+from fit3d_jax import jobs
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.jobs import generate_rooms
 from fit3d_jax.scenes import SceneData, colmap, load_scene, nerfstudio, read_depth, read_image, read_labels, synthetic
@@ -219,7 +220,7 @@ def job_config(**overrides):
 def test_generate_rooms_job(tmp_path, capsys):
     config = job_config(output_dir=str(tmp_path), num_rooms=2, first_seed=5, width=40, height=30, num_train=3, num_test=1, num_points=50)
     generate_rooms.run(config)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["room_0005", "room_0006"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["room_0005", "room_0006"]
     assert len(load_scene(tmp_path / "room_0006").test) == 1
     assert capsys.readouterr().out.count("generated in") == 2
     generate_rooms.run(config)
@@ -232,4 +233,4 @@ def test_generate_rooms_job(tmp_path, capsys):
                                              (dict(point_noise=-1.0), "config.point_noise"), (dict(num_test=-1), "config.num_test")])
 def test_generate_rooms_job_names_bad_fields(tmp_path, overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
-        generate_rooms.run(job_config(output_dir=str(tmp_path), **overrides))
+        jobs.run(job_config(output_dir=str(tmp_path), **overrides))

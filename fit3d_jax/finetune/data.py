@@ -19,6 +19,7 @@ import numpy as np
 from fit3d_jax.finetune.store import StoredScene
 from fit3d_jax.images import load_image, patch_multiple_size
 from fit3d_jax.scenes import SceneError
+from fit3d_jax.scenes.pixels import decode_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +70,9 @@ def prepare(scenes: list[StoredScene], sample: Sample, model_size: tuple[int, in
     if image.shape[:2] != (view.height, view.width):
         raise SceneError(f"{view.image}: {image.shape[1]}x{image.shape[0]}, but the store says {view.width}x{view.height}")
     image = cv2.resize(image, model_size[::-1], interpolation=cv2.INTER_AREA)
-    if view.mask is not None:
-        mask = cv2.imread(str(view.mask), cv2.IMREAD_GRAYSCALE)
-        if mask is None:
-            raise SceneError(f"{view.mask}: cannot read mask")
-        weights = cv2.resize((mask > 0).astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA)
+    if view.mask is not None:  # read as stage I read it
+        mask = decode_mask(view.mask, view.width, view.height)
+        weights = cv2.resize(mask.astype(np.float32), grid[::-1], interpolation=cv2.INTER_AREA)
     else:
         weights = np.ones(grid, np.float32)
     if sample.flip:

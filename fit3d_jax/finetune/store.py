@@ -4,6 +4,7 @@ written by ``fit3d_jax.lift.export.write_store_entry``). All of it stays in host
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d_jax.scenes import SceneError
+from fit3d_jax.scenes import SceneError, validation
+from fit3d_jax.scenes.pixels import file_digest
 
 ARRAYS = ("means", "scales", "quats", "opacities", "features", "decoder")
 
@@ -25,6 +27,8 @@ class StoredView:
     height: int
     intrinsics: tuple[float, float, float, float]  # fx fy cx cy
     world_to_camera: np.ndarray  # (4, 4)
+    image_digest: str | None = None  # sha256 of the image file the lift saw (None: not recorded)
+    mask_digest: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,18 +54,26 @@ class StoredScene:
 
 
 def _view(entry: dict, where: str) -> StoredView:
+    """One stored view, checked as a scene reader checks it: the image there with the recorded
+    size, plausible intrinsics, a finite rigid pose."""
     try:
         image = Path(entry["image"])
-        if not image.exists():
-            raise SceneError(f"{where}: image {image} does not exist")
-        return StoredView(
-            image=image,
-            mask=Path(entry["mask"]) if entry.get("mask") else None,
-            width=int(entry["width"]),
-            height=int(entry["height"]),
-            intrinsics=(float(entry["fx"]), float(entry["fy"]), float(entry["cx"]), float(entry["cy"])),
-            world_to_camera=np.asarray(entry["world_to_camera"], np.float64).reshape(4, 4),
-        )
+        width = validation.positive_int(entry["width"], f"{where} width")
+        height = validation.positive_int(entry["height"], f"{where} height")
+        fx, fy, cx, cy = (validation.finite_number(entry[k], f"{where} {k}") for k in ("fx", "fy", "cx", "cy"))
+        validation.check_intrinsics(width, height, fx, fy, cx, cy, [f"{where} {k}" for k in ("fx", "fy", "cx", "cy")])
+        pose = np.asarray(entry["world_to_camera"], np.float64).reshape(4, 4)
+        if not np.array_equal(pose[3], [0, 0, 0, 1]):
+            raise SceneError(f"{where} world_to_camera: last row is {pose[3].tolist()}, not [0, 0, 0, 1]")
+        validation.rigid_world_to_camera(pose[:3, :3], pose[:3, 3], f"{where} world_to_camera")
+        validation.check_image_file(image, width, height, f"{where} image")
+        mask = Path(entry["mask"]) if entry.get("mask") else None
+        if mask is not None:
+            validation.check_image_file(mask, width, height, f"{where} mask")
+        return StoredView(image=image, mask=mask, width=width, height=height, intrinsics=(fx, fy, cx, cy), world_to_camera=pose,
+                          image_digest=entry.get("image_digest"), mask_digest=entry.get("mask_digest"))
+    except SceneError:
+        raise
     except (KeyError, TypeError, ValueError) as e:
         raise SceneError(f"{where}: malformed view entry ({e!r})") from None
 
@@ -144,3 +156,23 @@ def store_fingerprint(store_dir: str | Path) -> str:
             digest.update(f"{npz_path.name}:{npz_path.stat().st_size}:".encode())
             digest.update(npz_path.with_suffix(".json").read_bytes())
     return digest.hexdigest()[:24]
+
+
+def check_images(scenes: list[StoredScene], workers: int = 16) -> int:
+    """Raises SceneError unless every stored view's image (and mask) holds the content the lift saw
+    (the digests its store entry recorded): features lifted from other pixels are not the images'.
+    Returns how many files were read."""
+    files = [(path, digest, f"scene {s.name!r} view {i} {what}")
+             for s in scenes for i, v in enumerate(s.views + s.test_views)
+             for path, digest, what in ((v.image, v.image_digest, "image"), (v.mask, v.mask_digest, "mask")) if path is not None]
+    missing = next((where for path, digest, where in files if digest is None), None)
+    if missing is not None:
+        raise SceneError(f"{missing}: no record of the file's content (a store written before the record existed); lift the "
+                         "scene again")
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # hashing releases the GIL
+        found = list(pool.map(lambda f: file_digest(f[0]), files))
+    for (path, digest, where), now in zip(files, found):
+        if now != digest:
+            raise SceneError(f"{path}: changed since the lift ({where}): its features were lifted from other pixels; lift "
+                             f"the scene again (or restore the file)")
+    return len(files)

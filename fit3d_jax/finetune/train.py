@@ -41,7 +41,7 @@ from fit3d_jax.weights.checkpoints import CONFIG_ITEM, PARAMS_ITEM
 class Recipe:
     learning_rate: float = 1e-5
     weight_decay: float = 1e-4
-    clip_norm: float = 0.1
+    clip_norm: float = 0.1  # 0 = no clipping
     batch_size: int = 2  # global
     epochs: float = 1.0
     flip_probability: float = 0.5
@@ -57,10 +57,9 @@ GUARDED = ("loss", "gradients")
 def optimizer(recipe: Recipe) -> optax.GradientTransformation:
     # Flattened: the clip and AdamW run over one vector, a handful of kernels rather than a few per
     # parameter tensor (~200 launches of the ~1000 in a ViT-S step; launching bounds the step).
-    return optax.flatten(optax.chain(
-        optax.clip_by_global_norm(recipe.clip_norm),
-        optax.adamw(recipe.learning_rate, weight_decay=recipe.weight_decay),
-    ))
+    # clip_norm 0 means no clipping, as in the probes (clipping to norm 0 would freeze the model).
+    clip = [optax.clip_by_global_norm(recipe.clip_norm)] if recipe.clip_norm > 0 else []
+    return optax.flatten(optax.chain(*clip, optax.adamw(recipe.learning_rate, weight_decay=recipe.weight_decay)))
 
 
 def token_l1(tokens: jnp.ndarray, target: jnp.ndarray, weights: jnp.ndarray, total: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -272,5 +271,6 @@ def finetune(
         "scene_transfers": {str(d): caches[d].transfers for d in local},
         "last_logged_loss": logged[-1]["loss"] if logged else None,
         "first_logged_loss": logged[0]["loss"] if logged else None,
+        "logged_steps": [logged[0]["step"], logged[-1]["step"]] if logged else [],
     }
     return state, summary

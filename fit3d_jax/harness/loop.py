@@ -43,7 +43,8 @@ class TrainLoop:
         self.writer = create_writer(workdir, enabled=first)
         self.report = periodic_actions.ReportProgress(num_train_steps=total, every_secs=None, every_steps=max(log_every, 1))
         self.bar = tqdm(total=total, initial=start, desc=name, unit=unit, disable=not (progress and first))
-        self.logged: list[dict] = []
+        self.lines = first and not progress  # without the bar, a line per logged step says the run is alive
+        self.logged: list[dict] = []  # each logged step's scalars and its "step"
         self._clock = (start, time.perf_counter())
 
     def __enter__(self) -> TrainLoop:
@@ -80,8 +81,12 @@ class TrainLoop:
             scalars["steps_per_second"] = (step - then_step) / max(now - then, 1e-9)
             self._clock = (step, now)
             self.writer.write_scalars(step, scalars)
-            self.logged.append(scalars)
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in scalars.items() if k in ("loss", "feature_l1", "gaussians")})
+            self.logged.append({"step": step} | scalars)
+            shown = {k: f"{v:.4g}" for k, v in scalars.items() if k in ("loss", "feature_l1", "gaussians")}
+            self.bar.set_postfix(shown)
+            if self.lines:
+                print(f"{self.name}: step {step}/{self.total}, " + ", ".join(f"{k} {v}" for k, v in shown.items())
+                      + f", {scalars['steps_per_second']:.3g} steps/s", flush=True)
         if keep:
             with self.timed("checkpoints"):
                 save()

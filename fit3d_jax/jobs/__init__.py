@@ -1,5 +1,7 @@
-"""One module per job; each exposes ``run(config) -> None``. ``main.py`` dispatches on ``config.job``."""
+"""One module per job; each exposes ``run(config) -> None``. ``run`` here checks every field's range
+(``jobs.ranges``), says what the settings make meaningless, and dispatches on ``config.job``."""
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -47,3 +49,14 @@ def load_config(spec: str):
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module.get_config(argument) if argument else module.get_config()
+
+
+def run(config) -> None:
+    """Runs job ``config.job`` after checking every numeric and enumerated field's range; notes on
+    settings that make part of the run meaningless are printed first."""
+    from fit3d_jax.jobs import ranges  # here: importing a job pulls in JAX, the dispatcher need not
+
+    ranges.check(config)
+    for line in ranges.notes(config):
+        print(line, flush=True)
+    importlib.import_module(JOBS[config.job]).run(config)

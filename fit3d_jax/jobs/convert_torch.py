@@ -13,6 +13,7 @@ import numpy as np
 
 from fit3d_jax.errors import ConfigError
 from fit3d_jax.harness import outputs
+from fit3d_jax.models.dinov2 import HEAD_DIM
 from fit3d_jax.weights import (
     WeightsError,
     export_dinov3,
@@ -36,15 +37,20 @@ def run(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config.output must name the .pth file to write")
     _check_suffix(config, "output", (".pth", ".pt"))
     _check_suffix(config, "timm_output", (".safetensors", ".pth", ".pt", ".bin"))
+    inputs = [Path(config.checkpoint)] if Path(config.checkpoint).exists() else []
     for field in ("output", "timm_output"):
         if config[field]:
-            outputs.check_replaceable(Path(config[field]), f"config.{field}", config.overwrite)
+            outputs.claim_output_file(config[field], f"config.{field}", config.overwrite, inputs)
     try:
         weights = load_weights(config.checkpoint)
     except WeightsError as e:
         raise ConfigError(f"config.checkpoint={config.checkpoint!r}: {e}") from None
 
     c = weights.config
+    if c.embed_dim != HEAD_DIM * c.num_heads:  # PyTorch's files do not say the head count: readers infer 64-wide heads
+        raise ConfigError(f"config.checkpoint={config.checkpoint!r} holds {c.name} with {c.num_heads} heads of "
+                          f"{c.embed_dim // c.num_heads} channels; a .pth can only describe {HEAD_DIM}-channel heads (every "
+                          "DINOv2, DINOv3 and FiT3D backbone), so nothing was written")
     layout = "dinov3" if c.rope else "official" if c.dinov2_layout else "timm"  # the model's own PyTorch layout
     if layout != "official" and config.timm_output:
         where = "in its official layout only" if layout == "dinov3" else "in timm's layout to config.output already"

@@ -10,7 +10,7 @@ import ml_collections
 
 from fit3d_jax import images, viz
 from fit3d_jax.errors import ConfigError
-from fit3d_jax.finetune.store import check_weights, load_store, store_fingerprint
+from fit3d_jax.finetune.store import check_images, check_weights, load_store, store_fingerprint
 from fit3d_jax.finetune.train import Recipe, finetune
 from fit3d_jax.harness import outputs
 from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
@@ -23,11 +23,6 @@ def _recipe(config: ml_collections.ConfigDict) -> Recipe:
         recipe = Recipe(**config.recipe.to_dict())
     except TypeError as e:
         raise ConfigError(f"config.recipe: {e}") from None
-    for field in ("batch_size",):
-        if getattr(recipe, field) < 1:
-            raise ConfigError(f"config.recipe.{field} must be >= 1")
-    if not recipe.epochs > 0 or not recipe.learning_rate > 0:
-        raise ConfigError("config.recipe.epochs and config.recipe.learning_rate must be > 0")
     return recipe
 
 
@@ -43,25 +38,42 @@ def compare(original: dict, tuned: dict, model: DinoV2, image_paths: list[Path],
     return len(image_paths)
 
 
+def loss_summary(summary: dict) -> str:
+    """What the run measured of its loss: the first and last logged values and their steps."""
+    steps = summary["logged_steps"]
+    if not steps:
+        return "no step logged"
+    first, last = summary["first_logged_loss"], summary["last_logged_loss"]
+    if steps[0] == steps[1]:
+        return f"loss {first:.4f} at step {steps[0]} (the one logged step this run)"
+    return f"loss {first:.4f} (step {steps[0]}) -> {last:.4f} (step {steps[1]})"
+
+
 def run(config: ml_collections.ConfigDict) -> None:
     if config.distributed:
         jax.distributed.initialize()
     recipe = _recipe(config)
     dtype = compute_dtype(config)
     reduce_dtype = compute_dtype(config, "grad_reduce_dtype", allow_default=True)
-    for field in ("log_every", "checkpoint_every"):
-        if config[field] < 1:
-            raise ConfigError(f"config.{field}={config[field]} must be >= 1")
-    output_dir = outputs.claim_run(outputs.output_dir(config.output_dir, "config.output_dir"), "finetune", "config.output_dir")
+    output_dir = outputs.claim_output_dir(config.output_dir, "finetune", "config.output_dir", [Path(config.store)],
+                                          primary=jax.process_index() == 0)
     try:
         scenes = load_store(config.store)
     except SceneError as e:
         raise ConfigError(f"config.store: {e}") from None
+    views = sum(len(s.views) for s in scenes)
+    if recipe.batch_size > views:
+        raise ConfigError(f"config.recipe.batch_size={recipe.batch_size} is more than the store's {views} training views")
     weights = load_configured_weights(config)
     try:
         check_weights(scenes, weights.fingerprint, weights.description)
     except SceneError as e:
         raise ConfigError(f"config.store={config.store!r} and config.weights={config.weights!r}: {e}") from None
+    try:
+        checked = check_images(scenes)
+    except SceneError as e:
+        raise ConfigError(f"config.store={config.store!r}: {e}") from None
+    print(f"finetune: the {checked} image and mask files hold what the lift saw")
     print(f"finetune: {len(scenes)} scene(s), {sum(len(s.views) for s in scenes)} training views, "
           f"{jax.device_count()} device(s), global batch {recipe.batch_size}")
     state, summary = finetune(
@@ -71,8 +83,7 @@ def run(config: ml_collections.ConfigDict) -> None:
         progress=config.progress, max_steps=config.max_steps or None,
         identity={"store": store_fingerprint(config.store), "weights": weights.description},
     )
-    print(f"finetune: {summary['steps']} steps, {summary['views_per_second']:.1f} views/s this run, "
-          f"loss {summary['first_logged_loss']} -> {summary['last_logged_loss']}")
+    print(f"finetune: {summary['steps']} steps, {summary['views_per_second']:.1f} views/s this run, {loss_summary(summary)}")
 
     if jax.process_index() == 0:
         tuned = jax.device_get(state.params)

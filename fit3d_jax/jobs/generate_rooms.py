@@ -32,9 +32,6 @@ def _make(out_dir: Path, seed: int, params: dict, overwrite: bool) -> str:
 
 
 def _check(config: ml_collections.ConfigDict) -> dict:
-    for field, minimum in (("num_rooms", 1), ("first_seed", 0), ("num_workers", 0)):
-        if config[field] < minimum:
-            raise ConfigError(f"config.{field}={config[field]} must be at least {minimum}")
     params = {field: config[field] for field in ROOM_FIELDS}
     try:
         synthetic.room_parameters(seed=config.first_seed, **params)
@@ -45,6 +42,9 @@ def _check(config: ml_collections.ConfigDict) -> dict:
 
 def run(config: ml_collections.ConfigDict) -> None:
     params = _check(config)
+    # Rooms are protected one by one (each holds its generator record; check_replaceable), so the
+    # folder itself may hold rooms from the lift's built-in room too: checked and locked, not claimed.
+    outputs.lock(outputs.output_dir(config.output_dir, "config.output_dir"), "config.output_dir")
     seeds = range(config.first_seed, config.first_seed + config.num_rooms)
     workers = min(config.num_workers or os.cpu_count() or 1, len(seeds))
     jobs = [(room_dir(config.output_dir, seed), seed, params, config.overwrite) for seed in seeds]

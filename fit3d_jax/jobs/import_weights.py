@@ -15,7 +15,8 @@ from fit3d_jax.weights import WeightsError, load_params, params_equal, save_para
 def run(config: ml_collections.ConfigDict) -> None:
     if not config.output:
         raise ConfigError("config.output must name the Orbax checkpoint directory to write")
-    outputs.check_replaceable(Path(config.output), "config.output", config.overwrite)
+    inputs = [Path(config.weights)] if Path(config.weights).exists() else []
+    outputs.claim_output_file(config.output, "config.output", config.overwrite, inputs)
     weights = load_configured_weights(config)
     try:
         directory = save_params(config.output, weights.params, weights.config, overwrite=config.overwrite)

@@ -26,15 +26,6 @@ from fit3d_jax.scenes import SceneData, SceneError, find_scenes, load_scene, ver
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
 from fit3d_jax.weights import LoadedWeights
 
-BUDGETS = ("auto", "paper", "quick")
-# The fields' rules, checked once here (errors name the field).
-POSITIVE = {"recipe": ("iterations", "feature_dim", "sh_every", "lr_means", "lr_means_final", "lr_scales", "lr_quats",
-                       "lr_opacity", "lr_sh_dc", "lr_sh_rest", "lr_features", "lr_decoder"),
-            "strategy": ("densify_every", "percent_dense", "max_screen_size")}
-NOT_NEGATIVE = {"recipe": ("lambda_dssim", "lambda_feature"),
-                "strategy": ("densify_from", "densify_until", "densify_grad_threshold", "min_opacity", "opacity_reset_every",
-                             "size_prune_from")}
-
 
 def _with_preset(config: ml_collections.ConfigDict, section: str, budget: str) -> tuple[dict, list[str], list[str]]:
     """``config.<section>`` with the quick preset applied: (fields, fields the preset set, fields kept as given)."""
@@ -51,8 +42,6 @@ def settings_from(config: ml_collections.ConfigDict) -> tuple[Recipe, strategy_l
     """The recipe, the densification strategy and the budget they run under. The quick preset
     replaces fields, except those the command line set: an explicit ``--config.recipe.x`` (or
     ``strategy.x``) wins, and the run says so."""
-    if config.budget not in BUDGETS:
-        raise ConfigError(f"config.budget={config.budget!r} is not one of {BUDGETS}")
     budget = config.budget if config.budget != "auto" else ("quick" if jax.default_backend() == "cpu" else "paper")
     values = {}
     for section in ("recipe", "strategy"):
@@ -60,11 +49,6 @@ def settings_from(config: ml_collections.ConfigDict) -> tuple[Recipe, strategy_l
         if kept:
             print(f"quick budget: keeping {', '.join(f'{section}.{k}={fields[k]}' for k in kept)} as given "
                   f"(the preset has {', '.join(f'{k}={config.quick[section][k]}' for k in kept)})")
-        for rules, ok, rule in ((POSITIVE, lambda v: v > 0, "> 0"), (NOT_NEGATIVE, lambda v: v >= 0, ">= 0")):
-            for field in rules[section]:
-                if field in fields and not ok(fields[field]):
-                    source = f"config.quick.{section}" if field in preset else f"config.{section}"
-                    raise ConfigError(f"{source}.{field}={fields[field]} must be {rule}")
         values[section] = fields
     try:
         recipe = Recipe(**values["recipe"])
@@ -72,17 +56,9 @@ def settings_from(config: ml_collections.ConfigDict) -> tuple[Recipe, strategy_l
         raise ConfigError(f"config.recipe: {e}") from None
     try:
         strategy = strategy_lib.make(**values["strategy"])
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError) as e:
         raise ConfigError(f"config.strategy: {e}") from None
     return recipe, strategy, budget
-
-
-def check_settings(config: ml_collections.ConfigDict) -> None:
-    for field in ("log_every", "checkpoint_every"):
-        if config[field] < 1:
-            raise ConfigError(f"config.{field}={config[field]} must be >= 1")
-    if config.test_every < 0:
-        raise ConfigError(f"config.test_every={config.test_every} must be >= 0")
 
 
 def scene_paths(config: ml_collections.ConfigDict) -> list[Path]:
@@ -161,9 +137,11 @@ def load_backbones(config: ml_collections.ConfigDict) -> LoadedWeights | tuple[B
 
 def run(config: ml_collections.ConfigDict) -> None:
     recipe, strategy, budget = settings_from(config)
-    check_settings(config)
     output_dir = outputs.output_dir(config.output_dir, "config.output_dir")
     paths = scene_paths(config)
+    outputs.apart_from_inputs(output_dir, paths, "config.output_dir", "a scene")
+    if jax.process_index() == 0:
+        outputs.lock(output_dir, "config.output_dir")
     # Every scene, every image decoded, before hours of fitting start.
     try:
         scenes = distinct_names([load_scene(p, test_every=config.test_every) for p in paths])

@@ -25,11 +25,9 @@ def _plan(config: ml_collections.ConfigDict) -> tuple[Path, Path, list[tuple[str
     if not config.data_root or not scannetpp.is_root(root):
         raise ConfigError(f"config.data_root={config.data_root!r} is not a ScanNet++ download (a folder with data/ and "
                           "splits/, as the ScanNet++ download script writes it)")
-    if not config.downscale_factor >= 1:
-        raise ConfigError(f"config.downscale_factor={config.downscale_factor} must be >= 1 (FiT3D: 2)")
-    out = Path(config.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"config.output_dir={str(out)!r} is a file")
+    outputs.apart_from_inputs(Path(config.output_dir), [root], "config.output_dir", "the download (config.data_root)")
+    out = outputs.output_dir(config.output_dir, "config.output_dir")
+    outputs.lock(out, "config.output_dir")
     names = scannetpp.split_names(config.splits)
     if not names:
         raise ConfigError("config.splits names no split")
@@ -139,5 +137,7 @@ def run(config: ml_collections.ConfigDict) -> None:
     print(f"scenes: {where / scannetpp.FIT3D_SCENES}/<id>; lift them with\n"
           f"  python -m fit3d_jax.main --config=configs/lift.py --config.scenes={where} --config.split={next(iter(splits))}")
     if config.probe_data:
-        print(f"probe data: {where / 'eval'}; probe with\n"
-              f"  python -m fit3d_jax.main --config=configs/probe_scannetpp.py --config.data.data_dir={where / 'eval'}")
+        print(f"probe data: {where / 'eval'}; probe the original model with\n"
+              f"  python -m fit3d_jax.main --config=configs/probe_scannetpp.py --config.data.data_dir={where / 'eval'} "
+              "--config.assembly=original\n"
+              "  (FiT3D's concat assembly: --config.assembly=concat --config.finetuned=<the finetune job's output_dir>/checkpoints)")

@@ -19,7 +19,7 @@ from fit3d_jax.jobs.weights_fields import compute_dtype, load_configured_weights
 from fit3d_jax.models.dinov2 import DinoV2
 from fit3d_jax.probe import augment
 from fit3d_jax.probe.assembly import ASSEMBLIES, NEEDS_FINETUNED, Backbones, models_for
-from fit3d_jax.probe.datasets import TASKS, DatasetError, load_dataset
+from fit3d_jax.probe.datasets import DatasetError, check_targets, load_dataset
 from fit3d_jax.probe.protocol import Protocol
 from fit3d_jax.probe.train import Evaluation, Head, ProbeSettings, Schedule, evaluate_heads, train_heads
 from fit3d_jax.scenes.synthetic import RoomParameterError, ensure_room
@@ -46,18 +46,6 @@ def settings_from(config: ml_collections.ConfigDict) -> ProbeSettings:
         fused_loss=config.fused_loss,
     )
     s = settings.schedule
-    if not (settings.decoded_cache_gb >= 0 or settings.decoded_cache_gb == -1):
-        raise ConfigError(f"config.decoded_cache_gb={settings.decoded_cache_gb} must be >= 0 (0: no cache) or -1 (automatic)")
-    if not settings.device_dataset_gb >= 0:
-        raise ConfigError(f"config.device_dataset_gb={settings.device_dataset_gb} must be >= 0 (0: images travel with each batch)")
-    if s.iterations < 1 or s.batch_size < 1 or not s.learning_rate > 0:
-        raise ConfigError("config.schedule: iterations, batch_size and learning_rate must be positive")
-    choices = (("schedule.policy", s.policy, ("poly", "cosine")), ("schedule.momentum", s.momentum, ("constant", "onecycle")),
-               ("evaluation.mode", settings.evaluation.mode, ("slide", "whole")),
-               ("augment.color_gamma", settings.augment.color_gamma, ("raw", "unit")))
-    for field, value, allowed in choices:
-        if value not in allowed:
-            raise ConfigError(f"config.{field}={value!r} is not one of {allowed}")
     try:
         settings.protocol.check()
     except ValueError as e:
@@ -144,10 +132,6 @@ def table(metrics: dict, task: str) -> str:
 def run(config: ml_collections.ConfigDict) -> None:
     if config.distributed:
         jax.distributed.initialize()
-    if config.task not in TASKS:
-        raise ConfigError(f"config.task={config.task!r} is not one of {TASKS}")
-    if config.assembly not in ASSEMBLIES:
-        raise ConfigError(f"config.assembly={config.assembly!r} is not one of {ASSEMBLIES}")
     dtype = compute_dtype(config)
     settings = settings_from(config)
     try:
@@ -157,11 +141,13 @@ def run(config: ml_collections.ConfigDict) -> None:
     for split in (dataset.train, dataset.test):
         if len(split) == 0:  # checked before training: an empty test split would give NaN metrics
             raise ConfigError(f"config.data: {split.name} has no examples")
-    for field in ("log_every", "checkpoint_every"):
-        if config[field] < 1:
-            raise ConfigError(f"config.{field}={config[field]} must be >= 1")
+    try:
+        checked = check_targets(dataset)
+    except DatasetError as e:
+        raise ConfigError(f"config.data: {e}") from None
+    print(f"probe: the {checked} {'label maps' if config.task == 'segmentation' else 'depth maps'} of {dataset.name} are usable")
     heads = heads_from(config)
-    output_dir = outputs.claim_run(outputs.output_dir(config.output_dir, "config.output_dir"), "probe", "config.output_dir")
+    output_dir = outputs.claim_output_dir(config.output_dir, "probe", "config.output_dir", primary=jax.process_index() == 0)
     vit_config, params = backbone_params(config, [h.assembly for h in heads])
     model = DinoV2(vit_config, dtype=dtype)
     assemblies = [Backbones(model, h.assembly, config.task, settings.protocol.features) for h in heads]

@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from fit3d_jax.errors import FitError
 from fit3d_jax.weights import LoadedWeights
 
 # Names a backbone cannot take: the scene folder's own entries.
@@ -24,7 +25,7 @@ RESERVED = frozenset({"cache", "checkpoints", "renders", "store"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
-class BackboneError(ValueError):
+class BackboneError(FitError, ValueError):
     """A set of backbones that cannot be lifted together (the message names the backbone)."""
 
 

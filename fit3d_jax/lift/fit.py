@@ -34,6 +34,7 @@ from fit3d_jax.lift.gaussians import init_from_points
 from fit3d_jax.lift.state import LiftState, resize_state
 from fit3d_jax.lift.strategy import DefaultStrategy, Strategy, describe
 from fit3d_jax.scenes import SceneData, SceneError, View, read_image, read_mask, verify_pixels
+from fit3d_jax.scenes.pixels import file_digest
 from fit3d_jax.viz import save_png
 from fit3d_jax.weights import LoadedWeights
 
@@ -184,8 +185,10 @@ def fit_scene(
 
 
 def _describe(views) -> list[dict]:
+    """The views as the store records them, with their files' content (stage II checks it)."""
     return [dict(image=str(v.image_path.absolute()), mask=str(v.mask_path.absolute()) if v.mask_path else None, width=v.width,
-                 height=v.height, fx=v.fx, fy=v.fy, cx=v.cx, cy=v.cy, world_to_camera=np.asarray(v.world_to_camera).tolist())
+                 height=v.height, fx=v.fx, fy=v.fy, cx=v.cx, cy=v.cy, world_to_camera=np.asarray(v.world_to_camera).tolist(),
+                 image_digest=file_digest(v.image_path), mask_digest=file_digest(v.mask_path) if v.mask_path else None)
             for v in views]
 
 

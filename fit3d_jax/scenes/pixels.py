@@ -72,12 +72,34 @@ def read_image(view: View) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
+# A view whose mask keeps less than this share of its pixels is refused: inverted (0 = keep) or
+# another image's mask, and its metrics would be the handful of pixels left.
+MIN_MASK_VALID = 0.01
+
+
 def read_mask(view: View) -> np.ndarray | None:
-    """(H, W) bool, True where the pixel counts (any nonzero channel)."""
-    if view.mask_path is None:
-        return None
-    mask = _sized(decode(view.mask_path, "mask"), view.mask_path, view, "mask")
-    return mask.any(axis=-1) if mask.ndim == 3 else mask != 0
+    """The view's mask (``decode_mask``), or None."""
+    return None if view.mask_path is None else decode_mask(view.mask_path, view.width, view.height)
+
+
+def decode_mask(path: Path, width: int, height: int) -> np.ndarray:
+    """(H, W) bool, True where the pixel counts (any nonzero colour channel); stages I and II read
+    masks with it. An alpha channel is transparency, not the mask: an opaque one is dropped, a
+    transparent pixel is an error (which way it would mean is anyone's guess)."""
+    mask = decode(path, "mask")
+    if mask.shape[:2] != (height, width):
+        raise SceneError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its view is {width}x{height}")
+    if mask.ndim == 3 and mask.shape[-1] in (2, 4):
+        opaque = np.iinfo(mask.dtype).max if mask.dtype.kind in "ui" else 1
+        if (mask[..., -1] < opaque).any():
+            raise SceneError(f"{path}: the mask has transparent pixels; give it as one channel, 0 where pixels are ignored, "
+                             "nonzero where they count")
+        mask = mask[..., :-1]
+    mask = mask.any(axis=-1) if mask.ndim == 3 else mask != 0
+    if mask.mean() < MIN_MASK_VALID:
+        raise SceneError(f"{path}: the mask keeps {mask.mean():.2%} of its view's pixels (at least {MIN_MASK_VALID:.0%} "
+                         "needed): 0 marks pixels that are ignored, nonzero those that count; is it inverted, or another image's?")
+    return mask
 
 
 def read_depth(view: View) -> np.ndarray | None:

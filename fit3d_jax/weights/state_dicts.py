@@ -13,12 +13,13 @@ from collections.abc import Callable, Mapping
 import jax
 import numpy as np
 
+from fit3d_jax.errors import FitError
 from fit3d_jax.models.dinov2 import ARCHS, DINOV3_FIELDS, HEAD_DIM, NAMED_MODELS, ViTConfig, param_shapes, timm_config, vit_config
 
 StateDict = dict[str, np.ndarray]
 
 
-class WeightsError(ValueError):
+class WeightsError(FitError, ValueError):
     """A checkpoint cannot be used; the message names the file and the offending key."""
 
 

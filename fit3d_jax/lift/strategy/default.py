@@ -32,6 +32,10 @@ class DefaultStrategy:
     max_screen_size: float = 20.0  # pixels; pruning by size starts after size_prune_from
     size_prune_from: int = 3000  # 3DGS: after the first opacity reset
 
+    def __post_init__(self):
+        if self.densify_until < self.densify_from:
+            raise ValueError(f"densify_until={self.densify_until} is below densify_from={self.densify_from}: nothing would densify")
+
     def init(self, capacity: int) -> ops.DensityStats:
         return ops.DensityStats.zeros(capacity)
 

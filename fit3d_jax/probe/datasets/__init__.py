@@ -25,6 +25,7 @@ from fit3d_jax.probe.datasets.types import (
     DatasetError,
     Example,
     Split,
+    check_targets,
 )
 
 LOADERS = {  # FiT3D's evaluation layouts (files.py), tfds where it has the dataset, the built-in rooms
@@ -60,4 +61,4 @@ def load_dataset(data: ml_collections.ConfigDict, task: str) -> Dataset:
         raise DatasetError(f"config.data: {e}") from None
 
 
-__all__ = ["DEPTH", "SEGMENTATION", "TASKS", "Dataset", "DatasetError", "Example", "Split", "load_dataset"]
+__all__ = ["DEPTH", "SEGMENTATION", "TASKS", "Dataset", "DatasetError", "Example", "Split", "check_targets", "load_dataset"]

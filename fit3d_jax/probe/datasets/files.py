@@ -78,7 +78,7 @@ def _image(path: Path, where: str) -> np.ndarray:
         raise DatasetError(f"{path}: missing or unreadable image ({where})") from None
 
 
-def _label_png(path: Path, image: np.ndarray, of: str) -> np.ndarray:
+def _label_png(path: Path, of: str) -> np.ndarray:
     """Class ids as the PNG stores them (palette indices, not colours: Pillow, as mmseg reads them)."""
     from PIL import Image
 
@@ -86,9 +86,15 @@ def _label_png(path: Path, image: np.ndarray, of: str) -> np.ndarray:
         label = np.asarray(Image.open(path)).astype(np.int32)
     except (OSError, ValueError):
         raise DatasetError(f"{path}: missing or unreadable label of {of}") from None
-    if label.shape != image.shape[:2]:
-        raise DatasetError(f"{path}: label {label.shape} does not match its image {image.shape[:2]}")
+    if label.ndim != 2:
+        raise DatasetError(f"{path}: label of {of} has shape {label.shape}, not one channel of class ids (a colour PNG?)")
     return label
+
+
+def _matches(path: Path, target: np.ndarray, image: np.ndarray, what: str) -> np.ndarray:
+    if target.shape != image.shape[:2]:
+        raise DatasetError(f"{path}: {what} {target.shape} does not match its image {image.shape[:2]}")
+    return target
 
 
 def _lines(path: Path, how_to: str) -> list[str]:
@@ -115,15 +121,18 @@ def voc(data_dir: str, train_split: str = "train", test_split: str = "val") -> D
         ids = _lines(base / "ImageSets" / "Segmentation" / f"{name}.txt", how_to)
         masks = base / ("SegmentationClassAug" if name == "trainaug" else "SegmentationClass")
 
-        def read(i: int) -> Example:
-            image = _image(base / "JPEGImages" / f"{ids[i]}.jpg", f"VOC {name} {ids[i]}")
+        def target(i: int) -> np.ndarray:
             path = masks / f"{ids[i]}.png"
-            label = _label_png(path, image, f"VOC {name} {ids[i]}")
+            label = _label_png(path, f"VOC {name} {ids[i]}")
             if (bad := np.setdiff1d(np.unique(label), [*range(len(VOC_CLASSES)), IGNORE_INDEX])).size:
                 raise DatasetError(f"{path}: label values {bad.tolist()} are not VOC class ids (is it a colour PNG?)")
-            return Example(f"voc/{ids[i]}", image, label)
+            return label
 
-        return Split(f"voc[{name}]", len(ids), read)
+        def read(i: int) -> Example:
+            image = _image(base / "JPEGImages" / f"{ids[i]}.jpg", f"VOC {name} {ids[i]}")
+            return Example(f"voc/{ids[i]}", image, _matches(masks / f"{ids[i]}.png", target(i), image, "label"))
+
+        return Split(f"voc[{name}]", len(ids), read, target)
 
     return Dataset("voc2012", SEGMENTATION, split(train_split), split(test_split), class_names=VOC_CLASSES)
 
@@ -137,12 +146,10 @@ def kb_crop(array: np.ndarray) -> np.ndarray:
     return array[top:, left : left + KITTI_KB_CROP[1]]
 
 
-def _depth_png(path: Path, image: np.ndarray, scale: float) -> np.ndarray:
+def _depth_png(path: Path, scale: float) -> np.ndarray:
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
         raise DatasetError(f"{path}: missing, unreadable or not a one-channel uint16 depth PNG")
-    if raw.shape != image.shape[:2]:
-        raise DatasetError(f"{path}: depth {raw.shape} does not match its image {image.shape[:2]}")
     return raw.astype(np.float32) / scale
 
 
@@ -167,15 +174,21 @@ def depth_splits(data_dir: str, train_split: str, test_split: str, *, depth_scal
             if fields[1] != "None":
                 rows.append((root / image_root / fields[0].lstrip("/"), root / depth_root / fields[1].lstrip("/")))
 
+        def target(i: int) -> np.ndarray:
+            depth = _depth_png(rows[i][1], depth_scale)
+            for c in crops:
+                depth = c(depth)
+            return depth
+
         def read(i: int) -> Example:
             image_path, depth_path = rows[i]
             image = _image(image_path, f"{name} {path.name}")
-            depth = _depth_png(depth_path, image, depth_scale)
+            depth = _matches(depth_path, _depth_png(depth_path, depth_scale), image, "depth")
             for c in crops:
                 image, depth = c(image), c(depth)
             return Example(str(image_path), image, depth)
 
-        return Split(f"{name}[{path.name}]", len(rows), read)
+        return Split(f"{name}[{path.name}]", len(rows), read, target)
 
     crops = [c for c in (crop,) if c is not None]
     return Dataset(name, DEPTH, split(train_split, crops + ([train_crop] if train_crop else [])), split(test_split, crops),
@@ -232,18 +245,23 @@ def segmentation_folders(data_dir: str, *, classes: tuple[str, ...], img_suffix:
         if not files:
             raise DatasetError(f"{folder}: no *{img_suffix} images. {how_to}")
 
-        def read(i: int) -> Example:
-            image = _image(files[i], name)
-            path = root / annotations / files[i].relative_to(folder).with_suffix(seg_suffix)
-            label = _label_png(path, image, str(files[i]))
+        def label_path(i: int) -> Path:
+            return root / annotations / files[i].relative_to(folder).with_suffix(seg_suffix)
+
+        def target(i: int) -> np.ndarray:
+            label = _label_png(label_path(i), str(files[i]))
             if reduce_zero_label:  # mmseg: 0 -> ignore, k -> k - 1
                 label = np.where(label == 0, IGNORE_INDEX, label - 1)
             if (bad := np.setdiff1d(np.unique(label), [*range(len(classes)), IGNORE_INDEX])).size:
-                raise DatasetError(f"{path}: label values {bad.tolist()} are outside the {len(classes)} classes"
+                raise DatasetError(f"{label_path(i)}: label values {bad.tolist()} are outside the {len(classes)} classes"
                                    + (" (after reduce_zero_label)" if reduce_zero_label else ""))
-            return Example(f"{name}/{files[i].stem}", image, label)
+            return label
 
-        return Split(f"{name}[{images}]", len(files), read)
+        def read(i: int) -> Example:
+            image = _image(files[i], name)
+            return Example(f"{name}/{files[i].stem}", image, _matches(label_path(i), target(i), image, "label"))
+
+        return Split(f"{name}[{images}]", len(files), read, target)
 
     return Dataset(name, SEGMENTATION, split(*train_dirs), split(*test_dirs), class_names=tuple(classes))
 
@@ -299,7 +317,7 @@ def scenes(train: str, test: str, task: str, min_depth: float = 1e-3, max_depth:
         all_names = names.pop()
         kept = [i for i in range(len(all_names)) if i not in ignore_ids]
         class_names = tuple(all_names[i] for i in kept)
-        lookup = np.full(max(256, len(all_names)), IGNORE_INDEX, np.int32)
+        lookup = np.full(len(all_names), IGNORE_INDEX, np.int32)
         lookup[kept] = np.arange(len(kept))
 
     def split(name: str, views_) -> Split:
@@ -308,16 +326,29 @@ def scenes(train: str, test: str, task: str, min_depth: float = 1e-3, max_depth:
                 raise DatasetError(f"{v.image_path.parent.parent}: view {v.name!r} has no "
                                    f"{'label_path' if task == SEGMENTATION else 'depth_path'} for {task}")
 
+        def target(i: int) -> np.ndarray:
+            view = views_[i]
+            try:
+                if task != SEGMENTATION:
+                    return read_depth(view)
+                labels = read_labels(view)
+            except SceneError as e:
+                raise DatasetError(f"{view.image_path}: {e}") from None
+            if labels.max(initial=0) >= len(lookup):
+                bad = np.unique(labels[labels >= len(lookup)])
+                raise DatasetError(f"{view.label_path}: label values {bad[:10].tolist()} are beyond the {len(lookup)} classes of "
+                                   "classes.json (every label value needs its class named there)")
+            return lookup[labels]
+
         def read(i: int) -> Example:
             view = views_[i]
             try:
                 image = read_image(view)
-                target = lookup[read_labels(view)] if task == SEGMENTATION else read_depth(view)
-            except (SceneError, IndexError) as e:
+            except SceneError as e:
                 raise DatasetError(f"{view.image_path}: {e}") from None
-            return Example(f"{view.image_path.parent.parent.name}/{view.name}", image, target)
+            return Example(f"{view.image_path.parent.parent.name}/{view.name}", image, target(i))
 
-        return Split(name, len(views_), read)
+        return Split(name, len(views_), read, target)
 
     return Dataset("scenes", task, split("scenes[train]", train_views), split("scenes[test]", test_views),
                    class_names=class_names, min_depth=min_depth, max_depth=max_depth)

@@ -8,11 +8,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from fit3d_jax.errors import FitError
+from fit3d_jax.probe.metrics import IGNORE_INDEX
+
 SEGMENTATION, DEPTH = "segmentation", "depth"
 TASKS = (SEGMENTATION, DEPTH)
 
 
-class DatasetError(ValueError):
+class DatasetError(FitError, ValueError):
     """A dataset is missing or malformed; the message names the file or folder and how to fix it."""
 
 
@@ -27,10 +30,14 @@ class Example:
 
 class Split(Sequence):
     """``len(split)`` examples, read on demand by ``read(i)`` (thread-safe: loaders call it from
-    worker threads)."""
+    worker threads). ``target(i)``, where a loader has it, reads example i's target alone (labels
+    or depth, checked as ``read`` checks them): what ``check_targets`` scans before training."""
 
-    def __init__(self, name: str, length: int, read: Callable[[int], Example]):
-        self.name, self._length, self._read = name, length, read
+    def __init__(self, name: str, length: int, read: Callable[[int], Example], target: Callable[[int], np.ndarray] | None = None):
+        self.name, self._length, self._read, self._target = name, length, read, target
+
+    def target(self, i: int) -> np.ndarray:
+        return self._target(i) if self._target is not None else self[i].target
 
     def __len__(self) -> int:
         return self._length
@@ -93,3 +100,28 @@ def nyu_train_crop(array: np.ndarray) -> np.ndarray:
     if array.shape[:2] != (480, 640):
         raise DatasetError(f"NYUv2 training frame {array.shape[1]}x{array.shape[0]} is not 640x480 (NYUCrop is 45:472, 43:608)")
     return array[NYU_TRAIN_CROP]
+
+
+def check_targets(dataset: Dataset, workers: int = 8) -> int:
+    """Reads every target of both splits (in threads) before any training: labels outside the
+    classes and depth maps without a valid pixel raise DatasetError naming the example, instead of
+    surfacing mid-run or as NaN metrics. Returns how many were read."""
+    import concurrent.futures
+
+    def check(split: Split, i: int) -> None:
+        target = split.target(i)
+        if dataset.task == SEGMENTATION:
+            valid = (target >= 0) & (target < dataset.num_classes)
+            bad = np.unique(target[~valid & (target != IGNORE_INDEX)])
+            if bad.size:
+                raise DatasetError(f"{split.name} example {i}: label values {bad[:10].tolist()} are outside the "
+                                   f"{dataset.num_classes} classes (class ids 0..{dataset.num_classes - 1}, {IGNORE_INDEX} = ignored)")
+        elif not ((target > dataset.min_depth) & (target <= dataset.max_depth)).any():
+            raise DatasetError(f"{split.name} example {i}: no pixel has a depth in ({dataset.min_depth:g}, {dataset.max_depth:g}] m "
+                               "(an empty or mis-scaled depth file): its loss and metrics would be empty")
+
+    jobs = [(split, i) for split in (dataset.train, dataset.test) for i in range(len(split))]
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:  # PNG decoding releases the GIL
+        for future in [pool.submit(check, *job) for job in jobs]:
+            future.result()
+    return len(jobs)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fit3d_jax.errors import FitError
 from fit3d_jax.harness import outputs
 from fit3d_jax.scenes import nerfstudio
 from fit3d_jax.scenes.synthetic.camera_path import camera_path
@@ -23,7 +24,7 @@ GENERATOR_VERSION = 2  # bump when the same parameters would give a different ro
 GENERATOR_FILE = "generator.json"
 
 
-class RoomParameterError(ValueError):
+class RoomParameterError(FitError, ValueError):
     """A generator parameter is out of range; ``field`` names it."""
 
     def __init__(self, field: str, message: str):
