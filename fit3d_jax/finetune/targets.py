@@ -84,8 +84,7 @@ GEOMETRY = ("means", "scales", "quats", "opacities", "features")  # what the ras
 
 def _render_features(geometry: dict, viewmat, intrinsics, width: int, height: int, backend: str) -> jnp.ndarray:
     """(H, W, F) rendered feature image of one view (no gradients are taken)."""
-    fx, fy, cx, cy = (intrinsics[k] for k in range(4))
-    camera = Camera(viewmat, fx, fy, cx, cy, jnp.float32(0.01), jnp.float32(1e10), width, height)
+    camera = Camera.from_intrinsics(viewmat, intrinsics, width, height)
     sh = jnp.zeros((geometry["means"].shape[0], 1, 3), jnp.float32)  # colours are not needed
     return rasterize(*(geometry[k] for k in GEOMETRY[:4]), sh, geometry["features"], camera, backend=backend).features
 

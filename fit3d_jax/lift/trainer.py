@@ -95,8 +95,7 @@ class SceneArrays:
     height: int = struct.field(pytree_node=False)
 
     def camera(self, index) -> Camera:
-        fx, fy, cx, cy = (self.intrinsics[index, k] for k in range(4))
-        return Camera(self.viewmats[index], fx, fy, cx, cy, jnp.float32(0.01), jnp.float32(1e10), self.width, self.height)
+        return Camera.from_intrinsics(self.viewmats[index], self.intrinsics[index], self.width, self.height)
 
 
 def scene_extent(camera_centers: np.ndarray) -> float:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import chex
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
-
-# Must match kCameraParams and Camera::from_params in ffi_kernels/include/fit3d/common.h.
-CAMERA_PARAMS = 24
 
 
 @struct.dataclass
@@ -54,22 +50,14 @@ class Camera:
         return cls(viewmat, arr(fx), arr(fy), arr(cx), arr(cy), arr(near), arr(far), int(width), int(height))
 
     @classmethod
-    def look_at(cls, eye, target, up, fx, fy, width, height, **kw) -> Camera:
-        """A camera at ``eye`` looking at ``target`` with image-up roughly ``-up`` (y down)."""
-        eye, target, up = (np.asarray(v, np.float64) for v in (eye, target, up))
-        z = target - eye
-        z /= np.linalg.norm(z)
-        x = np.cross(z, up)
-        x /= np.linalg.norm(x)
-        y = np.cross(z, x)
-        rot = np.stack([x, y, z])  # rows: camera axes in world coordinates
-        viewmat = np.eye(4)
-        viewmat[:3, :3] = rot
-        viewmat[:3, 3] = -rot @ eye
-        return cls.create(viewmat, fx, fy, kw.pop("cx", width / 2), kw.pop("cy", height / 2), width, height, **kw)
+    def from_intrinsics(cls, viewmat, intrinsics, width: int, height: int) -> Camera:
+        """The camera of a (..., 4) ``intrinsics`` row fx, fy, cx, cy (traced values are fine), with
+        the default near and far planes: how stages I and II build their views' cameras."""
+        return cls.create(viewmat, *(intrinsics[..., k] for k in range(4)), width, height)
 
     def pack(self) -> jnp.ndarray:
-        """The kernels' camera operand: viewmat (16), fx, fy, cx, cy, near, far, 0, 0."""
+        """The kernels' camera operand: viewmat (16), fx, fy, cx, cy, near, far, 0, 0 (24 values:
+        kCameraParams and Camera::from_params in ffi_kernels/include/fit3d/common.h)."""
         scalars = jnp.stack([self.fx, self.fy, self.cx, self.cy, self.near, self.far], axis=-1)
         flat = self.viewmat.reshape(self.viewmat.shape[:-2] + (16,))
         pad = jnp.zeros(flat.shape[:-1] + (2,), flat.dtype)
